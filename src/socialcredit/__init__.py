@@ -1,0 +1,23 @@
+"""socialcredit: an open, measurable implementation of a social credit system."""
+
+from socialcredit.engine import ScoreState, Scoring, explain, score_ledger
+from socialcredit.events import EventError, read_events, validate_events
+from socialcredit.policy import Policy, PolicyError, list_presets, load_policy, parse_policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EventError",
+    "Policy",
+    "PolicyError",
+    "ScoreState",
+    "Scoring",
+    "__version__",
+    "explain",
+    "list_presets",
+    "load_policy",
+    "parse_policy",
+    "read_events",
+    "score_ledger",
+    "validate_events",
+]

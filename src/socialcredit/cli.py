@@ -1,0 +1,180 @@
+"""The `socialcredit` command line: thin commands over the core packages."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from socialcredit.engine import STATUS_NAMES, explain, score_ledger
+from socialcredit.events import EventError, read_events
+from socialcredit.policy import Policy, PolicyError, list_presets, load_policy
+
+app = typer.Typer(help="Run, score, explain and audit a social credit system.", no_args_is_help=True,
+                  add_completion=False)
+policy_app = typer.Typer(help="List, show and check scoring policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+out = Console()
+err = Console(stderr=True)
+
+PolicyOption = Annotated[str, typer.Option("--policy", "-p", help="Preset name or policy TOML file.")]
+EventsOption = Annotated[Path, typer.Option("--events", "-e", help="Events: .csv, .parquet or .ndjson.")]
+AsOfOption = Annotated[int | None, typer.Option("--as-of", min=0,
+                                                 help="Score as of this day (default: the largest day).")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print an error and return the exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(name_or_file: str) -> Policy:
+    try:
+        return load_policy(name_or_file)
+    except PolicyError as exc:
+        raise fail(str(exc)) from None
+
+
+def _events(path: Path) -> pl.DataFrame:
+    try:
+        return read_events(path)
+    except EventError as exc:
+        raise fail(str(exc)) from None
+
+
+@policy_app.command("list")
+def policy_list() -> None:
+    """List the presets shipped with socialcredit."""
+    table = Table("name", "title", "start", "range", "classes", "rules")
+    for name in list_presets():
+        p = load_policy(name)
+        table.add_row(name, p.title, str(p.start), f"{p.min}-{p.max}", " ".join(p.class_names),
+                      str(len(p.rules)))
+    out.print(table)
+
+
+@policy_app.command("show")
+def policy_show(name_or_file: Annotated[str, typer.Argument(help="Preset name or TOML file.")]) -> None:
+    """Show a policy: classes, rules, consequences and access grants."""
+    p = _load(name_or_file)
+    out.print(f"[bold]{p.name}[/]: {p.title}")
+    if p.description:
+        out.print(p.description.strip(), highlight=False)
+    out.print(f"start {p.start}, score kept within [{p.min}, {p.max}], appeals: {'yes' if p.appeals else 'no'}")
+    classes = Table("class", "from score", title="Rating classes (top to bottom)")
+    for c in p.classes:
+        classes.add_row(c.name, "-" if c.min is None else str(c.min))
+    out.print(classes)
+    rules = Table("id", "kind", "points", "context", "sources", "min conf.", "per day", "expires",
+                  "class at most", "reason", title="Rules")
+    for r in p.rules:
+        rules.add_row(r.id, r.kind, f"{r.points:+d}", r.context, ",".join(r.sources or ["any"]),
+                      f"{r.min_confidence:g}", str(r.max_per_day or "-"),
+                      f"{r.expires_after_days} d" if r.expires_after_days else "never",
+                      r.class_at_most or "-", r.reason)
+    out.print(rules)
+    for title, items in (("Benefits", p.benefits), ("Sanctions", p.sanctions)):
+        if items:
+            t = Table("name", "class", "held days", "context", "parameters", title=title)
+            for b in items:
+                params = ", ".join(f"{k}={v}" for k, v in b.parameters.items())
+                t.add_row(b.name, b.class_, str(b.held_days), b.context, params)
+            out.print(t)
+    if p.grants:
+        g = Table("role", "may see", "purpose required", title="Access grants")
+        for grant in p.grants:
+            g.add_row(grant.role, ", ".join(grant.fields), "yes" if grant.purpose_required else "no")
+        out.print(g)
+
+
+@policy_app.command("check")
+def policy_check(file: Annotated[Path, typer.Argument(help="Policy TOML file.")]) -> None:
+    """Validate a policy file; exit non-zero and name the field when it is invalid."""
+    p = _load(str(file))
+    out.print(f"[green]ok[/]: {file} is a valid policy '{p.name}' with {len(p.rules)} rules "
+              f"and {len(p.classes)} classes")
+
+
+@app.command()
+def score(
+    policy: PolicyOption,
+    events: EventsOption,
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output .csv or .parquet.")],
+    as_of: AsOfOption = None,
+    strict: Annotated[bool, typer.Option(help="Unknown event kinds are an error.")] = False,
+) -> None:
+    """Score a file of events: one row per citizen with score and class."""
+    if out_file.suffix.lower() not in (".csv", ".parquet"):
+        raise fail(f"--out must end in .csv or .parquet, not '{out_file.suffix}'", 2)
+    compiled_policy = _load(policy)
+    table = _events(events)
+    try:
+        result = score_ledger(compiled_policy, table, as_of=as_of, strict=strict)
+    except EventError as exc:
+        raise fail(str(exc)) from None
+    _write_atomically(result.scores, out_file)
+    counts = result.status_counts()
+    out.print(f"scored {table.height:,} events of {result.scores.height:,} citizens "
+              f"with '{compiled_policy.name}' as of day {result.as_of} -> {out_file}")
+    out.print("events: " + ", ".join(f"{counts[s]:,} {s}" for s in STATUS_NAMES if counts[s]))
+    if result.unknown_kinds.height:
+        kinds = ", ".join(f"{k} ({n:,})" for k, n in result.unknown_kinds.head(10).iter_rows())
+        err.print(f"[yellow]warning:[/] {counts['unknown_kind']:,} events of kinds no rule scores: "
+                  f"{kinds}; use --strict to refuse them", highlight=False)
+    classes = result.scores["class"].value_counts().sort("class")
+    t = Table("class", "citizens", "share")
+    for name, n in classes.iter_rows():
+        t.add_row(name, f"{n:,}", f"{n / result.scores.height:.1%}")
+    out.print(t)
+
+
+def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        if path.suffix.lower() == ".csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@app.command("explain")
+def explain_command(
+    policy: PolicyOption,
+    events: EventsOption,
+    citizen: Annotated[str, typer.Option("--citizen", "-c", help="Citizen id.")],
+    as_of: AsOfOption = None,
+) -> None:
+    """Explain one citizen's score: the key factors, then every event with its points."""
+    ledger = _events(events)
+    try:
+        e = explain(_load(policy), ledger, citizen, as_of=as_of)
+    except KeyError as exc:
+        raise fail(exc.args[0]) from None
+    out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of}: score {e.score}, class [bold]{e.class_name}[/]")
+    if e.capped_by:
+        out.print(f"class held at {e.class_name} (score alone gives {e.score_class}) by rule '{e.capped_by}'")
+    factors = Table("", "rule", "reason", "effect", "points", "events", title="Key factors")
+    for i, f in enumerate(e.factors.iter_rows(named=True), start=1):
+        factors.add_row(str(i), f["rule"], f["reason"], f["effect"], f"{f['points']:+d}", str(f["events"]))
+    out.print(factors)
+    listing = Table("day", "event", "kind", "rule", "points", "status", "source", "ref", "confidence",
+                    title="Events")
+    for r in e.events.iter_rows(named=True):
+        listing.add_row(str(r["day"]), r["event_id"], r["kind"], r["rule"] or "-", f"{r['points']:+d}",
+                        r["status"], r["source"] or "-", r["source_ref"] or "-",
+                        "-" if r["confidence"] is None else f"{r['confidence']:.3f}")
+    out.print(listing)

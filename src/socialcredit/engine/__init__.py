@@ -1,0 +1,17 @@
+"""The scoring engine: pure, vectorised functions from policy and events to scores and reasons."""
+
+from socialcredit.engine._batch import Scoring, score_ledger
+from socialcredit.engine._compiled import STATUS_NAMES, CompiledPolicy, Status
+from socialcredit.engine._explain import Explanation, explain
+from socialcredit.engine._state import ScoreState
+
+__all__ = [
+    "STATUS_NAMES",
+    "CompiledPolicy",
+    "Explanation",
+    "ScoreState",
+    "Scoring",
+    "Status",
+    "explain",
+    "score_ledger",
+]

@@ -1,0 +1,151 @@
+"""A policy turned into arrays, so that every decision is a vectorised lookup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import polars as pl
+
+from socialcredit.policy import Policy
+
+
+class Status(IntEnum):
+    """Why an event does or does not count, as of a day."""
+
+    COUNTED = 0
+    UNKNOWN_KIND = 1
+    SOURCE = 2
+    CONFIDENCE = 3
+    CAP = 4
+    EXPIRED = 5
+    FUTURE = 6
+
+
+STATUS_NAMES = ["counted", "unknown_kind", "source", "confidence", "cap", "expired", "future"]
+STATUS_DTYPE = pl.Enum(STATUS_NAMES)
+NO_RULE = -1
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledPolicy:
+    """Per-rule arrays of a policy (index = position in `policy.rules`)."""
+
+    policy: Policy
+    points: np.ndarray = field(repr=False)  # int64
+    cap: np.ndarray = field(repr=False)  # int32, 0 = no cap
+    expires: np.ndarray = field(repr=False)  # int32, 0 = never
+    min_confidence: np.ndarray = field(repr=False)  # float64
+    class_cap: np.ndarray = field(repr=False)  # int16 class index, -1 = none
+    source_ids: list[str] = field(repr=False)
+    source_ok: np.ndarray = field(repr=False)  # bool [rule, source code + 1]; column 0 = no source
+    class_mins: np.ndarray = field(repr=False)  # int64, descending, one per class but the last
+
+    @classmethod
+    def of(cls, policy: Policy) -> CompiledPolicy:
+        """Compile `policy`."""
+        rules = policy.rules
+        names = policy.class_names
+        sources = sorted({s for r in rules for s in (r.sources or [])})
+        source_ok = np.ones((len(rules), len(sources) + 1), dtype=bool)
+        for i, rule in enumerate(rules):
+            if rule.sources is not None:
+                source_ok[i, :] = False
+                for s in rule.sources:
+                    source_ok[i, sources.index(s) + 1] = True
+        return cls(
+            policy=policy,
+            points=np.array([r.points for r in rules], dtype=np.int64),
+            cap=np.array([r.max_per_day or 0 for r in rules], dtype=np.int32),
+            expires=np.array([r.expires_after_days or 0 for r in rules], dtype=np.int32),
+            min_confidence=np.array([r.min_confidence for r in rules], dtype=np.float64),
+            class_cap=np.array(
+                [names.index(r.class_at_most) if r.class_at_most else -1 for r in rules],
+                dtype=np.int16,
+            ),
+            source_ids=sources,
+            source_ok=source_ok,
+            class_mins=np.array([c.min for c in policy.classes[:-1]], dtype=np.int64),
+        )
+
+    @property
+    def n_rules(self) -> int:
+        """Number of rules."""
+        return len(self.policy.rules)
+
+    def rule_index(self, kind: pl.Series) -> np.ndarray:
+        """Rule index for each event kind, NO_RULE where no rule scores it."""
+        mapping = {r.kind: i for i, r in enumerate(self.policy.rules)}
+        return kind.replace_strict(mapping, default=NO_RULE, return_dtype=pl.Int32).to_numpy()
+
+    def source_code(self, source: pl.Series) -> np.ndarray:
+        """Column of `source_ok` for each event's source (0 = missing or not named by any rule)."""
+        mapping = {s: i + 1 for i, s in enumerate(self.source_ids)}
+        return source.replace_strict(mapping, default=0, return_dtype=pl.Int32).to_numpy()
+
+    def passing_status(self, events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(rule index, status) per event before caps and expiry: counted, unknown kind, source, confidence."""
+        rule = self.rule_index(events["kind"])
+        known = rule != NO_RULE
+        safe_rule = np.where(known, rule, 0)
+        status = np.full(len(rule), Status.COUNTED, dtype=np.int8)
+        status[~known] = Status.UNKNOWN_KIND
+        if self.n_rules:
+            src = self.source_code(events["source"])
+            src_fail = known & ~self.source_ok[safe_rule, src]
+            conf = events["confidence"].fill_null(1.0).to_numpy()
+            conf_fail = known & ~src_fail & (conf < self.min_confidence[safe_rule])
+            status[src_fail] = Status.SOURCE
+            status[conf_fail] = Status.CONFIDENCE
+        return rule, status
+
+    def classify(self, score: np.ndarray, cap_class: np.ndarray | None = None) -> np.ndarray:
+        """Class index (0 = top) of each score, lowered to `cap_class` where that is lower."""
+        ascending = self.class_mins[::-1]
+        idx = len(self.class_mins) - np.searchsorted(ascending, score, side="right")
+        if cap_class is not None:
+            idx = np.maximum(idx, cap_class)
+        return idx.astype(np.int16)
+
+    def clamp(self, total: np.ndarray) -> np.ndarray:
+        """Score from the sum of active points: start + total, clamped to [min, max]."""
+        p = self.policy
+        return np.clip(p.start + total, p.min, p.max).astype(np.int64)
+
+    def class_series(self, idx: np.ndarray, name: str = "class") -> pl.Series:
+        """Class names for class indices, as an Enum series ordered top to bottom."""
+        names = self.policy.class_names
+        return pl.Series(name, idx, dtype=pl.Int16).cast(pl.UInt32).replace_strict(
+            dict(enumerate(names)), return_dtype=pl.Enum(names)
+        )
+
+
+def capped_mask(rule: np.ndarray, citizen: pl.Series, day: np.ndarray, event_id: pl.Series,
+                cap: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """True for candidate events beyond their rule's `max_per_day` for that citizen and day.
+
+    The first `cap` candidates of a (rule, citizen, day) group count, in `event_id` string order.
+    """
+    out = np.zeros(len(rule), dtype=bool)
+    limited = candidates & (cap[np.where(rule >= 0, rule, 0)] > 0) & (rule >= 0)
+    if not limited.any():
+        return out
+    where = np.flatnonzero(limited)
+    sub = pl.DataFrame({
+        "row": where,
+        "rule": rule[where],
+        "citizen": citizen.gather(where),
+        "day": day[where],
+        "event_id": event_id.gather(where),
+        "cap": cap[rule[where]],
+    })
+    keys = ["rule", "citizen", "day"]
+    crowded = sub.filter(pl.len().over(keys) > pl.col("cap"))
+    if crowded.height == 0:
+        return out
+    ranked = crowded.sort([*keys, "event_id"]).with_columns(
+        rank=pl.int_range(pl.len()).over(keys)
+    )
+    out[ranked.filter(pl.col("rank") >= pl.col("cap"))["row"].to_numpy()] = True
+    return out

@@ -1,0 +1,148 @@
+"""The event table: the one record that crosses every boundary, read and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+REQUIRED = ("event_id", "citizen_id", "kind", "day")
+OPTIONAL = ("source", "source_ref", "confidence")
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "citizen_id": pl.String(),
+    "kind": pl.String(),
+    "day": pl.Int32(),
+    "source": pl.String(),
+    "source_ref": pl.String(),
+    "confidence": pl.Float64(),
+}
+FORMATS = (".csv", ".parquet", ".ndjson", ".jsonl")
+
+
+class EventError(ValueError):
+    """Events that cannot be accepted; the message names the row and the column."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None):
+        self.row = row
+        self.column = column
+        super().__init__(message)
+
+
+def read_events(path: str | Path) -> pl.DataFrame:
+    """Read and validate an event file (.csv, .parquet or .ndjson)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EventError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            raw = pl.read_csv(path, infer_schema=False)
+        elif suffix == ".parquet":
+            raw = pl.read_parquet(path)
+        elif suffix in (".ndjson", ".jsonl"):
+            raw = _read_ndjson(path)
+        else:
+            raise EventError(f"{path}: unknown event file type '{suffix}' (use {', '.join(FORMATS)})")
+    except (pl.exceptions.ComputeError, OSError) as exc:
+        raise EventError(f"{path}: cannot be read: {exc}") from None
+    return validate_events(raw, origin=str(path))
+
+
+def _read_ndjson(path: Path) -> pl.DataFrame:
+    # Read every column as text first so that a bad value is reported by row, not as a parse error.
+    import json
+
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EventError(f"{path}: line {lineno}: not valid JSON ({exc.msg})", row=lineno) from None
+            if not isinstance(obj, dict):
+                raise EventError(f"{path}: line {lineno}: expected a JSON object", row=lineno)
+            rows.append({k: (None if v is None else str(v)) for k, v in obj.items()})
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(
+        schema={c: pl.String for c in REQUIRED}
+    )
+
+
+def validate_events(frame: pl.DataFrame, *, origin: str = "events") -> pl.DataFrame:
+    """Check columns, types, values and unique ids; return the table in the canonical schema.
+
+    Rows are numbered from 1 in messages (the first data row is row 1).
+    """
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise EventError(f"{origin}: missing column(s) {', '.join(missing)} "
+                         f"(required: {', '.join(REQUIRED)})", column=missing[0])
+    unknown = [c for c in frame.columns if c not in EVENT_SCHEMA]
+    frame = frame.drop(unknown)
+    columns = []
+    for name, dtype in EVENT_SCHEMA.items():
+        col = frame.get_column(name) if name in frame.columns else pl.Series(name, [None] * frame.height)
+        columns.append(_cast(col, dtype, origin))
+    out = pl.DataFrame(columns)
+    for name in REQUIRED:
+        _fail_where(out, out[name].is_null(), origin, name, "is empty (required)")
+    _fail_where(out, out["event_id"] == "", origin, "event_id", "is empty (required)")
+    _fail_where(out, out["citizen_id"] == "", origin, "citizen_id", "is empty (required)")
+    _fail_where(out, out["kind"] == "", origin, "kind", "is empty (required)")
+    _fail_where(out, out["day"] < 0, origin, "day", "must be >= 0")
+    conf = out["confidence"]
+    _fail_where(out, conf.is_not_null() & (conf.is_nan() | (conf < 0) | (conf > 1)),
+                origin, "confidence", "must lie within [0, 1]")
+    _check_unique_ids(out["event_id"], origin)
+    return out
+
+
+def _check_unique_ids(ids: pl.Series, origin: str) -> None:
+    # Hashes first: exact string de-duplication is many times slower and rarely needed.
+    if ids.hash().n_unique() == len(ids):
+        return
+    dup = ids.is_duplicated()
+    if not dup.any():
+        return
+    rows = dup.arg_true()
+    first = ids[int(rows[0])]
+    where = [int(r) + 1 for r in rows.filter(ids.gather(rows) == first)]
+    raise EventError(f"{origin}: duplicate event_id '{first}' at rows {', '.join(map(str, where))}",
+                     row=where[0], column="event_id")
+
+
+def _cast(col: pl.Series, dtype: pl.DataType, origin: str) -> pl.Series:
+    if dtype == pl.String():
+        if col.dtype == pl.String:
+            return col
+        if col.dtype.is_float():
+            bad = col.is_not_null() & (col != col.round())
+            if bad.any():
+                row = int(bad.arg_true()[0])
+                raise EventError(f"{origin}: row {row + 1}, column {col.name}: expected text, got {col[row]!r}",
+                                 row=row + 1, column=col.name)
+            col = col.cast(pl.Int64)
+        return col.cast(pl.String)
+    source = col.str.strip_chars() if col.dtype == pl.String else col
+    cast = source.cast(dtype, strict=False)
+    bad = cast.is_null() & source.is_not_null()
+    if col.dtype == pl.String:
+        bad = bad & (source != "")
+    if dtype.is_integer() and col.dtype.is_float():
+        bad = bad | (col.is_not_null() & (col != col.round()))
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        expected = "a whole number" if dtype.is_integer() else "a number"
+        raise EventError(f"{origin}: row {row + 1}, column {col.name}: expected {expected}, got {col[row]!r}",
+                         row=row + 1, column=col.name)
+    return cast.alias(col.name)
+
+
+def _fail_where(frame: pl.DataFrame, mask: pl.Series, origin: str, column: str, what: str) -> None:
+    if mask.any():
+        row = int(mask.arg_true()[0])
+        value = frame[column][row]
+        raise EventError(f"{origin}: row {row + 1}, column {column}: {what} (got {value!r})",
+                         row=row + 1, column=column)

@@ -1,0 +1,28 @@
+"""Policies: declarative scoring schemes in TOML, validated on load."""
+
+from socialcredit.policy._load import PolicyError, list_presets, load_policy, parse_policy
+from socialcredit.policy._model import (
+    GRANT_FIELDS,
+    ROLES,
+    Consequence,
+    Grant,
+    Policy,
+    RatingClass,
+    Rule,
+    Source,
+)
+
+__all__ = [
+    "GRANT_FIELDS",
+    "ROLES",
+    "Consequence",
+    "Grant",
+    "Policy",
+    "PolicyError",
+    "RatingClass",
+    "Rule",
+    "Source",
+    "list_presets",
+    "load_policy",
+    "parse_policy",
+]
