@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from socialcredit.engine import STATUS_NAMES, explain, score_ledger
 from socialcredit.events import EventError, read_events
@@ -21,8 +22,9 @@ app = typer.Typer(help="Run, score, explain and audit a social credit system.", 
 policy_app = typer.Typer(help="List, show and check scoring policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-out = Console()
-err = Console(stderr=True)
+# Pipes and CI logs get a wide fixed width instead of Rich's 80 columns, so tables stay readable.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 PolicyOption = Annotated[str, typer.Option("--policy", "-p", help="Preset name or policy TOML file.")]
 EventsOption = Annotated[Path, typer.Option("--events", "-e", help="Events: .csv, .parquet or .ndjson.")]
@@ -73,13 +75,15 @@ def policy_show(name_or_file: Annotated[str, typer.Argument(help="Preset name or
     for c in p.classes:
         classes.add_row(c.name, "-" if c.min is None else str(c.min))
     out.print(classes)
-    rules = Table("id", "kind", "points", "context", "sources", "min conf.", "per day", "expires",
-                  "class at most", "reason", title="Rules")
+    rules = Table(Column("id", no_wrap=True), Column("kind", no_wrap=True), "points", "sources",
+                  "conditions", Column("reason", ratio=1), title="Rules")
     for r in p.rules:
-        rules.add_row(r.id, r.kind, f"{r.points:+d}", r.context, ",".join(r.sources or ["any"]),
-                      f"{r.min_confidence:g}", str(r.max_per_day or "-"),
-                      f"{r.expires_after_days} d" if r.expires_after_days else "never",
-                      r.class_at_most or "-", r.reason)
+        conditions = [f"confidence >= {r.min_confidence:g}" if r.min_confidence else "",
+                      f"at most {r.max_per_day}/day" if r.max_per_day else "",
+                      f"expires after {r.expires_after_days} d" if r.expires_after_days else "never expires",
+                      f"class at most {r.class_at_most}" if r.class_at_most else ""]
+        rules.add_row(r.id, r.kind, f"{r.points:+d}", ", ".join(r.sources or ["any"]),
+                      "; ".join(c for c in conditions if c), r.reason)
     out.print(rules)
     for title, items in (("Benefits", p.benefits), ("Sanctions", p.sanctions)):
         if items:
@@ -129,8 +133,13 @@ def score(
         kinds = ", ".join(f"{k} ({n:,})" for k, n in result.unknown_kinds.head(10).iter_rows())
         err.print(f"[yellow]warning:[/] {counts['unknown_kind']:,} events of kinds no rule scores: "
                   f"{kinds}; use --strict to refuse them", highlight=False)
+    preview = Table("citizen_id", "score", "class",
+                    title=f"Scores (first {min(20, result.scores.height)} of {result.scores.height:,})")
+    for cid, value, klass in result.scores.head(20).iter_rows():
+        preview.add_row(cid, str(value), klass)
+    out.print(preview)
     classes = result.scores["class"].value_counts().sort("class")
-    t = Table("class", "citizens", "share")
+    t = Table("class", "citizens", "share", title="Rating classes")
     for name, n in classes.iter_rows():
         t.add_row(name, f"{n:,}", f"{n / result.scores.height:.1%}")
     out.print(t)
@@ -157,8 +166,9 @@ def explain_command(
     events: EventsOption,
     citizen: Annotated[str, typer.Option("--citizen", "-c", help="Citizen id.")],
     as_of: AsOfOption = None,
+    limit: Annotated[int, typer.Option(min=0, help="Show at most this many of the latest events (0: all).")] = 20,
 ) -> None:
-    """Explain one citizen's score: the key factors, then every event with its points."""
+    """Explain one citizen's score: the key factors, then the events with their points."""
     ledger = _events(events)
     try:
         e = explain(_load(policy), ledger, citizen, as_of=as_of)
@@ -171,9 +181,12 @@ def explain_command(
     for i, f in enumerate(e.factors.iter_rows(named=True), start=1):
         factors.add_row(str(i), f["rule"], f["reason"], f["effect"], f"{f['points']:+d}", str(f["events"]))
     out.print(factors)
+    shown = e.events.tail(limit) if limit else e.events
+    title = "Events" if shown.height == e.events.height else (
+        f"Latest {shown.height} of {e.events.height} events (--limit 0 shows all)")
     listing = Table("day", "event", "kind", "rule", "points", "status", "source", "ref", "confidence",
-                    title="Events")
-    for r in e.events.iter_rows(named=True):
+                    title=title)
+    for r in shown.iter_rows(named=True):
         listing.add_row(str(r["day"]), r["event_id"], r["kind"], r["rule"] or "-", f"{r['points']:+d}",
                         r["status"], r["source"] or "-", r["source_ref"] or "-",
                         "-" if r["confidence"] is None else f"{r['confidence']:.3f}")

@@ -6,9 +6,9 @@ from socialcredit.engine._explain import Explanation, explain
 from socialcredit.engine._state import ScoreState
 
 __all__ = [
-    "STATUS_NAMES",
     "CompiledPolicy",
     "Explanation",
+    "STATUS_NAMES",
     "ScoreState",
     "Scoring",
     "Status",

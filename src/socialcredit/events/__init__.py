@@ -2,4 +2,10 @@
 
 from socialcredit.events._table import EVENT_SCHEMA, REQUIRED, EventError, read_events, validate_events
 
-__all__ = ["EVENT_SCHEMA", "REQUIRED", "EventError", "read_events", "validate_events"]
+__all__ = [
+    "EVENT_SCHEMA",
+    "EventError",
+    "REQUIRED",
+    "read_events",
+    "validate_events",
+]

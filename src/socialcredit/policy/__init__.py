@@ -13,12 +13,12 @@ from socialcredit.policy._model import (
 )
 
 __all__ = [
-    "GRANT_FIELDS",
-    "ROLES",
     "Consequence",
+    "GRANT_FIELDS",
     "Grant",
     "Policy",
     "PolicyError",
+    "ROLES",
     "RatingClass",
     "Rule",
     "Source",

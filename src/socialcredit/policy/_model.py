@@ -204,7 +204,8 @@ def _check_classes(classes: list[RatingClass]) -> list[tuple[str, str]]:
         if i > 0 and not last:
             prev = classes[i - 1].min
             if prev is not None and cls.min is not None and cls.min >= prev:
-                problems.append((f"class[{i}].min", f"must be below class[{i - 1}].min ({prev}): classes go from top to bottom"))
+                problems.append((f"class[{i}].min",
+                                 f"must be below class[{i - 1}].min ({prev}): classes go from top to bottom"))
     return problems
 
 

@@ -1,0 +1,86 @@
+"""Event files in three formats, and the errors that name row and column."""
+
+import json
+
+import polars as pl
+import pytest
+
+from socialcredit.events import EVENT_SCHEMA, EventError, read_events, validate_events
+
+ROWS = [
+    {"event_id": "e1", "citizen_id": "c1", "kind": "k", "day": 0, "source": "camera",
+     "source_ref": "cam-1", "confidence": 0.93},
+    {"event_id": "e2", "citizen_id": "c2", "kind": "k", "day": 4, "source": None,
+     "source_ref": None, "confidence": None},
+]
+
+
+def write(tmp_path, fmt, rows=ROWS):
+    path = tmp_path / f"events.{fmt}"
+    if fmt == "csv":
+        pl.DataFrame(rows).write_csv(path)
+    elif fmt == "parquet":
+        pl.DataFrame(rows).write_parquet(path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "ndjson"])
+def test_every_format_reads_to_the_same_table(tmp_path, fmt):
+    frame = read_events(write(tmp_path, fmt))
+    assert frame.schema == pl.Schema(EVENT_SCHEMA)
+    assert frame.to_dicts() == ROWS
+
+
+def test_optional_columns_may_be_absent_and_ids_may_be_numbers(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("event_id,citizen_id,kind,day\n1,42,k,3\n")
+    frame = read_events(path)
+    assert frame.row(0, named=True) == {"event_id": "1", "citizen_id": "42", "kind": "k", "day": 3,
+                                        "source": None, "source_ref": None, "confidence": None}
+
+
+def test_missing_column_is_named(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("event_id,citizen_id,day\n1,42,3\n")
+    with pytest.raises(EventError, match="missing column.*kind"):
+        read_events(path)
+
+
+@pytest.mark.parametrize(("line", "column", "fragment"), [
+    ("e3,c3,k,tomorrow,,,", "day", "whole number"),
+    ("e3,c3,k,-1,,,", "day", ">= 0"),
+    ("e3,c3,k,2,,,1.5", "confidence", "within [0, 1]"),
+    ("e3,c3,k,2,,,high", "confidence", "a number"),
+    ("e3,,k,2,,,", "citizen_id", "empty"),
+])
+def test_bad_value_names_row_and_column(tmp_path, line, column, fragment):
+    path = tmp_path / "e.csv"
+    header = "event_id,citizen_id,kind,day,source,source_ref,confidence"
+    path.write_text(f"{header}\ne1,c1,k,0,,,\ne2,c2,k,1,,,\n{line}\n")
+    with pytest.raises(EventError) as info:
+        read_events(path)
+    assert (info.value.row, info.value.column) == (3, column)
+    assert f"row 3, column {column}" in str(info.value) and fragment in str(info.value)
+
+
+def test_duplicate_event_ids_are_refused_with_their_rows():
+    frame = pl.DataFrame({"event_id": ["a", "b", "a"], "citizen_id": ["x"] * 3, "kind": ["k"] * 3,
+                          "day": [0, 0, 0]})
+    with pytest.raises(EventError, match="duplicate event_id 'a' at rows 1, 3"):
+        validate_events(frame)
+
+
+def test_bad_json_line_is_named(tmp_path):
+    path = tmp_path / "e.ndjson"
+    path.write_text(json.dumps(ROWS[0]) + "\n{not json\n")
+    with pytest.raises(EventError, match="line 2: not valid JSON"):
+        read_events(path)
+
+
+def test_unknown_file_type_and_missing_file(tmp_path):
+    with pytest.raises(EventError, match="unknown event file type"):
+        read_events(write(tmp_path, "csv").rename(tmp_path / "e.xlsx"))
+    with pytest.raises(EventError, match="no such file"):
+        read_events(tmp_path / "nope.csv")
