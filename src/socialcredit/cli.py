@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from socialcredit.analysis import FLAGS, audit_policy
 from socialcredit.engine import STATUS_NAMES, explain, score_ledger
 from socialcredit.events import EventError, read_events
 from socialcredit.policy import Policy, PolicyError, list_presets, load_policy
@@ -158,6 +159,32 @@ def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@app.command("audit")
+def audit_command(
+    name_or_file: Annotated[str, typer.Argument(help="Preset name or policy TOML file.")],
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", help=f"Exit 1 when this flag is found (repeatable): {', '.join(FLAGS)}.")] = None,
+) -> None:
+    """Audit a policy: flag sanctions out of context, speech rules, gameable rewards and more."""
+    unknown = [f for f in fail_on or [] if f not in FLAGS]
+    if unknown:
+        raise fail(f"unknown flag(s) {', '.join(unknown)} for --fail-on (flags: {', '.join(FLAGS)})", 2)
+    result = audit_policy(_load(name_or_file))
+    table = Table("item", Column("name", no_wrap=True), "context", "detail", "flags",
+                  title=f"Audit of policy '{result.policy}'")
+    for item, name, context, detail, flags in result.items.iter_rows():
+        table.add_row(item, name, context, detail, ", ".join(flags) or "-",
+                      style="yellow" if flags else None)
+    out.print(table)
+    summary = Table("flag", "items", "meaning", title="Flags")
+    for flag, count in result.flag_counts.items():
+        summary.add_row(flag, str(count), FLAGS[flag], style="bold red" if count else None)
+    out.print(summary)
+    failed = [f for f in fail_on or [] if result.has(f)]
+    if failed:
+        raise fail(f"policy '{result.policy}' has flag(s) {', '.join(failed)}")
 
 
 @app.command("explain")

@@ -93,6 +93,9 @@ class Consequence(BaseModel):
     class_: str = Field(alias="class", min_length=1)
     held_days: int = Field(default=0, ge=0)
     context: Context = "general"
+    # Rule ids: when set, the consequence reaches only citizens with a counted, unexpired event of one
+    # of these rules, so that a sanction can stay in the context of the acts that caused it.
+    triggered_by: list[str] | None = Field(default=None, min_length=1)
     description: str | None = None
     parameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
     note: str | None = None
@@ -166,6 +169,9 @@ class Policy(BaseModel):
             for i, item in enumerate(items):
                 if item.class_ not in class_names:
                     problems.append((f"{label}[{i}].class", _unknown("class", item.class_)))
+                for j, rule_id in enumerate(item.triggered_by or []):
+                    if rule_id not in seen_ids:
+                        problems.append((f"{label}[{i}].triggered_by[{j}]", _unknown("rule", rule_id)))
         roles: dict[str, int] = {}
         for i, grant in enumerate(self.grants):
             if grant.role in roles:
