@@ -25,8 +25,9 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Speed measurements, never timed assertions: each script prints its own numbers.
 bench: install
-	$(BIN)/python benchmarks/bench_engine.py
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

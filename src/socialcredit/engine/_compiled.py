@@ -76,13 +76,11 @@ class CompiledPolicy:
 
     def rule_index(self, kind: pl.Series) -> np.ndarray:
         """Rule index for each event kind, NO_RULE where no rule scores it."""
-        mapping = {r.kind: i for i, r in enumerate(self.policy.rules)}
-        return kind.replace_strict(mapping, default=NO_RULE, return_dtype=pl.Int32).to_numpy()
+        return _lookup(kind, {r.kind: i for i, r in enumerate(self.policy.rules)}, NO_RULE)
 
     def source_code(self, source: pl.Series) -> np.ndarray:
         """Column of `source_ok` for each event's source (0 = missing or not named by any rule)."""
-        mapping = {s: i + 1 for i, s in enumerate(self.source_ids)}
-        return source.replace_strict(mapping, default=0, return_dtype=pl.Int32).to_numpy()
+        return _lookup(source, {s: i + 1 for i, s in enumerate(self.source_ids)}, 0)
 
     def passing_status(self, events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(rule index, status) per event before caps and expiry: counted, unknown kind, source, confidence."""
@@ -119,6 +117,17 @@ class CompiledPolicy:
         return pl.Series(name, idx, dtype=pl.Int16).cast(pl.UInt32).replace_strict(
             dict(enumerate(names)), return_dtype=pl.Enum(names)
         )
+
+
+def _lookup(values: pl.Series, mapping: dict[str, int], default: int) -> np.ndarray:
+    """Map a low-cardinality text column through `mapping`: once per distinct value, not per row."""
+    codes = values.cast(pl.Categorical)
+    distinct = codes.unique().drop_nulls()
+    table = np.full(int(distinct.to_physical().max() or 0) + 2, default, dtype=np.int32)
+    table[distinct.to_physical().to_numpy()] = distinct.cast(pl.String).replace_strict(
+        mapping, default=default, return_dtype=pl.Int32).to_numpy()
+    # Nulls take the last slot of the table, which holds the default.
+    return table[codes.to_physical().fill_null(len(table) - 1).to_numpy()]
 
 
 def capped_mask(rule: np.ndarray, citizen: pl.Series, day: np.ndarray, event_id: pl.Series,
