@@ -93,3 +93,16 @@ def test_advancing_backwards_is_refused():
         assert "cannot go back" in str(exc)
     else:
         raise AssertionError("advance(2) after day 3 should fail")
+
+
+def test_score_of_and_due_tell_what_advance_will_change():
+    state = ScoreState(POLICY, as_of=0)
+    state.apply(events([{"event_id": "1", "citizen_id": "x", "kind": "k.capped", "day": 0},
+                        {"event_id": "2", "citizen_id": "y", "kind": "k.reward", "day": 2}]))
+    score, klass = state.score_of(pl.Series(["x", "y", "new"]))
+    assert list(score) == [990, 1000, 1000] and [POLICY.class_names[k] for k in klass] == ["B", "B", "B"]
+    assert state.due(1).to_list() == []
+    assert sorted(state.due(3).to_list()) == ["x", "y"]  # y's reward starts on day 2, x's point expires on day 3
+    state.advance(3)
+    assert list(state.score_of(pl.Series(["x", "y"]))[0]) == [1000, 1040]
+    assert "new" in state.scores()["citizen_id"].to_list()

@@ -10,7 +10,7 @@ from socialcredit.policy import Policy
 
 _DELTA_SCHEMA = {"code": pl.Int64, "rule": pl.Int32, "day": pl.Int32, "sign": pl.Int8}
 _EMPTY_KEPT = pl.DataFrame(schema={"event_id": pl.String, "code": pl.Int64, "rule": pl.Int32,
-                                   "counted": pl.Boolean})
+                                   "day": pl.Int32, "counted": pl.Boolean})
 
 
 class ScoreState:
@@ -80,14 +80,29 @@ class ScoreState:
     def scores(self) -> pl.DataFrame:
         """Score and class of every citizen seen, sorted by citizen_id."""
         ids = self._ids.sort("citizen_id")
-        codes = ids["code"].to_numpy()
-        score = self.compiled.clamp(self._total[codes])
-        counts = self._cap_counts[codes]
-        cap_class = np.where(counts > 0, np.arange(counts.shape[1]), -1).max(axis=1, initial=-1)
-        klass = self.compiled.classify(score, cap_class)
+        score, klass = self._score_and_class(ids["code"].to_numpy())
         return pl.DataFrame({"citizen_id": ids["citizen_id"], "score": score}).with_columns(
             self.compiled.class_series(klass)
         )
+
+    def score_of(self, citizen_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Score and class index (0 = top) of these citizens; unseen ones join at the start score."""
+        return self._score_and_class(self._codes_for(citizen_ids))
+
+    def due(self, day: int) -> pl.Series:
+        """The citizens whose points start or expire after `as_of` and by `day` (what `advance` changes)."""
+        codes = [entry["code"] for at, entries in self._schedule.items() if self.as_of < at <= day
+                 for entry in entries]
+        if not codes:
+            return pl.Series("citizen_id", [], dtype=pl.String)
+        # Codes are handed out in the order rows join `_ids`, so a code is its row.
+        return self._ids["citizen_id"].gather(pl.concat(codes).unique().sort())
+
+    def _score_and_class(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        score = self.compiled.clamp(self._total[codes])
+        counts = self._cap_counts[codes]
+        cap_class = np.where(counts > 0, np.arange(counts.shape[1]), -1).max(axis=1, initial=-1)
+        return score, self.compiled.classify(score, cap_class)
 
     def _codes_for(self, citizen_id: pl.Series) -> np.ndarray:
         batch = pl.DataFrame({"citizen_id": citizen_id.cast(pl.String)})
@@ -113,25 +128,25 @@ class ScoreState:
         self._total, self._cap_counts = total, counts
 
     def _rank_capped(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-        """Rank new capped events among the kept ones of their groups; return the changes."""
-        keys = ["code", "rule"]
-        changes, lost_rows = [], []
-        for (day,), new in batch.group_by("day"):
-            kept = self._capped.get(day, _EMPTY_KEPT)
-            groups = new.select(keys).unique()
-            touched = kept.join(groups, on=keys, how="semi").with_columns(row=pl.lit(-1, pl.Int64))
-            rest = kept.join(groups, on=keys, how="anti")
-            ranked = (pl.concat([touched, new.select(*_EMPTY_KEPT.columns, "row")])
-                      .sort([*keys, "event_id"])
-                      .with_columns(rank=pl.int_range(pl.len()).over(keys)))
-            now = ranked["rank"].to_numpy() < self.compiled.cap[ranked["rule"].to_numpy()]
-            ranked = ranked.with_columns(now=pl.Series(now))
-            changes.append(ranked.filter(pl.col("now") != pl.col("counted")).select(
-                "code", "rule", day=pl.lit(day, pl.Int32),
-                sign=pl.when(pl.col("now")).then(1).otherwise(-1)))
-            lost_rows.append(ranked.filter((pl.col("row") >= 0) & ~pl.col("now"))["row"].to_numpy())
-            self._capped[day] = pl.concat([rest, ranked.select("event_id", "code", "rule", counted="now")])
-        return pl.concat(changes).cast(_DELTA_SCHEMA), np.concatenate(lost_rows)
+        """Rank new capped events among the kept ones of their groups, in one pass; return the changes."""
+        keys = ["code", "rule", "day"]
+        days = batch["day"].unique().to_list()
+        kept = pl.concat([_EMPTY_KEPT, *(self._capped.pop(d) for d in days if d in self._capped)])
+        groups = batch.select(keys).unique()
+        touched = kept.join(groups, on=keys, how="semi").with_columns(row=pl.lit(-1, pl.Int64))
+        rest = kept.join(groups, on=keys, how="anti")
+        ranked = (pl.concat([touched, batch.select(*_EMPTY_KEPT.columns, "row")])
+                  .sort([*keys, "event_id"])
+                  .with_columns(rank=pl.int_range(pl.len()).over(keys)))
+        now = ranked["rank"].to_numpy() < self.compiled.cap[ranked["rule"].to_numpy()]
+        ranked = ranked.with_columns(now=pl.Series(now))
+        changes = ranked.filter(pl.col("now") != pl.col("counted")).select(
+            *keys, sign=pl.when(pl.col("now")).then(1).otherwise(-1))
+        lost = ranked.filter((pl.col("row") >= 0) & ~pl.col("now"))["row"].to_numpy()
+        merged = pl.concat([rest, ranked.select(*_EMPTY_KEPT.columns[:-1], counted="now")])
+        # Kept by day, so that a batch of one day touches that day's events only.
+        self._capped.update({day: part for (day,), part in merged.partition_by("day", as_dict=True).items()})
+        return changes.cast(_DELTA_SCHEMA), lost
 
     def _apply_deltas(self, deltas: pl.DataFrame) -> None:
         if deltas.height == 0:
