@@ -10,17 +10,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installs the package with its extras (a later `gpu` extra joins only where it installs).
+# Installs the package with every extra (dev: tests and lint; bench: Mesa for the comparison).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 install: $(STAMP)
 
+# The main job: simulate a town, write the report, load the run, serve the live system.
 run: install
-	$(BIN)/socialcredit score --policy taz-2018 --events examples/events.csv --out runs/sample-scores.csv
-	$(BIN)/socialcredit explain --policy taz-2018 --events examples/events.csv --citizen c-0003
+	$(BIN)/socialcredit demo
 
 test: install
 	$(BIN)/python -m pytest -q

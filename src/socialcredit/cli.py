@@ -218,3 +218,23 @@ def explain_command(
                         r["status"], r["source"] or "-", r["source_ref"] or "-",
                         "-" if r["confidence"] is None else f"{r['confidence']:.3f}")
     out.print(listing)
+
+
+from socialcredit.service._commands import register_service_commands  # noqa: E402
+
+register_service_commands(app)
+
+
+from socialcredit.simulation._commands import register_simulation_commands  # noqa: E402
+
+register_simulation_commands(app)
+
+
+from socialcredit.web._demo import register_demo_command  # noqa: E402
+
+register_demo_command(app)
+
+
+from socialcredit.analysis._commands import register_report_command  # noqa: E402
+
+register_report_command(app)

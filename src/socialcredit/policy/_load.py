@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from socialcredit._validation import location
 from socialcredit.policy._model import Policy, PolicyConsistencyError
 
 PRESET_PACKAGE = "socialcredit.policy.presets"
@@ -75,20 +76,9 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         if isinstance(inner, PolicyConsistencyError):
             problems += inner.problems
             continue
-        where = _location(err["loc"])
+        where = location(err["loc"], _ALIASES)
         problems.append((where, _message(err)))
     return problems
-
-
-def _location(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            part = _ALIASES.get(part, part)
-            out += f".{part}" if out else part
-    return out
 
 
 def _message(err: dict) -> str:

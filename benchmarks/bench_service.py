@@ -1,0 +1,208 @@
+"""Live-service throughput with a real server process (`socialcredit serve`) and a load generator.
+
+Bulk ingest: NDJSON batches sent by a few clients with `wait=false`; reports the acknowledged
+(durable) rate and the rate at which the scores caught up. Look-ups: GET /api/citizens/{id} from
+64 concurrent clients for a fixed time; reports requests/s, p50 and p99 latency.
+Run with `python benchmarks/bench_service.py [--events N --citizens M --db URL]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import polars as pl
+
+from socialcredit.policy import load_policy
+from socialcredit.service import Database, create_key
+
+# Third parties state a purpose where the policy's grant requires one (taz-2018: banks do).
+PURPOSE = "benchmark"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db_url: str, *, policy: str = "taz-2018", day: int = 365, log: Path | None = None):
+    """Start `socialcredit serve` and wait until it answers; return (process, base URL)."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "socialcredit"
+    out = log.open("ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen([str(exe), "serve", "--db", db_url, "--port", str(port), "--policy", policy,
+                             "--day", str(day)], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start")
+        try:
+            httpx.get(url + "/openapi.json", timeout=1)
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def make_bodies(n_events: int, batch: int, n_citizens: int, *, policy: str = "taz-2018", seed: int = 1,
+                day: int = 365) -> list[bytes]:
+    """NDJSON bodies of synthetic events, every kind of the policy, camera events among them."""
+    rules = load_policy(policy).rules
+    rng = np.random.default_rng(seed)
+    kinds = [r.kind for r in rules]
+    sources = [(r.sources or ["camera"])[0] for r in rules]
+    k = rng.integers(0, len(kinds), n_events)
+    frame = pl.DataFrame({
+        "event_id": pl.Series(np.arange(n_events)).cast(pl.String).str.zfill(10),
+        "citizen_id": pl.Series(rng.integers(0, n_citizens, n_events)).cast(pl.String),
+        "kind": pl.Series(k).replace_strict(dict(enumerate(kinds)), return_dtype=pl.String),
+        "day": rng.integers(0, day + 1, n_events),
+        "source": pl.Series(k).replace_strict(dict(enumerate(sources)), return_dtype=pl.String),
+        "source_ref": pl.Series(rng.integers(0, 500, n_events)).cast(pl.String).map_elements(
+            lambda n: f"cam-rc-{('subway', 'mall', 'street')[int(n) % 3]}-{n}", return_dtype=pl.String),
+        "confidence": np.round(rng.uniform(0.6, 1.0, n_events), 3),
+    })
+    return [frame.slice(i, batch).write_ndjson().encode() for i in range(0, n_events, batch)]
+
+
+def bench_ingest(url: str, key: str, bodies: list[bytes], *, clients: int = 2) -> dict:
+    """Send every body; time until all are acknowledged, then until the scores caught up."""
+    queue = list(enumerate(bodies))
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def worker():
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    _, body = queue.pop(0)
+                r = c.post("/api/events", content=body, params={"wait": "false"},
+                           headers={"Content-Type": "application/x-ndjson"})
+                if r.status_code not in (200, 202):
+                    errors.append(r.text[:300])
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t_ack = time.perf_counter() - t0
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
+        # Not too often: /api/stats counts events per day over the whole ledger (a table scan), which
+        # would take CPU from the projector being measured.
+        while c.get("/api/stats").json()["pending_batches"]:
+            time.sleep(0.5)
+        t_scored = time.perf_counter() - t0
+        stats = c.get("/api/stats").json()
+    if errors:
+        raise RuntimeError(f"{len(errors)} batches refused: {errors[0]}")
+    return {"events": stats["events"], "ack_s": t_ack, "scored_s": t_scored}
+
+
+async def _client(host: str, port: int, key: str, paths: list[str], end: float,
+                  latencies: list[float], status: dict[int, int]) -> None:
+    """One keep-alive HTTP/1.1 connection sending GETs back to back (raw asyncio streams: httpx's
+    async pool, not the server, is the bottleneck at 64 connections)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    n = 0
+    while time.perf_counter() < end:
+        request = (f"GET {paths[n % len(paths)]} HTTP/1.1\r\nHost: {host}\r\n"
+                   f"Authorization: Bearer {key}\r\nX-Purpose: {PURPOSE}\r\n\r\n").encode()
+        t = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        latencies.append(time.perf_counter() - t)
+        code = int(head.split(b" ", 2)[1])
+        status[code] = status.get(code, 0) + 1
+        n += 1
+    writer.close()
+
+
+async def _lookups(url: str, key: str, ids: list[str], concurrency: int, seconds: float) -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    status: dict[int, int] = {}
+    end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    await asyncio.gather(*(
+        _client(host, int(port), key, [f"/api/citizens/{c}" for c in ids[i::concurrency]], end, latencies, status)
+        for i in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {"requests": len(lat), "rps": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "status": status}
+
+
+def bench_lookups(url: str, key: str, ids: list[str], *, concurrency: int = 64, seconds: float = 10.0) -> dict:
+    """GET /api/citizens/{id} from `concurrency` clients for `seconds`."""
+    # A thread of its own: the caller's thread may already run an event loop (pytest with playwright).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _lookups(url, key, ids, concurrency, seconds)).result()
+
+
+def main() -> None:
+    """Run both benchmarks against a fresh database and print the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument("--citizens", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=2, help="concurrent ingest clients")
+    parser.add_argument("--concurrency", type=int, default=64, help="concurrent look-up clients")
+    parser.add_argument("--seconds", type=float, default=10.0, help="look-up run time")
+    parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="sc-bench-")
+    url = args.db or f"sqlite:///{tmp}/bench.db"
+    db = Database.open(url)
+    sender = create_key(db, role="agency", name="bench-agency", sources=sorted(
+        {(r.sources or ["camera"])[0] for r in load_policy("taz-2018").rules}))
+    bank = create_key(db, role="bank", name="bench-bank")
+    db.close()
+    bodies = make_bodies(args.events, args.batch, args.citizens)
+    proc, base = start_server(url, log=Path(tmp) / "server.log")
+    try:
+        ingest = bench_ingest(base, sender, bodies, clients=args.clients)
+        ids = [str(i) for i in np.random.default_rng(2).integers(0, args.citizens, 10_000)]
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {bank}", "X-Purpose": PURPOSE}) as c:
+            ids = [i for i in ids[:2000] if c.get(f"/api/citizens/{i}").status_code == 200]
+        looks = bench_lookups(base, bank, ids, concurrency=args.concurrency, seconds=args.seconds)
+    finally:
+        proc.terminate()
+        proc.wait()
+        if not args.db:
+            shutil.rmtree(tmp, ignore_errors=True)
+    n = ingest["events"]
+    print(f"machine: {os.cpu_count()} cores; database: {'SQLite (WAL, synchronous=FULL)' if not args.db else url}")
+    print(f"bulk ingest: {n:,} events in batches of {args.batch:,} from {args.clients} clients, "
+          f"{args.citizens:,} citizens")
+    print(f"  acknowledged (durable): {ingest['ack_s']:7.2f} s  {n / ingest['ack_s']:>10,.0f} events/s")
+    print(f"  scored (caught up)    : {ingest['scored_s']:7.2f} s  {n / ingest['scored_s']:>10,.0f} events/s")
+    print(f"look-ups: {looks['requests']:,} requests from {args.concurrency} clients in {args.seconds:g} s: "
+          f"{looks['rps']:,.0f} req/s, p50 {looks['p50_ms']:.1f} ms, p99 {looks['p99_ms']:.1f} ms, "
+          f"status {looks['status']}")
+
+
+if __name__ == "__main__":
+    main()

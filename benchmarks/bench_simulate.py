@@ -1,0 +1,178 @@
+"""Simulator throughput: the one-town scenario, 1,000,000 citizens x 365 days on this machine.
+
+Printed beside numpy's raw uniform-random rate measured in the same run (target: the simulator's
+citizen-days per second at least 3x numpy's uniforms per second). `--nation SECONDS` also starts
+the 1.41-billion-citizen run of the pilot-regions-2018 scenario in a child process, watches its
+memory and progress for that long, stops it, and extrapolates.
+Run with `python benchmarks/bench_simulate.py [--population N --days D --nation 120]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+
+from socialcredit.simulation import load_scenario, simulate
+from socialcredit.simulation._hash import mix, stream_key
+from socialcredit.simulation._kinds import BYTES_PER_CITIZEN
+from socialcredit.simulation._plan import make_plan
+from socialcredit.simulation._shard import EventsMode, default_threads, simulate_blocks
+
+NATION = 1_410_000_000
+
+
+def numpy_uniform_rates(repeat: int = 3) -> tuple[float, float]:
+    """Uniform doubles per second from numpy's default generator (best of `repeat`): into a
+    reused buffer (the raw rate), and as a fresh 100-million array (allocation included)."""
+    rng = np.random.default_rng(0)
+    buffer = np.empty(10_000_000)
+    raw = fresh = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        rng.random(out=buffer)
+        raw = min(raw, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        rng.random(100_000_000)
+        fresh = min(fresh, time.perf_counter() - t0)
+    return len(buffer) / raw, 100_000_000 / fresh
+
+
+@nb.njit(parallel=True, cache=True)
+def _bare(n: int, days: int, score: np.ndarray, klass: np.ndarray) -> None:
+    # The issue's reference: 9 behaviours a day per citizen from one counter-based hash (7 bits
+    # each, a 1-in-128 chance), score and class written once per day; nothing else.
+    for b in nb.prange((n + 32767) // 32768):
+        for t in range(days):
+            key = stream_key(1, b, t, 0)
+            for i in range(b * 32768, min(n, (b + 1) * 32768)):
+                h = mix(key + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15))
+                s = score[i]
+                for k in range(9):
+                    if (h >> np.uint64(7 * k)) & np.uint64(127) == 0:
+                        s += 5 - 2 * k
+                score[i] = s
+                klass[i] = 0 if s >= 1300 else 2 if s >= 1000 else 3 if s >= 850 else 4 if s >= 600 else 5
+
+
+def bare_kernel_seconds(population: int, days: int) -> float:
+    """Seconds of the reference bare kernel on `population` x `days`."""
+    score = np.full(population, 1000, np.int32)
+    klass = np.zeros(population, np.int8)
+    _bare(1000, 2, score, klass)
+    t0 = time.perf_counter()
+    _bare(population, days, score, klass)
+    return time.perf_counter() - t0
+
+
+def kernel_rate(population: int, days: int, seed: int, repeat: int) -> tuple[float, float]:
+    """Citizen-days per second of the fused kernel alone (best of `repeat`), and its seconds."""
+    plan = make_plan(load_scenario("one-town"), population=population, days=days, seed=seed)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        simulate_blocks(plan, 0, plan.n_blocks, EventsMode(0), default_threads())
+        best = min(best, time.perf_counter() - t0)
+    return population * days / best, best
+
+
+def nation_probe(seconds: float, days: int) -> None:
+    """Start the 1.41-billion run, sample its memory and progress, stop it, extrapolate."""
+    out = Path(tempfile.mkdtemp(prefix="sc-nation-")) / "run"
+    code = ("from socialcredit.simulation import simulate; "
+            f"simulate(population={NATION}, days={days}, seed=1, out={str(out)!r}, "
+            "scenario='pilot-regions-2018')")
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    parts = out.parent / f".{out.name}.partial-{child.pid}" / "parts"
+    peak, t0, samples = 0, time.perf_counter(), []
+    try:
+        while time.perf_counter() - t0 < seconds and child.poll() is None:
+            time.sleep(1.0)
+            peak = max(peak, _tree_rss(child.pid))
+            done = len(list(parts.glob("citizens-*.parquet"))) if parts.exists() else 0
+            samples.append((time.perf_counter() - t0, done))
+    finally:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait()
+        subprocess.run(["rm", "-rf", str(out.parent)], check=False)
+    shard_citizens = 64 * 32768
+    n_shards = -(-NATION // shard_citizens)
+    print(f"nation: {NATION:,} citizens x {days} days, scenario pilot-regions-2018")
+    print(f"  peak resident memory of the run: {peak / 2**30:.2f} GiB (machine limit 24 GiB)")
+    finished = [(t, d) for t, d in samples if d > 0]
+    if len(finished) >= 2 and finished[-1][1] > finished[0][1]:
+        (t_a, d_a), (t_b, d_b) = finished[0], finished[-1]
+        per_shard = (t_b - t_a) / (d_b - d_a)
+        print(f"  {d_b} of {n_shards} shards written in {samples[-1][0]:.0f} s; "
+              f"{per_shard:.1f} s per shard of {shard_citizens:,} citizens "
+              f"-> the whole run takes about {per_shard * n_shards / 3600:.1f} h on this machine")
+    else:
+        print(f"  {samples[-1][1] if samples else 0} shards written in {seconds:.0f} s "
+              "(too few to extrapolate: give --nation more seconds)")
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its children (Linux /proc)."""
+    total = 0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            pids += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--population", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--nation", type=float, default=0.0,
+                        help="seconds to watch the 1.41-billion run (0: skip)")
+    parser.add_argument("--nation-days", type=int, default=365)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:  # compile (or load the cache) outside the timings
+        simulate(population=50_000, days=3, seed=args.seed, out=Path(tmp) / "warm")
+        numpy_raw, numpy_fresh = numpy_uniform_rates()
+        rate, seconds = kernel_rate(args.population, args.days, args.seed, args.repeat)
+        bare = bare_kernel_seconds(args.population, args.days)
+        t0 = time.perf_counter()
+        run = simulate(population=args.population, days=args.days, seed=args.seed,
+                       out=Path(tmp) / "run")
+        wall = time.perf_counter() - t0
+        m = run.manifest
+    cd = args.population * args.days
+    print(f"one-town {args.population:,} citizens x {args.days} days on {default_threads()} cores")
+    print(f"  numpy uniforms, reused buffer:   {numpy_raw / 1e6:9.1f} M/s (same run)")
+    print(f"  numpy uniforms, fresh 1e8 array: {numpy_fresh / 1e6:9.1f} M/s (same run)")
+    print(f"  kernel:                          {rate / 1e6:9.1f} M citizen-days/s ({seconds:.2f} s; "
+          f"{rate / numpy_raw:.2f}x / {rate / numpy_fresh:.2f}x numpy, target >= 3x)")
+    print(f"  bare 9-behaviour kernel:         {cd / bare / 1e6:9.1f} M citizen-days/s ({bare:.2f} s; "
+          f"the full model takes {seconds / bare:.1f}x as long, target <= 3x)")
+    print(f"  simulate() end to end:           {cd / wall / 1e6:9.1f} M citizen-days/s "
+          f"({wall:.2f} s incl. writing {args.population:,} citizens)")
+    print(f"  state per citizen:               {BYTES_PER_CITIZEN} bytes "
+          f"(peak RSS {m['memory']['peak_rss_bytes'] / 2**20:.0f} MiB)")
+    if args.nation > 0:
+        nation_probe(args.nation, args.nation_days)
+
+
+if __name__ == "__main__":
+    main()

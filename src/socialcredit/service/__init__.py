@@ -1,0 +1,54 @@
+"""The live service: ingestion, look-ups under access grants, consequences, appeals, over a database.
+
+Conventions (documented assumptions):
+
+- The service day is a setting stored in the database: `serve --day N` and `db load` move it
+  forward, never back. Events after it are refused (422); scores are as of it, and moving it
+  re-scores the citizens whose points expire by then.
+- A batch is acknowledged (2xx) once it is durable in the inbox; with `wait=true` (the default)
+  the answer comes once the scores are updated (200), else at once (202).
+- Camera events have source "camera" and source_ref "cam-<region>-<placetype>-<n>"; the profile
+  counts sightings by place type. Ages come from citizens.parquet (`age`, or `age_estimate` and
+  `age_uncertainty`); with `age` only, the estimate wavers by +-6 / sqrt(sightings + 1) years.
+- Benefits apply to their class and better, sanctions to their class and worse, once the citizen
+  has been in such classes for `held_days`; class changes are dated by the service day on which
+  the service saw them. A subway gate stops a citizen under a sanction named "*subway*" or with
+  a `stop_probability`; an airline bans one under a sanction named "*flight*"; a bank quotes 4%
+  plus 0.5 points per class below the top, minus `loan_rate_discount`, refused under
+  `loan_allowed = false`.
+- X-Purpose is required where the role's grant says `purpose_required`.
+"""
+
+from socialcredit.service._app import create_app
+from socialcredit.service._db import DEFAULT_URL, Database
+from socialcredit.service._errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    Unauthorized,
+)
+from socialcredit.service._keys import SENDING_ROLES, ApiKey, authenticate, create_key, revoke_key
+from socialcredit.service._service import Service, Settings
+
+__all__ = [
+    "ApiKey",
+    "Conflict",
+    "DEFAULT_URL",
+    "Database",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "SENDING_ROLES",
+    "Service",
+    "ServiceError",
+    "Settings",
+    "TooLarge",
+    "Unauthorized",
+    "authenticate",
+    "create_app",
+    "create_key",
+    "revoke_key",
+]

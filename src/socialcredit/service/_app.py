@@ -1,0 +1,229 @@
+"""The HTTP API: thin FastAPI routes over `Service`; service errors keep their message and status."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Match, Route
+
+from socialcredit.service._errors import ServiceError, TooLarge
+from socialcredit.service._keys import ApiKey, authenticate
+from socialcredit.service._service import Service
+
+_bearer = HTTPBearer(auto_error=False, description="An API key made with `socialcredit keys create`.")
+Purpose = Annotated[str | None, Header(alias="X-Purpose", max_length=500,
+                                       description="Why a third party looks the citizen up (logged).")]
+CitizenId = Annotated[str, Field(min_length=1, max_length=200)]
+
+_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event_id", "citizen_id", "kind", "day", "source"],
+    "properties": {
+        "event_id": {"type": "string", "minLength": 1},
+        "citizen_id": {"type": "string", "minLength": 1},
+        "kind": {"type": "string", "minLength": 1},
+        "day": {"type": "integer", "minimum": 0},
+        "source": {"type": "string"},
+        "source_ref": {"type": ["string", "null"]},
+        "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+    },
+}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppealIn(_Body):
+    """A citizen contests one of their events."""
+
+    event_id: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=5000)
+
+
+class DecisionIn(_Body):
+    """An agency's decision on an appeal."""
+
+    upheld: bool
+    note: str | None = Field(default=None, max_length=5000)
+
+
+class GateIn(_Body):
+    """A face seen at a subway gate."""
+
+    citizen_id: CitizenId
+    gate: str | None = Field(default=None, max_length=200)
+
+
+class FlightIn(_Body):
+    """A passenger checked before boarding or booking."""
+
+    citizen_id: CitizenId
+    flight: str | None = Field(default=None, max_length=200)
+
+
+class LoanIn(_Body):
+    """A loan applicant."""
+
+    citizen_id: CitizenId
+    amount: float | None = Field(default=None, gt=0, le=1e12)
+
+
+# Light routes run on the event loop: a few indexed reads cost less than two hops to the thread pool
+# and back. Routes that score or scan (history, profile, events, appeals) run in the thread pool.
+async def _caller(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
+    return authenticate(request.app.state.service.db, credentials.credentials if credentials else None)
+
+
+Key = Annotated[ApiKey, Depends(_caller)]
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI application over `service` (its background threads run while the app runs)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(service.start)
+        yield
+        await run_in_threadpool(service.stop)
+
+    app = FastAPI(title="socialcredit live service", version="1",
+                  description=f"Policy '{service.policy.name}'. Every look-up is logged.",
+                  lifespan=lifespan)
+
+    app.state.service = service
+    from socialcredit.web import page_routes  # here, not on top: the pages import this package
+
+    app.include_router(page_routes(service))
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(exc.detail(), status_code=exc.status)
+
+    @app.post("/api/events", tags=["events"], responses={202: {"description": "Durable, not yet scored."}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "items": _EVENT_SCHEMA}},
+        "application/x-ndjson": {"schema": {"type": "string"}}}}})
+    async def post_events(request: Request, key: Key,
+                          wait: Annotated[bool, Query(description="Answer once scores are updated.")] = True):
+        """Send a batch of events (JSON array or NDJSON); atomic and idempotent by event_id."""
+        body = await _read_body(request, service.settings.max_body_bytes)
+        receipt = await run_in_threadpool(service.ingest, key, body, wait=wait)
+        # 200: durable and scored; 202: durable, scores follow shortly.
+        return JSONResponse(receipt, status_code=200 if receipt["projected"] else 202)
+
+    async def logged(method, *args) -> JSONResponse:
+        rows: list[tuple] = []
+        body = method(*args, log=rows)
+        await service.commit_log(rows)
+        return JSONResponse(body)
+
+    @app.get("/api/citizens/{citizen_id}", tags=["look-ups"])
+    async def get_citizen(citizen_id: str, key: Key, purpose: Purpose = None):
+        """Score, class, benefits and sanctions, as far as the caller's grant allows; logged."""
+        return await logged(service.lookup, key, citizen_id, purpose)
+
+    # The hot path, served first: the same look-up without FastAPI's dependency solving; requests
+    # it does not take (no plain bearer key, an over-long purpose) go on to the route above.
+    app.router.routes.insert(0, _LeanLookup(service))
+
+    @app.get("/api/citizens/{citizen_id}/history", tags=["look-ups"])
+    def get_history(citizen_id: str, key: Key, purpose: Purpose = None):
+        """Reason codes and events with points and provenance; logged."""
+        return service.history(key, citizen_id, purpose)
+
+    @app.get("/api/citizens/{citizen_id}/lookups", tags=["look-ups"])
+    def get_lookups(citizen_id: str, key: Key):
+        """Who looked this citizen up (the citizen and analysts only)."""
+        return service.lookups(key, citizen_id)
+
+    @app.get("/api/citizens/{citizen_id}/profile", tags=["look-ups"])
+    def get_profile(citizen_id: str, key: Key, purpose: Purpose = None):
+        """The camera profile (agency and security only); logged."""
+        return service.profile(key, citizen_id, purpose)
+
+    @app.post("/api/appeals", tags=["appeals"], status_code=201)
+    def post_appeal(appeal: AppealIn, key: Key):
+        """A citizen contests one of their events."""
+        return service.file_appeal(key, appeal.event_id, appeal.reason)
+
+    @app.post("/api/appeals/{appeal_id}/decision", tags=["appeals"])
+    def post_decision(appeal_id: Annotated[int, PathParam(ge=1, le=2**62)], decision: DecisionIn, key: Key):
+        """An agency decides; an upheld appeal voids the event and re-scores from the ledger."""
+        return service.decide_appeal(key, appeal_id, decision.upheld, decision.note)
+
+    @app.post("/api/gates/subway", tags=["consequences"])
+    async def post_gate(check: GateIn, key: Key, purpose: Purpose = None):
+        """Subway gate (security): pass or stop; logged."""
+        return await logged(service.subway_gate, key, check.citizen_id, check.gate, purpose)
+
+    @app.post("/api/flights/check", tags=["consequences"])
+    async def post_flight(check: FlightIn, key: Key, purpose: Purpose = None):
+        """Airline: may board or banned; logged."""
+        return await logged(service.flight_check, key, check.citizen_id, check.flight, purpose)
+
+    @app.post("/api/loans/quote", tags=["consequences"])
+    async def post_loan(quote: LoanIn, key: Key, purpose: Purpose = None):
+        """Bank: interest rate by class; logged."""
+        return await logged(service.loan_quote, key, quote.citizen_id, quote.amount, purpose)
+
+    @app.get("/api/stats", tags=["statistics"])
+    def get_stats(key: Key):
+        """Class counts and events per day."""
+        return service.stats(key)
+
+    return app
+
+
+class _LeanLookup(Route):
+    """GET /api/citizens/{citizen_id} as a plain Starlette route (left out of the OpenAPI schema,
+    where the FastAPI route above documents it)."""
+
+    def __init__(self, service: Service):
+        super().__init__("/api/citizens/{citizen_id}", self._lookup, methods=["GET"],
+                         name="get_citizen_lean", include_in_schema=False)
+        self.service = service
+
+    def matches(self, scope) -> tuple[Match, dict]:
+        match, child = super().matches(scope)
+        if match is not Match.FULL or scope["method"] != "GET":  # Starlette adds HEAD; FastAPI does not
+            return Match.NONE, {}
+        bearer = purpose = None
+        for name, value in scope["headers"]:
+            if name == b"authorization" and bearer is None:
+                bearer = value
+            elif name == b"x-purpose" and purpose is None:
+                purpose = value
+        plain = (bearer is not None and bearer[:7].lower() == b"bearer " and bearer[7:].strip()
+                 and (purpose is None or len(purpose) <= 500))
+        return (Match.FULL, child) if plain else (Match.NONE, {})
+
+    async def _lookup(self, request: Request) -> JSONResponse:
+        service = self.service
+        headers = request.headers
+        key = authenticate(service.db, headers["authorization"][7:].strip())
+        rows: list[tuple] = []
+        body = service.lookup(key, request.path_params["citizen_id"], headers.get("x-purpose"), log=rows)
+        await service.commit_log(rows)
+        return JSONResponse(body)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"body of {int(declared):,} bytes; at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body larger than {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,136 @@
+"""CLI commands of the service: serve, db load, keys create and revoke."""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from socialcredit.policy import PolicyError
+from socialcredit.service._db import DEFAULT_URL, Database
+from socialcredit.service._errors import ServiceError
+from socialcredit.service._keys import create_key, revoke_key
+from socialcredit.service._service import Service
+
+DbOption = Annotated[str, typer.Option("--db", help="Database URL: a SQLite file or postgresql://...")]
+PolicyOption = Annotated[str | None, typer.Option(
+    "--policy", "-p", help="Preset name or policy TOML file (default: the one the database holds).")]
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _open(url: str, policy: str | None) -> Service:
+    try:
+        return Service.open(url, policy)
+    except (ServiceError, PolicyError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def serve(
+    db: DbOption = DEFAULT_URL,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    policy: PolicyOption = None,
+    day: Annotated[int | None, typer.Option(min=0, help="Move the service day forward to this day.")] = None,
+) -> None:
+    """Run the live service (FastAPI on uvicorn); the schema is created on start."""
+    import uvicorn
+
+    from socialcredit.service._app import create_app
+
+    service = _open(db, policy)
+    try:
+        if day is not None:
+            service.ledger.set_day(day)
+        shown = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", db)  # never print a password
+        _out.print(f"serving policy '{service.policy.name}' from {shown}, day {service.day}, "
+                   f"on http://{host}:{port} (OpenAPI at /docs)")
+        app = create_app(service)
+        # Look-up latency: a full garbage collection walks every object of the process (FastAPI,
+        # polars, ...) and stalls every request in flight; freeze what exists now and collect the
+        # young generation less often (measured: p99 at 64 clients ~190 ms -> ~70-90 ms).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 1_000)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        service.close()
+
+
+def db_load(
+    run_dir: Annotated[Path, typer.Argument(help="A simulation run folder.")],
+    db: DbOption = DEFAULT_URL,
+    policy: PolicyOption = None,
+) -> None:
+    """Load a simulation run's citizens and events (the service day moves up to its last day)."""
+    manifest = run_dir / "manifest.json"
+    if policy is None and manifest.is_file():
+        policy = json.loads(manifest.read_text(encoding="utf-8")).get("policy")
+    service = _open(db, policy)
+    try:
+        loaded = service.load_run(run_dir)
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        service.close()
+    _out.print(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events from {run_dir} "
+               f"into {db}")
+
+
+def keys_create(
+    role: Annotated[str, typer.Option(help="citizen, agency, security, bank, employer, landlord, "
+                                           "platform, travel, airline or analyst.")],
+    name: Annotated[str, typer.Option(help="A unique name for the key (used to revoke it).")],
+    citizen: Annotated[str | None, typer.Option(help="The citizen a citizen key is bound to.")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="A source the key may send (repeatable).")] = None,
+    db: DbOption = DEFAULT_URL,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    database = Database.open(db)
+    try:
+        secret = create_key(database, role=role, name=name, citizen=citizen, sources=source or [])
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        database.close()
+    typer.echo(secret)
+
+
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    db: DbOption = DEFAULT_URL,
+) -> None:
+    """Revoke an API key."""
+    database = Database.open(db)
+    try:
+        revoke_key(database, name)
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        database.close()
+    _out.print(f"revoked key '{name}'")
+
+
+def register_service_commands(app: typer.Typer) -> None:
+    """Add serve, db and keys to the `socialcredit` command."""
+    app.command("serve")(serve)
+    db_app = typer.Typer(help="Fill the service database.", no_args_is_help=True)
+    db_app.command("load")(db_load)
+    app.add_typer(db_app, name="db")
+    keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+    keys_app.command("create")(keys_create)
+    keys_app.command("revoke")(keys_revoke)
+    app.add_typer(keys_app, name="keys")

@@ -1,0 +1,231 @@
+"""The service database: SQLite (the default, in WAL mode) or PostgreSQL, with one versioned schema."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+
+SCHEMA_VERSION = 1
+DEFAULT_URL = "sqlite:///socialcredit.db"
+
+# One DDL for both databases; {serial}, {blob} and {real} differ between them.
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, citizen_id TEXT,
+        sources TEXT NOT NULL, created TEXT NOT NULL, revoked TEXT)""",
+    """CREATE TABLE IF NOT EXISTS events (
+        event_id TEXT PRIMARY KEY, citizen_id TEXT NOT NULL, kind TEXT NOT NULL,
+        day INTEGER NOT NULL, source TEXT, source_ref TEXT, confidence {real},
+        batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS events_citizen ON events (citizen_id)",
+    """CREATE TABLE IF NOT EXISTS scores (
+        citizen_id TEXT PRIMARY KEY, score BIGINT NOT NULL, class TEXT NOT NULL,
+        class_idx INTEGER NOT NULL, as_of INTEGER NOT NULL, stale_from INTEGER)""",
+    # Re-scoring by the day moving on follows the scoring state's schedule, not `stale_from` (it is
+    # no longer kept up to date); its index was an extra random write per score.
+    "DROP INDEX IF EXISTS scores_stale",
+    """CREATE TABLE IF NOT EXISTS class_history (
+        id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS class_history_citizen ON class_history (citizen_id, day)",
+    "CREATE TABLE IF NOT EXISTS citizens (citizen_id TEXT PRIMARY KEY, attributes TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS profiles (
+        citizen_id TEXT PRIMARY KEY, age {real}, age_estimate {real}, age_uncertainty {real},
+        flags TEXT)""",
+    """CREATE TABLE IF NOT EXISTS lookups (
+        id {serial}, citizen_id TEXT NOT NULL, key_name TEXT NOT NULL, role TEXT NOT NULL,
+        purpose TEXT, fields TEXT NOT NULL, endpoint TEXT NOT NULL, at TEXT NOT NULL,
+        day INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS lookups_citizen ON lookups (citizen_id)",
+    """CREATE TABLE IF NOT EXISTS appeals (
+        id {serial}, event_id TEXT NOT NULL, citizen_id TEXT NOT NULL, reason TEXT NOT NULL,
+        status TEXT NOT NULL, filed_at TEXT NOT NULL, decided_at TEXT, decided_by TEXT,
+        note TEXT)""",
+]
+# Acknowledged batches not yet projected into `events` and `scores` (see _ledger.py). On SQLite
+# the inbox is a file of its own beside the database, so that acknowledging a batch never waits
+# for the single writer of the main file, which the projector holds while it re-scores.
+_INBOX_SCHEMA = [
+    _SCHEMA[0],
+    """CREATE TABLE IF NOT EXISTS inbox (
+        seq {serial}, key_name TEXT NOT NULL, n_events INTEGER NOT NULL, body {blob} NOT NULL,
+        received TEXT NOT NULL)""",
+]
+_TYPES = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "real": "REAL"},
+    "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "real": "DOUBLE PRECISION"},
+}
+
+
+class Database:
+    """A connection factory for one database URL; one connection per thread.
+
+    SQL is written with `?` placeholders and ON CONFLICT clauses, which both databases accept
+    (placeholders are rewritten for psycopg).
+    """
+
+    def __init__(self, url: str, *, schema: list[str] | None = None):
+        self.url = url
+        self._schema = schema or _SCHEMA
+        self.inbox = self
+        if url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            self.path = None
+        else:
+            self.dialect = "sqlite"
+            self.path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+        self._local = threading.local()
+        self._all: list = []
+        self._guard = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str = DEFAULT_URL) -> Database:
+        """Open `url`, creating or upgrading the schema."""
+        db = cls(url)
+        if db.dialect == "sqlite":
+            db.inbox = cls(f"{url}-inbox", schema=_INBOX_SCHEMA)
+            db.inbox.create_schema()
+        else:
+            db._schema = _SCHEMA + _INBOX_SCHEMA[1:]
+        db.create_schema()
+        return db
+
+    def connection(self):
+        """This thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
+    def _connect(self):
+        if self.dialect == "postgresql":
+            import psycopg
+
+            return psycopg.connect(self.url, autocommit=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk (WAL fsynced) before the service acknowledges it. Kept for the
+        # main file too (NORMAL would survive a process crash, not a power cut): a projection must be
+        # as durable as the inbox delete that follows it. With large batches the fsync is a few ms.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        # Re-scoring reads the ledgers of the touched citizens at random: keep the index in memory.
+        conn.execute("PRAGMA cache_size=-131072")
+        conn.execute("PRAGMA mmap_size=1073741824")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    def close(self) -> None:
+        """Close every connection opened by this object."""
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+        if self.inbox is not self:
+            self.inbox.close()
+
+    def sql(self, text: str) -> str:
+        """`text` with placeholders for this database."""
+        return text.replace("?", "%s") if self.dialect == "postgresql" else text
+
+    @contextmanager
+    def transaction(self) -> Iterator:
+        """A write transaction on this thread's connection; commits on success."""
+        conn = self.connection()
+        if self.dialect == "postgresql":
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+            return
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    def execute(self, text: str, params: Sequence = (), cur=None) -> list[tuple]:
+        """Run one statement (in `cur`'s transaction if given); return its rows."""
+        c = cur if cur is not None else self.connection().cursor()
+        c.execute(self.sql(text), params)
+        return c.fetchall() if c.description else []
+
+    def executemany(self, cur, text: str, rows) -> None:
+        """Run one statement for many parameter rows."""
+        cur.executemany(self.sql(text), rows)
+
+    def frame(self, text: str, params: Sequence, schema: dict, cur=None) -> pl.DataFrame:
+        """Rows of a query as a DataFrame with `schema`."""
+        rows = self.execute(text, params, cur)
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def any_of(self, column: str) -> str:
+        """A condition `column` is one of a list given as a single parameter (see `list_param`)."""
+        if self.dialect == "postgresql":
+            return f"{column} = ANY(?)"
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def list_param(self, values: pl.Series | list):
+        """A list of strings as the parameter of `any_of`."""
+        values = values.to_list() if isinstance(values, pl.Series) else list(values)
+        return values if self.dialect == "postgresql" else json.dumps(values)
+
+    def insert_frame(self, cur, table: str, frame: pl.DataFrame, *, conflict: str = "") -> int:
+        """Insert every row of `frame` into `table` (columns by name), with COPY on PostgreSQL.
+
+        Returns how many rows were written (rows skipped by `conflict` do not count).
+        """
+        cols = ", ".join(frame.columns)
+        if self.dialect == "sqlite":
+            marks = ", ".join("?" * frame.width)
+            # Column lists zipped into row tuples: far cheaper than DataFrame.iter_rows.
+            cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}",
+                            zip(*(column.to_list() for column in frame.get_columns()), strict=True))
+            return cur.rowcount
+        # COPY into a temporary table, then one INSERT ... SELECT that applies the conflict rule.
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table} INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS")
+        buf = io.BytesIO()
+        frame.write_csv(buf, include_header=False, null_value="\\N")
+        with cur.copy(f"COPY tmp_{table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
+            copy.write(buf.getvalue())
+        cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM tmp_{table} {conflict}")
+        written = cur.rowcount
+        cur.execute(f"DELETE FROM tmp_{table}")
+        return written
+
+    def create_schema(self) -> None:
+        """Create the tables, or check that an existing database has this schema version."""
+        types = _TYPES[self.dialect]
+        with self.transaction() as cur:
+            for statement in self._schema:
+                cur.execute(statement.format(**types))
+            rows = self.execute("SELECT value FROM meta WHERE key = 'schema_version'", (), cur)
+            if not rows:
+                self.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),), cur)
+            elif int(rows[0][0]) != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.url}: schema version {rows[0][0]}, this socialcredit "
+                                   f"needs {SCHEMA_VERSION} and has no migration from it")
+
+    def get_meta(self, key: str, default: str | None = None, cur=None) -> str | None:
+        """A value from the meta table."""
+        rows = self.execute("SELECT value FROM meta WHERE key = ?", (key,), cur)
+        return rows[0][0] if rows else default
+
+    def set_meta(self, cur, key: str, value: str) -> None:
+        """Set a value in the meta table."""
+        self.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value), cur)

@@ -1,0 +1,454 @@
+"""The write side: batches are checked, made durable in an inbox, then projected into the ledger.
+
+A batch is acknowledged once it is committed to the `inbox` table (fsynced); inbox numbers are
+handed out in commit order (one writer at a time). A projector moves inbox batches into the
+`events` ledger (event_id is the primary key, so a re-sent event is stored once) and re-scores the
+citizens each batch touches with the engine, in one transaction that also records the last batch
+projected (`projected_seq`): after a crash, the batches after it are projected again and nothing
+acknowledged is lost or counted twice. Projected batches are then deleted from the inbox. Writes
+to the ledger are serialised by one lock per process and, on PostgreSQL, an advisory lock, so
+that two re-scorings never interleave.
+
+Scoring is incremental: each process keeps the engine's ScoreState of the whole ledger in memory
+(built from the ledger at start), applies each projected batch to it (cost grows with the batch,
+not the ledger) and writes only the touched citizens' scores. The state stays exact: every write
+to the ledger bumps `ledger_gen` in the same transaction, a state that is behind it (another
+process wrote) or that saw a rolled-back write is rebuilt, and a citizen with a voided event
+(an upheld appeal) is re-scored from their ledger, since the state cannot take an event out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from socialcredit.engine import CompiledPolicy, ScoreState, Status, score_ledger
+from socialcredit.events import EVENT_SCHEMA, EventError, validate_events
+from socialcredit.service._db import Database
+from socialcredit.service._errors import Conflict, Forbidden, Invalid, TooLarge
+from socialcredit.service._keys import SENDING_ROLES, ApiKey, now
+
+EVENT_COLUMNS = list(EVENT_SCHEMA)
+# `day` is read as a float so that 1.5 is reported as "not a whole number" rather than truncated.
+_PARSE_SCHEMA = {**EVENT_SCHEMA, "day": pl.Float64()}
+_JSON_TYPES = {"event_id": (str, int), "citizen_id": (str, int), "kind": (str,), "day": (int,),
+               "source": (str,), "source_ref": (str,), "confidence": (int, float)}
+_JSON_NAMES = {"event_id": "text", "citizen_id": "text", "kind": "text", "day": "a whole number",
+               "source": "text", "source_ref": "text", "confidence": "a number"}
+_ADVISORY_LOCK = 7_210_305  # any constants shared by every service process on one database
+_INBOX_LOCK = 7_210_306
+MAX_BATCH_EVENTS = 1_000_000
+_BUILD_CHUNK = 500_000  # ledger rows read at a time when the scoring state is rebuilt
+
+
+def parse_events(body: bytes) -> pl.DataFrame:
+    """Read a JSON array or NDJSON body into an event table (not yet validated)."""
+    stripped = body.lstrip()
+    if not stripped:
+        raise Invalid("empty body: send a JSON array or NDJSON lines of events")
+    is_array = stripped.startswith(b"[")
+    if b"true" in body or b"false" in body:
+        _diagnose(body, is_array)  # polars reads a JSON true as 1 in numeric columns
+    try:
+        if is_array:
+            return pl.read_json(io.BytesIO(body), schema=_PARSE_SCHEMA)
+        return pl.read_ndjson(io.BytesIO(body), schema=_PARSE_SCHEMA)
+    except (pl.exceptions.PolarsError, ValueError, OverflowError) as exc:
+        _diagnose(body, is_array)
+        raise Invalid(f"body cannot be read as events: {str(exc).splitlines()[0]}") from None
+
+
+def _diagnose(body: bytes, is_array: bool) -> None:
+    """Find the row and field polars refused; only runs on the error path."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"body is not UTF-8 (byte {exc.start})") from None
+    if is_array:
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise Invalid(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        if not isinstance(rows, list):
+            raise Invalid("expected a JSON array of events")
+    else:
+        rows = []
+        for lineno, line in enumerate((ln for ln in text.splitlines() if ln.strip()), start=1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise Invalid(f"row {lineno}: malformed JSON at column {exc.colno}: {exc.msg}",
+                              row=lineno) from None
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise Invalid(f"row {i}: expected a JSON object, got {type(row).__name__}", row=i)
+        for field, types in _JSON_TYPES.items():
+            value = row.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                raise Invalid(f"row {i}, field {field}: expected {_JSON_NAMES[field]}, got {value!r}",
+                              row=i, field=field)
+
+
+def check_batch(frame: pl.DataFrame, key: ApiKey, *, compiled: CompiledPolicy, day: int) -> pl.DataFrame:
+    """Validate a batch for `key` as of the service day; the first problem is raised with its row."""
+    if key.role not in SENDING_ROLES:
+        raise Forbidden(f"role '{key.role}' may not send events (senders: {', '.join(SENDING_ROLES)})")
+    if frame.height > MAX_BATCH_EVENTS:
+        raise TooLarge(f"batch of {frame.height:,} events; at most {MAX_BATCH_EVENTS:,} per batch")
+    try:
+        events = validate_events(frame, origin="batch")
+    except EventError as exc:
+        raise Invalid(str(exc), row=exc.row, field=exc.column) from None
+    kinds = [r.kind for r in compiled.policy.rules]
+    _refuse(events, ~events["kind"].is_in(kinds), "kind", Invalid,
+            lambda v: f"unknown event kind {v!r}: policy '{compiled.policy.name}' has no rule for it")
+    _refuse(events, events["day"] > day, "day",
+            Invalid, lambda v: f"day {v} is in the future of the service day {day}")
+    _refuse(events, events["source"].is_null(), "source", Invalid,
+            lambda v: "is empty; every event sent to the service names its source")
+    _refuse(events, ~events["source"].is_in(list(key.sources)), "source", Forbidden,
+            lambda v: f"key '{key.name}' may send only sources {', '.join(key.sources)}, not {v!r}")
+    return events
+
+
+def _refuse(events: pl.DataFrame, mask: pl.Series, field: str, error: type, message) -> None:
+    if mask.any():
+        row = int(mask.arg_true()[0])
+        raise error(f"batch: row {row + 1}, field {field}: {message(events[field][row])}",
+                    row=row + 1, field=field)
+
+
+class Ledger:
+    """The durable event ledger of one database, scored with one policy."""
+
+    def __init__(self, db: Database, compiled: CompiledPolicy):
+        self.db = db
+        self.compiled = compiled
+        self.write_lock = threading.RLock()
+        self.inbox_lock = threading.Lock()
+        self._projected = threading.Condition()
+        self._projected_seq = int(db.get_meta("projected_seq", "0"))
+        self._day = int(db.get_meta("day", "0"))
+        self.start_class = int(compiled.classify(np.array([compiled.policy.start]))[0])
+        self.class_names = compiled.policy.class_names
+        # The engine's incremental state of the whole ledger (see `_sync`); None: rebuild when needed.
+        self._state: ScoreState | None = None
+        self._state_gen = -1
+        # Citizens with an event voided since the state was built: the state still counts that
+        # event (it cannot take one out), so they are re-scored from their ledger instead.
+        self._dirty: set[str] = set()
+        self._mutated = False  # the state changed in the current write (see _Write)
+
+    @property
+    def day(self) -> int:
+        """The service day: events after it are refused, scores are as of it."""
+        return self._day
+
+    def write(self):
+        """A serialised write transaction (see the module docstring)."""
+        return _Write(self)
+
+    # -- ingestion --------------------------------------------------------------------------------
+
+    def ingest(self, key: ApiKey, body: bytes) -> tuple[int, int]:
+        """Check a batch and commit it to the inbox; return (batch number, events)."""
+        events = check_batch(parse_events(body), key, compiled=self.compiled, day=self.day)
+        buf = io.BytesIO()
+        events.write_ipc(buf, compression="lz4")
+        inbox = self.db.inbox
+        with self.inbox_lock, inbox.transaction() as cur:
+            if inbox.dialect == "postgresql":
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_INBOX_LOCK,))
+            seq = inbox.execute("INSERT INTO inbox (key_name, n_events, body, received) "
+                                "VALUES (?, ?, ?, ?) RETURNING seq",
+                                (key.name, events.height, buf.getvalue(), now()), cur)[0][0]
+        return int(seq), events.height
+
+    def project(self, *, max_batches: int = 16) -> int:
+        """Move up to `max_batches` inbox batches into the ledger and re-score; return how many."""
+        inbox = self.db.inbox
+        with self.write() as cur:
+            done = int(self.db.get_meta("projected_seq", "0", cur))
+            rows = inbox.execute("SELECT seq, body FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                 (done, max_batches))
+            if rows:
+                state = self._sync(cur)
+                # A loop over batches, not events: each one is a whole Arrow table.
+                frames = [pl.read_ipc(io.BytesIO(bytes(body))).with_columns(batch=pl.lit(seq, pl.Int64))
+                          for seq, body in rows]
+                events = pl.concat(frames).unique("event_id", keep="first", maintain_order=True)
+                stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
+                                              conflict="ON CONFLICT (event_id) DO NOTHING")
+                if stored != events.height:
+                    # Some were in the ledger already (re-sent): those carry an earlier batch number.
+                    first = int(rows[0][0])
+                    db = self.db
+                    old = db.frame(f"SELECT event_id FROM events WHERE batch < ? AND {db.any_of('event_id')}",
+                                   (first, db.list_param(events["event_id"])), {"event_id": pl.String}, cur)
+                    events = events.filter(~pl.col("event_id").is_in(old["event_id"].implode()))
+                self._score_new(cur, state, events.select(EVENT_COLUMNS))
+                done = int(rows[-1][0])
+                self.db.set_meta(cur, "projected_seq", str(done))
+                self._bump(cur)
+        if not rows:
+            return 0
+        with self.inbox_lock, inbox.transaction() as cur:
+            inbox.execute("DELETE FROM inbox WHERE seq <= ?", (done,), cur)
+        with self._projected:
+            self._projected_seq = max(self._projected_seq, done)
+            self._projected.notify_all()
+        return len(rows)
+
+    def pending(self) -> int:
+        """Batches acknowledged but not yet projected."""
+        done = int(self.db.get_meta("projected_seq", "0"))
+        return int(self.db.inbox.execute("SELECT COUNT(*) FROM inbox WHERE seq > ?", (done,))[0][0])
+
+    def wait_projected(self, seq: int, timeout: float) -> bool:
+        """Wait until batch `seq` is in the ledger; False on timeout."""
+        with self._projected:
+            return self._projected.wait_for(lambda: self._projected_seq >= seq, timeout)
+
+    # -- scoring ----------------------------------------------------------------------------------
+    #
+    # Every write to the ledger (projection, service day, appeal, load) bumps `ledger_gen` in the
+    # meta table in its own transaction. The in-memory ScoreState is valid for the generation it was
+    # brought to; a write first checks it (another process may have written: PostgreSQL, `db load`)
+    # and rebuilds it from the ledger when it is behind. A failed write drops it (see _Write).
+
+    def _sync(self, cur) -> ScoreState:
+        """The incremental state, up to date with the ledger as of this transaction."""
+        gen = int(self.db.get_meta("ledger_gen", "0", cur))
+        day = int(self.db.get_meta("day", "0", cur))
+        if self._state is None or self._state_gen != gen or self._state.as_of != day:
+            self._state = None
+            self._day = day
+            self._state = self._build(cur, day)
+            self._dirty = set()
+            self._state_gen = gen
+        return self._state
+
+    def _bump(self, cur) -> None:
+        """Record a write to the ledger; the state stays valid if it was brought up to date."""
+        self._mutated = True
+        gen = int(self.db.get_meta("ledger_gen", "0", cur)) + 1
+        self.db.set_meta(cur, "ledger_gen", str(gen))
+        if self._state is not None and self._state_gen == gen - 1:
+            self._state_gen = gen
+        else:
+            self._state = None
+
+    def _build(self, cur, day: int) -> ScoreState:
+        """The state of the whole ledger (voided events left out), read in chunks."""
+        state = ScoreState(self.compiled, as_of=day)
+        c = cur if cur is not None else self.db.connection().cursor()
+        c.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE voided = 0"))
+        while True:
+            chunk = c.fetchmany(_BUILD_CHUNK)
+            if not chunk:
+                break
+            state.apply(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
+        return state
+
+    def _score_new(self, cur, state: ScoreState, events: pl.DataFrame) -> None:
+        """Apply events just stored (each once) to the state; write the touched citizens' scores."""
+        if events.height == 0:
+            return
+        ids = events["citizen_id"].unique()
+        self._mutated = True
+        _, before = state.score_of(ids)  # citizens first seen now start with no points
+        state.apply(events)
+        self._write_scores(cur, state, ids, before)
+
+    def _write_scores(self, cur, state: ScoreState, ids: pl.Series, before: np.ndarray) -> None:
+        score, after = state.score_of(ids)
+        # In key order: the upsert then walks the scores index front to back.
+        new = pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before}).sort("citizen_id")
+        if self._dirty:
+            dirty = new["citizen_id"].is_in(list(self._dirty))
+            if dirty.any():
+                self.rescore(cur, new["citizen_id"].filter(dirty))
+                new = new.filter(~dirty)
+        if new.height == 0:
+            return
+        names = pl.Series(self.class_names, dtype=pl.String)
+        new = new.with_columns(**{"class": names.gather(new["class_idx"])},
+                               as_of=pl.lit(self.day, pl.Int32))
+        changed = new.filter(pl.col("class_idx") != pl.col("old"))
+        if changed.height:
+            self.db.insert_frame(cur, "class_history",
+                                 changed.select("citizen_id", day="as_of", class_idx="class_idx"))
+        self.db.insert_frame(cur, "scores", new.select("citizen_id", "score", "class", "class_idx", "as_of"),
+                             conflict="ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, "
+                                      "class = excluded.class, class_idx = excluded.class_idx, "
+                                      "as_of = excluded.as_of, stale_from = NULL")
+
+    def rescore(self, cur, citizen_ids: pl.Series, *, fresh: pl.DataFrame | None = None) -> None:
+        """Re-score these citizens from their whole ledger, as of the service day, in `cur`.
+
+        The slow path, for citizens the incremental state cannot score (an event voided).
+        `fresh`: events just stored, all of them; citizens without a score yet have no other
+        events (every write re-scores the citizens it touches), so their ledger is not read back.
+        """
+        if len(citizen_ids) == 0:
+            return
+        db = self.db
+        ids = db.list_param(citizen_ids)
+        old = db.frame(f"SELECT citizen_id, class_idx FROM scores WHERE {db.any_of('citizen_id')}",
+                       (ids,), {"citizen_id": pl.String, "old": pl.Int32}, cur)
+        read = citizen_ids if fresh is None else old["citizen_id"]
+        ledger = db.frame(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
+                          f"WHERE voided = 0 AND {db.any_of('citizen_id')}", (db.list_param(read),),
+                          EVENT_SCHEMA, cur)
+        if fresh is not None:
+            first_seen = fresh.filter(~pl.col("citizen_id").is_in(old["citizen_id"].implode()))
+            ledger = pl.concat([ledger, first_seen.select(EVENT_COLUMNS).cast(EVENT_SCHEMA)])
+        new = self._scores(ledger, citizen_ids)
+        changed = (new.join(old, on="citizen_id", how="left")
+                   .filter(pl.col("class_idx") != pl.col("old").fill_null(self.start_class)))
+        if changed.height:
+            db.insert_frame(cur, "class_history", changed.select("citizen_id", day="as_of", class_idx="class_idx"))
+        db.insert_frame(cur, "scores", new, conflict=(
+            "ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, class = excluded.class, "
+            "class_idx = excluded.class_idx, as_of = excluded.as_of, stale_from = excluded.stale_from"))
+
+    def _scores(self, ledger: pl.DataFrame, citizen_ids: pl.Series) -> pl.DataFrame:
+        """Score, class and the next day it changes by itself (an expiry), per citizen."""
+        c = self.compiled
+        result = score_ledger(c, ledger, as_of=self.day)
+        rule = np.where(result.rule >= 0, result.rule, 0)
+        expires = c.expires[rule]
+        lasting = (result.status == Status.COUNTED) & (expires > 0)
+        stale = (pl.DataFrame({"citizen_id": ledger["citizen_id"],
+                               "stale_from": ledger["day"].to_numpy() + expires})
+                 .filter(pl.Series(lasting)).group_by("citizen_id").agg(pl.col("stale_from").min()))
+        scored = result.scores.with_columns(class_idx=pl.col("class").to_physical().cast(pl.Int32),
+                                            **{"class": pl.col("class").cast(pl.String)})
+        # Citizens whose every event was voided are back at the start.
+        alone = pl.DataFrame({"citizen_id": citizen_ids.unique()}).join(scored, on="citizen_id", how="anti")
+        start = alone.with_columns(score=pl.lit(c.policy.start, pl.Int64),
+                                   **{"class": pl.lit(self.class_names[self.start_class])},
+                                   class_idx=pl.lit(self.start_class, pl.Int32))
+        return (pl.concat([scored, start], how="diagonal_relaxed")
+                .join(stale, on="citizen_id", how="left")
+                .select("citizen_id", "score", "class", "class_idx",
+                        as_of=pl.lit(self.day, pl.Int32), stale_from=pl.col("stale_from").cast(pl.Int32)))
+
+    def set_day(self, day: int) -> None:
+        """Move the service day forward and re-score the citizens whose points expired by then."""
+        with self.write() as cur:
+            current = int(self.db.get_meta("day", "0", cur))
+            if day < current:
+                raise Conflict(f"the service day is {current}; it cannot go back to {day}", field="day")
+            state = self._sync(cur)
+            self.db.set_meta(cur, "day", str(day))
+            self._day = day
+            # The citizens with points starting or expiring by then.
+            due = state.due(day)
+            _, before = state.score_of(due)
+            self._mutated = True
+            state.advance(day)
+            if len(due):
+                self._write_scores(cur, state, due, before)
+            self._bump(cur)
+
+    def void(self, cur, event_id: str, citizen_id: str) -> None:
+        """Take an event out of the scoring (an upheld appeal) and re-score its citizen, in `cur`."""
+        self.db.execute("UPDATE events SET voided = 1 WHERE event_id = ?", (event_id,), cur)
+        self.rescore(cur, pl.Series([citizen_id]))
+        self._mutated = True
+        self._dirty.add(citizen_id)
+        self._bump(cur)
+
+    def warm(self) -> None:
+        """Build the incremental state from the ledger now rather than at the first write."""
+        with self.write() as cur:
+            self._sync(cur)
+
+    # -- loading a simulation run -----------------------------------------------------------------
+
+    def load_run(self, run_dir: Path) -> dict[str, int]:
+        """Load a run folder's citizens.parquet and events.parquet; return what was loaded."""
+        run_dir = Path(run_dir)
+        citizens_file, events_file = run_dir / "citizens.parquet", run_dir / "events.parquet"
+        if not citizens_file.is_file() and not events_file.is_file():
+            raise Invalid(f"{run_dir}: neither citizens.parquet nor events.parquet found")
+        loaded = {"citizens": 0, "events": 0}
+        events = None
+        if events_file.is_file():
+            raw = pl.read_parquet(events_file)
+            try:
+                events = validate_events(raw, origin=str(events_file))
+            except EventError as exc:
+                raise Invalid(str(exc), row=exc.row, field=exc.column) from None
+            if events.height and int(events["day"].max()) > self.day:
+                self.set_day(int(events["day"].max()))
+        with self.write() as cur:
+            if citizens_file.is_file():
+                loaded["citizens"] = self._load_citizens(cur, pl.read_parquet(citizens_file), citizens_file)
+            if events is not None:
+                state = self._sync(cur)
+                stored = self.db.insert_frame(cur, "events", events.with_columns(batch=pl.lit(0, pl.Int64)),
+                                              conflict="ON CONFLICT (event_id) DO NOTHING")
+                if stored == events.height:
+                    self._score_new(cur, state, events.select(EVENT_COLUMNS))
+                else:  # loaded before, in part: score from the ledger, rebuild the state later
+                    self.rescore(cur, events["citizen_id"].unique())
+                    self._state = None
+                self._bump(cur)
+                loaded["events"] = events.height
+        return loaded
+
+    def _load_citizens(self, cur, citizens: pl.DataFrame, origin: Path) -> int:
+        if "citizen_id" not in citizens.columns:
+            raise Invalid(f"{origin}: missing column citizen_id", field="citizen_id")
+        citizens = citizens.with_columns(pl.col("citizen_id").cast(pl.String))
+        attributes = [c for c in citizens.columns if c != "citizen_id"]
+        encoded = (pl.struct(attributes).struct.json_encode() if attributes else pl.lit("{}"))
+        self.db.insert_frame(cur, "citizens", citizens.select("citizen_id", attributes=encoded),
+                             conflict="ON CONFLICT (citizen_id) DO UPDATE SET attributes = excluded.attributes")
+        profile_cols = [c for c in ("age", "age_estimate", "age_uncertainty", "flags") if c in citizens.columns]
+        if profile_cols:
+            profiles = citizens.select("citizen_id", *[
+                pl.col(c).cast(pl.String) if c == "flags" else pl.col(c).cast(pl.Float64)
+                for c in profile_cols])
+            updates = ", ".join(f"{c} = excluded.{c}" for c in profile_cols)
+            self.db.insert_frame(cur, "profiles", profiles,
+                                 conflict=f"ON CONFLICT (citizen_id) DO UPDATE SET {updates}")
+        return citizens.height
+
+
+class _Write:
+    """Context manager: the process write lock, a transaction, and on PostgreSQL an advisory lock."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def __enter__(self):
+        self.ledger.write_lock.acquire()
+        try:
+            self.ledger._mutated = False
+            self._tx = self.ledger.db.transaction()
+            cur = self._tx.__enter__()
+            if self.ledger.db.dialect == "postgresql":
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK,))
+        except BaseException:
+            self.ledger.write_lock.release()
+            raise
+        return cur
+
+    def __exit__(self, *exc):
+        committed = False
+        try:
+            result = self._tx.__exit__(*exc)
+            committed = exc[0] is None
+            return result
+        finally:
+            if not committed and self.ledger._mutated:
+                self.ledger._state = None  # it holds what was rolled back: rebuild at the next write
+            self.ledger.write_lock.release()

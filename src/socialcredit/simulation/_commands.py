@@ -1,0 +1,107 @@
+"""The `simulate` and `sweep` commands: thin adapters over `simulate()` and `sweep()`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from socialcredit.policy import PolicyError
+from socialcredit.simulation._run import simulate
+from socialcredit.simulation._scenario import SimulationError, parse_overrides
+from socialcredit.simulation._sweep import parse_grid, parse_seeds, sweep
+
+out = Console()
+err = Console(stderr=True)
+
+ScenarioOption = Annotated[str, typer.Option("--scenario", help="Scenario preset or TOML file.")]
+PolicyOption = Annotated[str | None, typer.Option(
+    "--policy", help="Apply this policy (preset or TOML file) in every region.")]
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", help="Run on a local Dask cluster with this many worker processes.")]
+SchedulerOption = Annotated[str | None, typer.Option(
+    "--scheduler",
+    help="Run on an existing Dask cluster (scheduler address); --out must be on a file system "
+         "every worker can write to.")]
+EventsOption = Annotated[str, typer.Option(
+    "--events", help="Events to write: all, none or sample:F (a fraction).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def register_simulation_commands(app: typer.Typer) -> None:
+    """Add `simulate` and `sweep` to the `socialcredit` command line."""
+
+    @app.command("simulate")
+    def simulate_command(
+        population: Annotated[int, typer.Option("--population", "-n", help="Number of citizens.")],
+        days: Annotated[int, typer.Option("--days", "-d", help="Number of days.")],
+        seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of every random stream.")],
+        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
+        scenario: ScenarioOption = "one-town",
+        policy: PolicyOption = None,
+        workers: WorkersOption = None,
+        scheduler: SchedulerOption = None,
+        device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+        events: EventsOption = "none",
+        settings: Annotated[list[str] | None, typer.Option(
+            "--set", help="Override a scenario value: section.field=value (repeatable).")] = None,
+        chunk_blocks: Annotated[int | None, typer.Option(
+            "--chunk-blocks", help="Blocks per shard (memory per shard; results do not change).")] = None,
+    ) -> None:
+        """Simulate a population day by day and write a run folder (Parquet tables, manifest)."""
+        columns = (TextColumn("[bold]simulating"), BarColumn(),
+                   TextColumn("day {task.fields[day]:.1f}/{task.fields[days]}"),
+                   TextColumn("{task.fields[rate]} citizen-days/s"), TimeRemainingColumn())
+        started = time.perf_counter()
+        with Progress(*columns, console=err, transient=False) as progress:
+            task = progress.add_task("run", total=max(population * days, 1), day=0.0, days=days,
+                                     rate="-")
+
+            def update(done: int, total: int) -> None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, completed=done, day=done / max(population, 1),
+                                rate=f"{rate:,.0f}")
+
+            try:
+                run = simulate(population=population, days=days, seed=seed, out=out_dir,
+                               scenario=scenario, policy=policy, workers=workers,
+                               scheduler=scheduler, device=device, events=events,
+                               chunk_blocks=chunk_blocks, overrides=parse_overrides(settings or []),
+                               on_progress=update)
+            except (SimulationError, PolicyError) as exc:
+                raise _fail(str(exc)) from None
+        m = run.manifest
+        out.print(f"simulated {population:,} citizens x {days} days in "
+                  f"{m['timings']['simulate_s']:.2f} s ({m['citizen_days_per_s']:,} citizen-days/s) "
+                  f"-> {out_dir}")
+
+    @app.command("sweep")
+    def sweep_command(
+        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the runs and outcomes.")],
+        settings: Annotated[list[str], typer.Option(
+            "--set", help="A grid axis: section.field=v1,v2,... (repeatable).")],
+        seeds: Annotated[str, typer.Option("--seeds", help="Seeds, e.g. 1-5 or 1,2,7.")] = "1",
+        scenario: ScenarioOption = "one-town",
+        policy: PolicyOption = None,
+        population: Annotated[int, typer.Option("--population", "-n", help="Citizens per run.")] = 10_000,
+        days: Annotated[int, typer.Option("--days", "-d", help="Days per run.")] = 365,
+        workers: WorkersOption = None,
+        scheduler: SchedulerOption = None,
+        events: EventsOption = "none",
+    ) -> None:
+        """Run a grid of scenario settings x seeds; write one outcomes table beside the runs."""
+        try:
+            outcomes = sweep(scenario=scenario, grid=parse_grid(settings), seeds=parse_seeds(seeds),
+                             out=out_dir, population=population, days=days, policy=policy,
+                             workers=workers, scheduler=scheduler, events=events)
+        except (SimulationError, PolicyError) as exc:
+            raise _fail(str(exc)) from None
+        out.print(f"{outcomes.height} runs -> {out_dir / 'outcomes.parquet'}")

@@ -1,0 +1,773 @@
+"""The fused kernel: one block of citizens, every day of a run, in one compiled loop.
+
+A block (a fixed number of citizens, the unit of randomness and of attribution) is independent of
+every other block: a false camera match picks the innocent from the same region within the same
+block, households live within a block, peers are the block's citizens of the same region. So a
+block's results depend only on (seed, block, parameters), never on how blocks are grouped into
+chunks, shards, workers or devices.
+
+Work grows with events, not citizens x days x kinds: each kind's acts are found by geometric
+jumps over the citizens (thinning against the kind's largest possible rate), points expire from
+a per-day bucket list, and classes are counted incrementally as scores change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from socialcredit.simulation._hash import POPULATION_DAY, mix, stream_key, uniform
+from socialcredit.simulation._kinds import (
+    CIVIC,
+    DEVIANT,
+    DEVIANT_POOR,
+    F_ADMITTED,
+    F_BLACKLISTED,
+    F_BOT,
+    F_EMPLOYED,
+    F_MALE,
+    F_MEMBER,
+    F_SAVVY,
+    F_URBAN,
+    HIGH_INCOME,
+    K_COMPLAINT,
+    K_JUDGMENT_DEFAULT,
+    K_NEWSPAPER,
+    LOW_INCOME,
+    M_CCLASS,
+    M_CCONS,
+    M_COUNT,
+    M_KIND,
+    M_SCLASS,
+    M_SCONS,
+    MAX_HELD,
+    N_KINDS,
+    NO_PARENT,
+    OBS_CAMERA,
+    OBS_NONE,
+    OBS_PLATFORM,
+)
+
+# Stream ids (acts of kind k use stream 1 + k).
+S_PASSIVE, S_JOBS, S_FLIGHTS, S_TRAINS, S_LOANS, S_GATES, S_ADMISSION, S_SAMPLE = range(40, 48)
+S_POPULATION, S_PLATFORM = 100, 110
+# Counter slots (see _kinds.COUNTERS).
+C_JOBS, C_FLIGHTS, C_FLIGHTS_BLOCKED, C_FLIGHTS_DISC, C_TRAINS, C_TRAINS_BLOCKED, C_GATES = range(7)
+C_LOANS, C_LOANS_DISC, C_LOANS_REFUSED, C_ADM_APPLIED, C_ADM_ADMITTED, C_ADM_HELPED = range(7, 13)
+C_ADM_HURT, C_BOTS, C_SIGHTINGS, C_WRONGFUL_POINTS, C_BLACKLISTED = range(13, 18)
+# Effects (see _kinds.EFFECTS).
+E_LOAN_DISC, E_LOAN_REFUSAL, E_INSURANCE, E_FLIGHT_DISC, E_FLIGHT_BAN, E_TRAIN_BAN = range(6)
+E_GATE, E_JOB_LOSS, E_ADM_BONUS, E_ADM_PENALTY = range(6, 10)
+# Float parameters (index into fp; filled by _plan.py in this order).
+(FP_FNMR, FP_DETERRENCE, FP_SELF_CENSORSHIP, FP_PEER_CENSORSHIP, FP_CONFORMITY, FP_GAMING,
+ FP_TRUE_CONF, FP_FALSE_CONF_LO, FP_FALSE_CONF_HI, FP_AGE_NOISE, FP_PASSIVE, FP_RURAL_COVERAGE,
+ FP_JOB_LOSS, FP_INCOME_DROP, FP_FLIGHT, FP_TRAIN, FP_SUBWAY, FP_LOAN, FP_ADM_BASE, FP_ADM_BONUS,
+ FP_ADM_PENALTY, FP_SAMPLE, FP_MALE, FP_MEMBER, FP_SAVVY, FP_EMPLOYED, FP_AGE_0_14,
+ FP_AGE_15_59, FP_BLACKLIST_BANS, FP_GATE_STOP, FP_ADM_DAY) = range(31)
+N_FP = 31
+RECORD_NONE, RECORD_ALL, RECORD_SAMPLE = 0, 1, 2
+
+
+# Columns of the per-policy integer table `pint` (filled by _plan.py).
+P_START, P_LO, P_HI, P_CAP_CLASS, P_KB, P_KS, P_N_CLASSES, P_HMIN_B, P_HMIN_S = range(9)
+N_PINT = 9
+
+# The kernel runs without numba's reference counting (_nrt=False), which otherwise costs more than
+# the model itself on the per-event path: it allocates nothing, all scratch comes from the caller,
+# and a full buffer makes it return OVERFLOW so that the caller retries the block with more room.
+# No divisor can be zero, so numpy's error model spares a check on every division.
+OVERFLOW = -1
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _gap(u, inv):
+    """Citizens skipped before the next candidate: floor(log(1 - u) / log(1 - p)), inv = 1/log(1-p).
+
+    log by frexp and an odd series in (m-1)/(m+1) (relative error < 1e-6): a third of libm's cost,
+    the same on every device.
+    """
+    m, e = math.frexp(1.0 - u)
+    z = (m - 1.0) / (m + 1.0)
+    z2 = z * z
+    ln = e * 0.6931471805599453 + 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (0.2 + z2 * (
+        1.0 / 7.0 + z2 * (1.0 / 9.0 + z2 / 11.0)))))
+    return ln * inv
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _klass(ctab, pint, p, total, cap_count):
+    lo = pint[p, P_LO]
+    s = min(max(pint[p, P_START] + total, lo), pint[p, P_HI])
+    c = np.int64(ctab[p, s - lo])
+    if cap_count > 0 and pint[p, P_CAP_CLASS] > c:
+        c = pint[p, P_CAP_CLASS]
+    return c
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _band(pint, p, c):
+    if c <= pint[p, P_KB]:
+        return 1
+    if c >= pint[p, P_KS]:
+        return 2
+    return 0
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _effect(ctab, pint, eff_held, region_policy, region, stot, capcnt, since, a, e, t):
+    """True when consequence effect `e` applies to citizen `a` on day `t`."""
+    p = region_policy[region[a]]
+    if p < 0:
+        return False
+    h = eff_held[p, e, _klass(ctab, pint, p, stot[a], capcnt[a])]
+    return h >= 0 and t - np.int64(since[a]) >= h
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _class_change(pint, held, hist_s, fifo, fifo_len, matured, since, sdays, bdays,
+                  a, r, p, old, new, t):
+    """Keep class counts, the held-days clock and the maturity queues in step; False when full."""
+    hist_s[r, old] -= 1
+    hist_s[r, new] += 1
+    ob = _band(pint, p, old)
+    nb_ = _band(pint, p, new)
+    if ob == nb_:
+        return True
+    s = np.int64(since[a])
+    if ob > 0:
+        days = t - s - pint[p, P_HMIN_B + ob - 1]
+        if days > 0:
+            if ob == 2:
+                sdays[a] = min(np.int64(sdays[a]) + days, 65535)
+            else:
+                bdays[a] = min(np.int64(bdays[a]) + days, 65535)
+        for j in range(MAX_HELD):
+            h = held[p, ob - 1, j]
+            if h > 0 and t - s >= h:
+                matured[r, ob - 1, j] -= 1
+    since[a] = t
+    if nb_ > 0 and held[p, nb_ - 1, 0] > 0:
+        b = nb_ - 1
+        n = fifo_len[b]
+        k = n - 1
+        while k >= 0 and fifo[b, 2 * k + 1] == t:  # a same-day re-entry keeps one entry
+            if fifo[b, 2 * k] == a:
+                return True
+            k -= 1
+        if 2 * n + 2 > fifo.shape[1]:
+            return False
+        fifo[b, 2 * n] = a
+        fifo[b, 2 * n + 1] = t
+        fifo_len[b] = n + 1
+    return True
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _rate(driver, min_age, max_age, base, rural, fp, age, flags, gd, traits, learned,
+          k, i, sign, censor):
+    """Today's daily rate of kind `k` for citizen `i`, with feedback."""
+    ag = age[i]
+    if ag < min_age[k] or ag > max_age[k]:
+        return 0.0
+    x = base[k]
+    d = driver[k]
+    tr = np.int64(traits[i])
+    decile = np.int64(gd[i] & 15)
+    if d == DEVIANT or d == DEVIANT_POOR:
+        x *= ((tr >> 4) + 0.5) / 8.0
+    if d == CIVIC:
+        x *= ((tr & 15) + 0.5) / 8.0
+    if d == LOW_INCOME or d == DEVIANT_POOR:
+        x *= (10 - decile) / 5.5
+    if d == HIGH_INCOME:
+        x *= (decile + 1) / 5.5
+    if (flags[i] & F_URBAN) == 0:
+        x *= rural[k]
+    if (learned[i] >> np.uint32(k)) & np.uint32(1):
+        if sign < 0:
+            x *= 1.0 - fp[FP_DETERRENCE]
+        elif sign > 0:
+            x *= 1.0 + fp[FP_CONFORMITY]
+    if k == K_COMPLAINT:
+        x *= censor
+    return x
+
+
+# A false match is a look-alike: the gallery photo that beats the true mate's usually shows someone of
+# the same demographic group (NIST FRVT: false matches are mostly within a group), so the innocent
+# is drawn from the seen person's group in the same block-region when one turns up in these tries.
+LOOK_ALIKE_TRIES = 64
+_LOOK_ALIKE_SALT = np.uint64(0x5DEECE66D1F2A3B7)
+
+
+@nb.njit(cache=True)
+def _look_alike(key, draw, gd, actor, lo, hi):
+    """The innocent a false match names: another citizen of [lo, hi), of the actor's group if possible."""
+    sub = mix(key ^ _LOOK_ALIKE_SALT ^ np.uint64(draw))
+    group = gd[actor] >> 4
+    att = actor
+    for j in range(LOOK_ALIKE_TRIES):
+        att = lo + int(uniform(sub, j) * (hi - lo - 1))
+        if att >= actor:
+            att += 1
+        if (gd[att] >> 4) == group:
+            break
+    return att
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _sight(fp, age, page, psight, moves, att, actor, place, u1, u2):
+    """A camera sighting refines the attributed citizen's profile with the face it really saw."""
+    n = min(np.int64(psight[att]) + 1, 255)
+    psight[att] = n
+    obs = np.int64(age[actor]) + np.int64(round((u1 + u2 - 1.0) * fp[FP_AGE_NOISE]))
+    if n == 1:
+        est = obs
+    else:
+        est = np.int64(page[att])
+        est = est + np.int64(round((obs - est) / n))
+    page[att] = min(max(est, 0), 255)
+    shift = np.uint16(5 * place)
+    if ((moves[att] >> shift) & np.uint16(31)) < 31:
+        moves[att] += np.uint16(1) << shift
+
+
+@nb.njit(cache=True, _nrt=False, error_model="numpy")
+def _populate(seed, block, fp, region_lo, region_urban, group_cum, age, flags, region, gd,
+              traits, parent):
+    key = stream_key(seed, block, POPULATION_DAY, S_POPULATION)
+    n_regions = region_lo.shape[0] - 1
+    for r in range(n_regions):
+        lo, hi = region_lo[r], region_lo[r + 1]
+        for i in range(lo, hi):
+            c = 32 * i
+            u = uniform(key, c)
+            v = uniform(key, c + 1)
+            if u < fp[FP_AGE_0_14]:
+                ag = int(v * 15)
+            elif u < fp[FP_AGE_0_14] + fp[FP_AGE_15_59]:
+                ag = 15 + int(v * 45)
+            else:
+                ag = 60 + int(v * 30)  # ASSUMPTION: ages 60-89, evenly
+            f = 0
+            if uniform(key, c + 2) < fp[FP_MALE]:
+                f |= F_MALE
+            if uniform(key, c + 3) < region_urban[r]:
+                f |= F_URBAN
+            if uniform(key, c + 4) < fp[FP_MEMBER]:
+                f |= F_MEMBER
+            if 15 <= ag < 60 and uniform(key, c + 5) < fp[FP_SAVVY]:
+                f |= F_SAVVY
+            if 18 <= ag < 60 and uniform(key, c + 6) < fp[FP_EMPLOYED]:
+                f |= F_EMPLOYED
+            ug = uniform(key, c + 7)
+            g = 0
+            while g < group_cum.shape[0] - 1 and ug >= group_cum[g]:
+                g += 1
+            age[i] = ag
+            flags[i] = f
+            region[i] = r
+            gd[i] = g * 16 + int(uniform(key, c + 8) * 10)
+            traits[i] = int(uniform(key, c + 9) * 16) * 16 + int(uniform(key, c + 10) * 16)
+        for i in range(lo, hi):
+            ag = np.int64(age[i])
+            pa = NO_PARENT
+            if ag < 25 and hi - lo > 1:
+                for attempt in range(8):
+                    j = lo + int(uniform(key, 32 * i + 16 + attempt) * (hi - lo))
+                    if j != i and ag + 20 <= np.int64(age[j]) <= ag + 45:
+                        pa = j
+                        break
+            parent[i] = pa
+
+
+@nb.njit(cache=True, _nrt=False, error_model="numpy")
+def _poisson(lam, key, n):
+    """A Poisson draw from uniforms n, n+1, ... of a stream (normal approximation above 50)."""
+    if lam <= 0.0:
+        return 0
+    if lam > 50.0:
+        u1 = max(uniform(key, n), 1e-300)
+        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * uniform(key, n + 1))
+        return max(0, int(round(lam + math.sqrt(lam) * z)))
+    limit = math.exp(-lam)
+    prod = uniform(key, n)
+    k = 0
+    while prod > limit:
+        prod *= uniform(key, n + 1 + k)
+        k += 1
+    return k
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _score(scheme, p, k, a, actor, r, t, D, rules, people, books, metrics):
+    """Apply one counted event's points to citizen `a` under `scheme`; False when a buffer is full."""
+    points, expires, capcls, ctab, pint, held = rules
+    total, capcnt, learned, since, sdays, bdays, wrong = people
+    hist_s, hist_c, fifo, fifo_len, matured, exp_buf, exp_head, exp_len, peer_pen = books
+    pts = points[p, k]
+    cap_before = capcnt[a] if scheme == 0 else 0
+    old = _klass(ctab, pint, p, total[a], cap_before)
+    total[a] += pts
+    if scheme == 0 and capcls[p, k]:
+        capcnt[a] += 1
+    ex = expires[p, k]
+    if ex > 0 and t + ex < D:
+        n = exp_len[0]
+        if n >= exp_buf.shape[1]:
+            return False
+        exp_buf[0, n] = a
+        exp_buf[1, n] = k + 64 * scheme
+        exp_buf[2, n] = exp_head[t + ex]
+        exp_head[t + ex] = n
+        exp_len[0] = n + 1
+    new = _klass(ctab, pint, p, total[a], capcnt[a] if scheme == 0 else 0)
+    if scheme == 0:
+        if new != old and not _class_change(pint, held, hist_s, fifo, fifo_len, matured, since,
+                                            sdays, bdays, a, r, p, old, new, t):
+            return False
+        metrics[t, r, M_KIND + 4 * k + 3] += 1
+        if a != actor:
+            wrong[a] = min(max(np.int64(wrong[a]) + pts, -32768), 32767)
+            metrics[t, r, M_COUNT + C_WRONGFUL_POINTS] += pts
+    elif new != old:
+        hist_c[r, old] -= 1
+        hist_c[r, new] += 1
+    bit = np.uint32(1) << np.uint32(k)
+    if (learned[a] & bit) == 0:
+        learned[a] |= bit
+        if k == K_COMPLAINT and pts < 0:
+            peer_pen[r] += 1
+    return True
+
+
+@nb.njit(cache=True, _nrt=False, error_model="numpy")
+def _kind_pass(k, t, D, seed, block, key, top, inv, n_active_bots, fp, region_lo, region_policy,
+               coverage, fmr, plat_share, plat_key, kt, obs, place_cum, sign_rk, pol, comm, record,
+               sample_key, st, books, metrics, count):
+    """One kind on one day: find the acts, observe, attribute and score them; False when full."""
+    (age, flags, region, gd, traits, parent, stot, ctot, capcnt, learned, since, sdays, bdays,
+     wrong, page, psight, moves) = st
+    ctab, pint, held, eff_held, points, expires, capcls, accept, min_conf, rule_of, caps = pol
+    driver, min_age, max_age, base, rural = kt
+    obs_type, obs_src, obs_prob, obs_plat = obs
+    (hist_s, hist_c, fifo, fifo_len, matured, exp_head, exp_len, exp_buf, peer_pen, ptr, cap_s,
+     cap_c, touched, bots, ev, ev_conf, _) = books
+    n_regions = region_lo.shape[0] - 1
+    draw = 0
+    n_touched, n_bots, n_ev, seq = count[0], count[1], count[2], count[3]
+    last = n_regions + 1 if k == K_NEWSPAPER else n_regions
+    for r in range(last):
+        if r < n_regions:
+            lo, hi = region_lo[r], region_lo[r + 1]
+        else:  # bots never tire: each visits the party newspaper once a day
+            lo, hi = 0, n_active_bots
+        if top <= 0.0 and r < n_regions:
+            continue
+        censor = 1.0
+        if r < n_regions and k == K_COMPLAINT and sign_rk[r, k] < 0:
+            share = peer_pen[r] / max(hi - lo, 1)
+            censor = (1.0 - fp[FP_SELF_CENSORSHIP]) * max(
+                0.0, 1.0 - fp[FP_PEER_CENSORSHIP] * share)
+        i = lo - 1
+        while True:
+            if r == n_regions or top >= 1.0:
+                i += 1
+            else:
+                jump = _gap(uniform(key, draw), inv)
+                draw += 1
+                if jump >= hi - i:
+                    break
+                i += 1 + int(jump)
+            if i >= hi:
+                break
+            if r == n_regions:
+                actor = bots[i]
+                ra = np.int64(region[actor])
+            else:
+                actor = i
+                ra = r
+                x = _rate(driver, min_age, max_age, base, rural, fp, age, flags, gd,
+                          traits, learned, k, i, sign_rk[r, k], censor)
+                if x <= 0.0:
+                    continue
+                draw += 1
+                if uniform(key, draw - 1) * top >= x:
+                    continue
+            metrics[t, ra, M_KIND + 4 * k] += 1
+            lo_r, hi_r = region_lo[ra], region_lo[ra + 1]
+            # The first sensor that catches the act makes one observed, attributed event.
+            att = -1
+            conf = -1.0
+            place = -1
+            src = 0
+            for o in range(3):
+                typ = obs_type[k, o]
+                if typ == OBS_NONE:
+                    break
+                src = obs_src[k, o]
+                if typ == OBS_CAMERA:
+                    up = uniform(key, draw)
+                    place = 0
+                    while place < 2 and up >= place_cum[k, place]:
+                        place += 1
+                    cov = coverage[ra, place]
+                    if (flags[actor] & F_URBAN) == 0:
+                        cov *= fp[FP_RURAL_COVERAGE]
+                    d0 = draw
+                    draw += 7  # draws d0..d0+6 belong to this sighting, used or not
+                    if (uniform(key, d0 + 1) >= cov
+                            or uniform(key, d0 + 2) < fp[FP_FNMR]):
+                        place = -1
+                        continue
+                    um = uniform(key, d0 + 3)
+                    uc = uniform(key, d0 + 4)
+                    un1 = uniform(key, d0 + 5)
+                    un2 = uniform(key, d0 + 6)
+                    att = actor
+                    if um < fmr[ra, np.int64(gd[actor] >> 4)] and hi_r - lo_r > 1:
+                        att = _look_alike(key, draw, gd, actor, lo_r, hi_r)
+                        draw += 1
+                        conf = fp[FP_FALSE_CONF_LO] + (
+                            fp[FP_FALSE_CONF_HI] - fp[FP_FALSE_CONF_LO]) * uc
+                    else:
+                        conf = fp[FP_TRUE_CONF] + (1.0 - fp[FP_TRUE_CONF]) * uc
+                    _sight(fp, age, page, psight, moves, att, actor, place, un1, un2)
+                    metrics[t, ra, M_COUNT + C_SIGHTINGS] += 1
+                    break
+                if typ == OBS_PLATFORM:
+                    plat = obs_plat[k, o]
+                    if plat == plat_share.shape[0] - 1:
+                        member = (flags[actor] & F_MEMBER) != 0
+                    else:
+                        member = uniform(mix(plat_key + np.uint64(plat)), actor) < plat_share[plat]
+                    if member:
+                        att = actor
+                        break
+                else:
+                    draw += 1
+                    if uniform(key, draw - 1) < obs_prob[k, o]:
+                        att = actor
+                        break
+            if att < 0:
+                continue
+            metrics[t, ra, M_KIND + 4 * k + 1] += 1
+            if att != actor:
+                metrics[t, ra, M_KIND + 4 * k + 2] += 1
+            if k == K_JUDGMENT_DEFAULT and (flags[att] & F_BLACKLISTED) == 0:
+                flags[att] |= F_BLACKLISTED
+                metrics[t, ra, M_COUNT + C_BLACKLISTED] += 1
+            cf = 1.0 if conf < 0.0 else conf
+            counted = 0
+            for scheme in range(2):  # the state's score, then the commercial one
+                if scheme == 0:
+                    p = region_policy[ra]
+                    total = stot
+                    cap_n = cap_s
+                else:
+                    p = comm if (flags[att] & F_MEMBER) else -1
+                    total = ctot
+                    cap_n = cap_c
+                if not (p >= 0 and rule_of[p, k] >= 0 and accept[p, k, src]
+                        and cf >= min_conf[p, k] and (caps[p, k] == 0 or cap_n[att] < caps[p, k])):
+                    continue
+                if caps[p, k] > 0:
+                    if cap_s[att] == 0 and cap_c[att] == 0:
+                        touched[n_touched] = att
+                        n_touched += 1
+                    cap_n[att] += 1
+                if not _score(scheme, p, k, att, actor, ra, t, D,
+                              (points, expires, capcls, ctab, pint, held),
+                              (total, capcnt, learned, since, sdays, bdays, wrong),
+                              (hist_s, hist_c, fifo, fifo_len, matured, exp_buf, exp_head,
+                               exp_len, peer_pen), metrics):
+                    return False
+                counted |= 1 << scheme
+                if (scheme == 0 and k == K_NEWSPAPER and points[p, k] > 0
+                        and (flags[att] & (F_SAVVY | F_BOT)) == F_SAVVY):
+                    draw += 1
+                    if uniform(key, draw - 1) < fp[FP_GAMING]:
+                        flags[att] |= F_BOT
+                        bots[n_bots] = att
+                        n_bots += 1
+                        metrics[t, ra, M_COUNT + C_BOTS] += 1
+            if record == RECORD_ALL or (
+                    record == RECORD_SAMPLE and uniform(sample_key, seq) < fp[FP_SAMPLE]):
+                if n_ev >= ev.shape[1]:
+                    return False
+                ev[0, n_ev] = t
+                ev[1, n_ev] = seq
+                ev[2, n_ev] = k
+                ev[3, n_ev] = actor
+                ev[4, n_ev] = att
+                ev[5, n_ev] = src * 8 + (place + 1)
+                ev[6, n_ev] = counted
+                ev_conf[n_ev] = conf
+                n_ev += 1
+            seq += 1
+    for j in range(n_touched):
+        cap_s[touched[j]] = 0
+        cap_c[touched[j]] = 0
+    count[1], count[2], count[3] = n_bots, n_ev, seq
+    return True
+
+
+@nb.njit(nogil=True, cache=True, _nrt=False, error_model="numpy")
+def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, coverage, fmr,
+              group_cum, plat_share, kt, obs, place_cum, rmax, sign_rk, pol, comm, cons,
+              record, st, metrics, scratch):
+    """Simulate one block for days 0..D-1 into `st` and `metrics`; return the events recorded.
+
+    `st` and `metrics` must be zero and `scratch` fresh (see _shard.new_scratch); returns
+    OVERFLOW when a scratch buffer ran out of room.
+    """
+    (age, flags, region, gd, traits, parent, stot, ctot, capcnt, learned, since, sdays, bdays,
+     wrong, page, psight, moves) = st
+    ctab, pint, held, eff_held, points, expires, capcls, accept, min_conf, rule_of, caps = pol
+    driver, min_age, max_age, base, rural = kt
+    obs_type, obs_src, obs_prob, obs_plat = obs
+    c_n, c_cls, c_ben, c_held, c_slot, c_eff = cons
+    n = region_lo[-1]
+    n_regions = region_lo.shape[0] - 1
+    _populate(seed, block, fp, region_lo, region_urban, group_cum, age, flags, region, gd,
+              traits, parent)
+    (hist_s, hist_c, fifo, fifo_len, matured, exp_head, exp_len, exp_buf, peer_pen, ptr, cap_s,
+     cap_c, touched, bots, ev, ev_conf, count) = scratch
+    n_bots = 0
+    n_active_bots = 0
+    n_ev = 0
+    plat_key = stream_key(seed, block, POPULATION_DAY, S_PLATFORM)
+    # Day 0: everyone starts at the policy's start score, in its class and band.
+    for i in range(n):
+        r = np.int64(region[i])
+        p = region_policy[r]
+        if p >= 0:
+            c = _klass(ctab, pint, p, 0, 0)
+            hist_s[r, c] += 1
+            b = _band(pint, p, c)
+            if b > 0 and held[p, b - 1, 0] > 0:
+                if 2 * fifo_len[b - 1] + 2 > fifo.shape[1]:
+                    return OVERFLOW
+                fifo[b - 1, 2 * fifo_len[b - 1]] = i
+                fifo[b - 1, 2 * fifo_len[b - 1] + 1] = 0
+                fifo_len[b - 1] += 1
+        if comm >= 0 and (flags[i] & F_MEMBER):
+            hist_c[r, _klass(ctab, pint, comm, 0, 0)] += 1
+
+    for t in range(D):
+        seq = 0
+        sample_key = stream_key(seed, block, t, S_SAMPLE)
+        # Points that expire today leave the score before today's events.
+        e = exp_head[t]
+        while e >= 0:
+            a = exp_buf[0, e]
+            k = exp_buf[1, e] % 64
+            scheme = exp_buf[1, e] // 64
+            r = np.int64(region[a])
+            if scheme == 0:
+                p = region_policy[r]
+                old = _klass(ctab, pint, p, stot[a], capcnt[a])
+                stot[a] -= points[p, k]
+                if capcls[p, k]:
+                    capcnt[a] -= 1
+                new = _klass(ctab, pint, p, stot[a], capcnt[a])
+                if new != old and not _class_change(pint, held, hist_s, fifo, fifo_len, matured,
+                                                    since, sdays, bdays, a, r, p, old, new, t):
+                    return OVERFLOW
+            else:
+                old = _klass(ctab, pint, comm, ctot[a], 0)
+                ctot[a] -= points[comm, k]
+                new = _klass(ctab, pint, comm, ctot[a], 0)
+                if new != old:
+                    hist_c[r, old] -= 1
+                    hist_c[r, new] += 1
+            e = exp_buf[2, e]
+        # Held-days clocks that mature today.
+        for p in range(pint.shape[0]):
+            for b in range(2):
+                for j in range(MAX_HELD):
+                    h = held[p, b, j]
+                    if h <= 0:
+                        continue
+                    q = ptr[p, b, j]
+                    while q < fifo_len[b] and fifo[b, 2 * q + 1] + h <= t:
+                        a = fifo[b, 2 * q]
+                        r = np.int64(region[a])
+                        if (region_policy[r] == p and np.int64(since[a]) == fifo[b, 2 * q + 1]
+                                and _band(pint, p, _klass(ctab, pint, p, stot[a], capcnt[a])) == b + 1):
+                            matured[r, b, j] += 1
+                        q += 1
+                    ptr[p, b, j] = q
+        # Acts of every kind, observed (or not) by the sensors, scored as they are attributed.
+        for k in range(N_KINDS):
+            key = stream_key(seed, block, t, 1 + k)
+            top = rmax[k]
+            inv = 1.0 / math.log(1.0 - top) if 0.0 < top < 1.0 else 0.0
+            count[0] = 0
+            count[1], count[2], count[3] = n_bots, n_ev, seq
+            if not _kind_pass(k, t, D, seed, block, key, top, inv, n_active_bots, fp, region_lo,
+                              region_policy, coverage, fmr, plat_share, plat_key, kt, obs,
+                              place_cum, sign_rk, pol, comm, record, sample_key, st, scratch,
+                              metrics, count):
+                return OVERFLOW
+            n_bots, n_ev, seq = count[1], count[2], count[3]
+        n_active_bots = n_bots
+        # Passive sightings: cameras see people going about their day and refine profiles.
+        top = fp[FP_PASSIVE]
+        if top > 0.0:
+            key = stream_key(seed, block, t, S_PASSIVE)
+            draw = 0
+            inv = 1.0 / math.log(1.0 - top)
+            for r in range(n_regions):
+                lo, hi = region_lo[r], region_lo[r + 1]
+                i = lo - 1
+                while True:
+                    jump = _gap(uniform(key, draw), inv)
+                    draw += 1
+                    if jump >= hi - i:
+                        break
+                    i += 1 + int(jump)
+                    if i >= hi:
+                        break
+                    place = int(uniform(key, draw) * 3)
+                    cov = coverage[r, place]
+                    if (flags[i] & F_URBAN) == 0:
+                        cov *= fp[FP_RURAL_COVERAGE]
+                    if uniform(key, draw + 1) >= cov or uniform(key, draw + 2) < fp[FP_FNMR]:
+                        draw += 3
+                        continue
+                    att = i
+                    if uniform(key, draw + 3) < fmr[r, np.int64(gd[i] >> 4)] and hi - lo > 1:
+                        att = _look_alike(key, draw + 4, gd, i, lo, hi)
+                    _sight(fp, age, page, psight, moves, att, i, place, uniform(key, draw + 5),
+                           uniform(key, draw + 6))
+                    metrics[t, r, M_COUNT + C_SIGHTINGS] += 1
+                    draw += 7
+        # Consequences that people meet: job loss in sanctioned classes, travel, loans.
+        for stream in range(S_JOBS, S_LOANS + 1):
+            if stream == S_JOBS:
+                top = fp[FP_JOB_LOSS]
+            elif stream == S_FLIGHTS:
+                top = fp[FP_FLIGHT]
+            elif stream == S_TRAINS:
+                top = fp[FP_TRAIN]
+            else:
+                top = fp[FP_LOAN]
+            if top <= 0.0:
+                continue
+            key = stream_key(seed, block, t, stream)
+            draw = 0
+            inv = 1.0 / math.log(1.0 - top)
+            for r in range(n_regions):
+                lo, hi = region_lo[r], region_lo[r + 1]
+                i = lo - 1
+                while True:
+                    jump = _gap(uniform(key, draw), inv)
+                    draw += 1
+                    if jump >= hi - i:
+                        break
+                    i += 1 + int(jump)
+                    if i >= hi:
+                        break
+                    if age[i] < 18:
+                        continue
+                    if stream == S_JOBS:
+                        if (flags[i] & F_EMPLOYED) and _effect(
+                                ctab, pint, eff_held, region_policy, region, stot, capcnt, since,
+                                i, E_JOB_LOSS, t):
+                            flags[i] &= ~np.uint8(F_EMPLOYED)
+                            decile = max(np.int64(gd[i] & 15) - np.int64(fp[FP_INCOME_DROP]), 0)
+                            gd[i] = (gd[i] & 0xF0) | decile
+                            metrics[t, r, M_COUNT + C_JOBS] += 1
+                    elif stream == S_FLIGHTS or stream == S_TRAINS:
+                        flight = stream == S_FLIGHTS
+                        metrics[t, r, M_COUNT + (C_FLIGHTS if flight else C_TRAINS)] += 1
+                        banned = _effect(ctab, pint, eff_held, region_policy, region, stot, capcnt,
+                                         since, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
+                        if banned or ((flags[i] & F_BLACKLISTED) and fp[FP_BLACKLIST_BANS] > 0):
+                            metrics[t, r, M_COUNT + (C_FLIGHTS_BLOCKED if flight
+                                                     else C_TRAINS_BLOCKED)] += 1
+                        elif flight and _effect(ctab, pint, eff_held, region_policy, region, stot,
+                                                capcnt, since, i, E_FLIGHT_DISC, t):
+                            metrics[t, r, M_COUNT + C_FLIGHTS_DISC] += 1
+                    else:
+                        metrics[t, r, M_COUNT + C_LOANS] += 1
+                        if _effect(ctab, pint, eff_held, region_policy, region, stot, capcnt,
+                                   since, i, E_LOAN_REFUSAL, t):
+                            metrics[t, r, M_COUNT + C_LOANS_REFUSED] += 1
+                        elif _effect(ctab, pint, eff_held, region_policy, region, stot, capcnt,
+                                     since, i, E_LOAN_DISC, t):
+                            metrics[t, r, M_COUNT + C_LOANS_DISC] += 1
+        # University admission, once a year: parents' class helps or hurts their children.
+        if t % 365 == np.int64(fp[FP_ADM_DAY]):
+            key = stream_key(seed, block, t, S_ADMISSION)
+            for i in range(n):
+                if age[i] != 18:
+                    continue
+                r = np.int64(region[i])
+                metrics[t, r, M_COUNT + C_ADM_APPLIED] += 1
+                chance = fp[FP_ADM_BASE]
+                pa = np.int64(parent[i])
+                if pa != NO_PARENT:
+                    if _effect(ctab, pint, eff_held, region_policy, region, stot, capcnt, since,
+                               pa, E_ADM_BONUS, t):
+                        chance *= 1.0 + fp[FP_ADM_BONUS]
+                        metrics[t, r, M_COUNT + C_ADM_HELPED] += 1
+                    elif _effect(ctab, pint, eff_held, region_policy, region, stot, capcnt, since,
+                                 pa, E_ADM_PENALTY, t):
+                        chance *= 1.0 - fp[FP_ADM_PENALTY]
+                        metrics[t, r, M_COUNT + C_ADM_HURT] += 1
+                if uniform(key, i) < chance:
+                    flags[i] |= F_ADMITTED
+                    metrics[t, r, M_COUNT + C_ADM_ADMITTED] += 1
+        # End of day: class counts and consequence holders per region.
+        gate_key = stream_key(seed, block, t, S_GATES)
+        for r in range(n_regions):
+            p = region_policy[r]
+            if p >= 0:
+                n_cls = pint[p, P_N_CLASSES]
+                for c in range(n_cls):
+                    metrics[t, r, M_SCLASS + c] = hist_s[r, c]
+                gate = 0
+                for j in range(c_n[p]):
+                    holders = 0
+                    if c_held[p, j] == 0:
+                        for c in range(n_cls):
+                            if (c <= c_cls[p, j]) if c_ben[p, j] else (c >= c_cls[p, j]):
+                                holders += hist_s[r, c]
+                    else:
+                        holders = matured[r, 0 if c_ben[p, j] else 1, c_slot[p, j]]
+                    metrics[t, r, M_SCONS + j] = holders
+                    if c_eff[p, j] == E_GATE:
+                        gate = max(gate, holders)
+                lam = gate * fp[FP_SUBWAY] * fp[FP_GATE_STOP] * region_urban[r]
+                metrics[t, r, M_COUNT + C_GATES] += _poisson(lam, gate_key, 64 * r)
+            if comm >= 0:
+                n_cls = pint[comm, P_N_CLASSES]
+                for c in range(n_cls):
+                    metrics[t, r, M_CCLASS + c] = hist_c[r, c]
+                for j in range(c_n[comm]):
+                    holders = 0
+                    for c in range(n_cls):
+                        if (c <= c_cls[comm, j]) if c_ben[comm, j] else (c >= c_cls[comm, j]):
+                            holders += hist_c[r, c]
+                    metrics[t, r, M_CCONS + j] = holders
+        if t % 365 == 364:
+            for i in range(n):
+                age[i] = min(np.int64(age[i]) + 1, 255)
+    # Days under benefits and sanctions up to the end of the run.
+    for i in range(n):
+        p = region_policy[np.int64(region[i])]
+        if p < 0:
+            continue
+        b = _band(pint, p, _klass(ctab, pint, p, stot[i], capcnt[i]))
+        if b > 0:
+            days = D - np.int64(since[i]) - pint[p, P_HMIN_B + b - 1]
+            if days > 0:
+                if b == 2:
+                    sdays[i] = min(np.int64(sdays[i]) + days, 65535)
+                else:
+                    bdays[i] = min(np.int64(bdays[i]) + days, 65535)
+    return n_ev

@@ -1,0 +1,295 @@
+"""A run's plan: scenario, policies and sizes turned into the arrays the kernel reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from socialcredit.engine import CompiledPolicy
+from socialcredit.policy import Policy, load_policy
+from socialcredit.simulation import _kernel as K
+from socialcredit.simulation._kinds import (
+    CIVIC,
+    DEVIANT,
+    DEVIANT_POOR,
+    EFFECTS,
+    HIGH_INCOME,
+    KIND_NAMES,
+    KINDS,
+    LOW_INCOME,
+    MAX_CLASSES,
+    MAX_CONSEQUENCES,
+    MAX_HELD,
+    N_EFFECTS,
+    N_KINDS,
+    OBS_AGENCY,
+    OBS_CAMERA,
+    OBS_PLATFORM,
+    PLATFORM_SOURCES,
+    SOURCES,
+    SRC,
+)
+from socialcredit.simulation._scenario import Scenario, SimulationError
+
+# Largest factor the traits can put on a kind's base rate (see _kernel._rate).
+_TRAIT_MAX = {DEVIANT: 15.5 / 8, CIVIC: 15.5 / 8, LOW_INCOME: 10 / 5.5, HIGH_INCOME: 10 / 5.5,
+              DEVIANT_POOR: 15.5 / 8 * 10 / 5.5}
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Everything a shard needs to simulate its blocks, in plain arrays (cheap to ship to workers)."""
+
+    scenario: Scenario
+    population: int
+    days: int
+    seed: int
+    policies: list[Policy]
+    commercial: int  # index into policies, -1 = none
+    region_start: np.ndarray  # global first citizen of each region, plus the end
+    arrays: dict = field(repr=False)
+
+    @property
+    def block_size(self) -> int:
+        """Citizens per block."""
+        return self.scenario.block_size
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of blocks (the last may be short)."""
+        return -(-self.population // self.block_size)
+
+    def block_layout(self, block: int) -> np.ndarray:
+        """Local first citizen of each region within `block`, plus the block's length."""
+        lo = block * self.block_size
+        hi = min(lo + self.block_size, self.population)
+        return (np.clip(self.region_start, lo, hi) - lo).astype(np.int64)
+
+
+def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> Plan:
+    """Check sizes and policies and build the kernel's arrays."""
+    if population < 1:
+        raise SimulationError(f"--population must be at least 1 (got {population})")
+    if not 1 <= days <= 65_000:
+        raise SimulationError(f"--days must lie within [1, 65000] (got {days})")
+    if not 0 <= seed < 2**63:
+        raise SimulationError(f"--seed must lie within [0, 2**63) (got {seed})")
+    names: list[str] = []
+    for region in scenario.regions:
+        if region.policy is not None and region.policy not in names:
+            names.append(region.policy)
+    commercial = -1
+    if scenario.commercial_policy is not None:
+        names.append(scenario.commercial_policy)
+        commercial = len(names) - 1
+    policies = [load_policy(n) for n in names]
+    region_policy = np.array([names.index(r.policy) if r.policy is not None else -1
+                              for r in scenario.regions], dtype=np.int64)
+    shares = np.array([r.share for r in scenario.regions])
+    cum = np.concatenate([[0.0], np.cumsum(shares)])
+    region_start = np.round(cum / cum[-1] * population).astype(np.int64)
+    arrays = {
+        "fp": _float_params(scenario),
+        "region_policy": region_policy,
+        "region_urban": np.array([r.urban for r in scenario.regions]),
+        "coverage": np.array([[r.coverage.street, r.coverage.mall, r.coverage.subway]
+                              for r in scenario.regions]),
+        "fmr": _fmr(scenario, np.diff(region_start)),
+        "group_cum": np.cumsum([g.share for g in scenario.population.groups]),
+        "plat_share": np.array([scenario.sensors.platforms.browsing, scenario.sensors.platforms.games,
+                                scenario.sensors.platforms.social_media, 1.0]),
+        "comm": commercial,
+    }
+    arrays["pol"], arrays["cons"] = _policy_arrays(policies, commercial, scenario)
+    arrays["sign_rk"] = _signs(policies, region_policy, commercial)
+    arrays["kt"], arrays["obs"], arrays["place_cum"], arrays["rmax"] = _kind_arrays(
+        scenario, (arrays["sign_rk"] > 0).any(axis=0))
+    return Plan(scenario, population, days, seed, policies, commercial, region_start, arrays)
+
+
+def _float_params(s: Scenario) -> np.ndarray:
+    fp = np.zeros(K.N_FP)
+    sen, beh, con, pop = s.sensors, s.behaviour, s.consequences, s.population
+    fp[K.FP_FNMR] = sen.fnmr
+    fp[K.FP_DETERRENCE] = beh.deterrence
+    fp[K.FP_SELF_CENSORSHIP] = beh.self_censorship
+    fp[K.FP_PEER_CENSORSHIP] = beh.peer_censorship
+    fp[K.FP_CONFORMITY] = beh.conformity
+    fp[K.FP_GAMING] = beh.gaming
+    fp[K.FP_TRUE_CONF] = sen.true_confidence_min
+    fp[K.FP_FALSE_CONF_LO], fp[K.FP_FALSE_CONF_HI] = sen.false_confidence
+    fp[K.FP_AGE_NOISE] = sen.age_noise_years
+    fp[K.FP_PASSIVE] = sen.passive_sightings
+    fp[K.FP_RURAL_COVERAGE] = sen.rural_coverage
+    fp[K.FP_JOB_LOSS] = con.job_loss
+    fp[K.FP_INCOME_DROP] = con.income_drop
+    fp[K.FP_FLIGHT] = con.flight
+    fp[K.FP_TRAIN] = con.train
+    fp[K.FP_SUBWAY] = con.subway
+    fp[K.FP_GATE_STOP] = con.gate_stop
+    fp[K.FP_LOAN] = con.loan
+    fp[K.FP_ADM_DAY] = con.admission_day
+    fp[K.FP_ADM_BASE] = con.admission_base
+    fp[K.FP_ADM_BONUS] = con.admission_bonus
+    fp[K.FP_ADM_PENALTY] = con.admission_penalty
+    fp[K.FP_BLACKLIST_BANS] = 1.0 if con.blacklist_bans else 0.0
+    fp[K.FP_MALE] = pop.male_share
+    fp[K.FP_MEMBER] = pop.platform_share
+    fp[K.FP_SAVVY] = beh.savvy_share
+    fp[K.FP_EMPLOYED] = pop.employment
+    fp[K.FP_AGE_0_14] = pop.age_0_14
+    fp[K.FP_AGE_15_59] = pop.age_15_59
+    return fp
+
+
+def _fmr(s: Scenario, region_sizes: np.ndarray) -> np.ndarray:
+    """False-match rate per region (its gallery: everyone in it) and demographic group."""
+    sen = s.sensors
+    gallery = np.maximum(region_sizes, 1) / sen.reference_gallery
+    base = sen.fmr * gallery ** sen.gallery_exponent
+    mult = np.array([g.fmr_multiplier for g in s.population.groups])
+    return np.minimum(base[:, None] * mult[None, :], sen.max_fmr)
+
+
+def _kind_arrays(s: Scenario, rewarded: np.ndarray):
+    driver = np.array([k[1] for k in KINDS], dtype=np.int64)
+    min_age = np.array([k[2][0] for k in KINDS], dtype=np.int64)
+    max_age = np.array([k[2][1] for k in KINDS], dtype=np.int64)
+    rate = np.array([s.behaviour.rates.get(k[0], k[3]) for k in KINDS])
+    rural = np.array([k[4] for k in KINDS])
+    place_cum = np.cumsum([k[5] for k in KINDS], axis=1)
+    obs_type = np.zeros((N_KINDS, 3), np.int64)
+    obs_src = np.zeros((N_KINDS, 3), np.int64)
+    obs_prob = np.zeros((N_KINDS, 3))
+    obs_plat = np.full((N_KINDS, 3), -1, np.int64)
+    platform_index = {"browsing": 0, "games": 1, "social-media": 2, "e-commerce": 3, "payments": 3}
+    for k, spec in enumerate(KINDS):
+        for o, (source, prob) in enumerate(spec[6]):
+            obs_src[k, o] = SRC[source]
+            obs_prob[k, o] = prob
+            if source == "camera":
+                obs_type[k, o] = OBS_CAMERA
+            elif source in PLATFORM_SOURCES:
+                obs_type[k, o] = OBS_PLATFORM
+                obs_plat[k, o] = platform_index[source]
+            else:
+                obs_type[k, o] = OBS_AGENCY
+    top = np.array([_TRAIT_MAX.get(int(d), 1.0) for d in driver]) * np.maximum(rural, 1.0)
+    # The largest rate any citizen can have: thinning draws candidates at it, keeps x / rmax.
+    rmax = np.minimum(rate * top * np.where(rewarded, 1.0 + s.behaviour.conformity, 1.0), 1.0)
+    return (driver, min_age, max_age, rate, rural), (obs_type, obs_src, obs_prob, obs_plat), \
+        place_cum, rmax
+
+
+def _signs(policies: list[Policy], region_policy: np.ndarray, commercial: int) -> np.ndarray:
+    """Whether a kind is penalised (-1) or rewarded (+1) for a region's citizens."""
+    out = np.zeros((len(region_policy), N_KINDS), np.int64)
+    for r, p in enumerate(region_policy):
+        for k, kind in enumerate(KIND_NAMES):
+            for q in (int(p), commercial):
+                rule = policies[q].rule_for(kind) if q >= 0 else None
+                if rule is not None:
+                    out[r, k] = int(np.sign(rule.points))
+                    break
+    return out
+
+
+def _policy_arrays(policies: list[Policy], commercial: int, scenario: Scenario):
+    n_p = len(policies)
+    rows = max(n_p, 1)  # the kernel indexes row 0 even when no region is scored
+    span = max(p.max - p.min for p in policies) + 1 if policies else 1
+    ctab = np.zeros((rows, span), np.int8)
+    pint = np.zeros((rows, K.N_PINT), np.int64)
+    held = np.full((rows, 2, MAX_HELD), -1, np.int64)
+    eff_held = np.full((rows, N_EFFECTS, MAX_CLASSES), -1, np.int64)
+    points, expires, caps, rule_of = (np.zeros((rows, N_KINDS), np.int64) for _ in range(4))
+    rule_of[:] = -1
+    caps_class = np.zeros((rows, N_KINDS), np.bool_)
+    accept = np.zeros((rows, N_KINDS, len(SOURCES)), np.bool_)
+    min_conf = np.zeros((rows, N_KINDS))
+    c_n = np.zeros(rows, np.int64)
+    c_cls, c_held, c_slot = (np.zeros((rows, MAX_CONSEQUENCES), np.int64) for _ in range(3))
+    c_ben = np.zeros((rows, MAX_CONSEQUENCES), np.bool_)
+    c_eff = np.full((rows, MAX_CONSEQUENCES), -1, np.int64)
+    effect_of = {name: EFFECTS.index(e) for e, names in scenario.consequences.effects.items()
+                 for name in names}
+    for p, policy in enumerate(policies):
+        where = f"policy '{policy.name}'"
+        cp = CompiledPolicy.of(policy)
+        n_cls = len(policy.classes)
+        if n_cls > MAX_CLASSES:
+            raise SimulationError(f"{where}: the simulator supports at most {MAX_CLASSES} classes")
+        # Class of every possible score, straight from the engine.
+        scores = np.arange(policy.min, policy.max + 1, dtype=np.int64)
+        ctab[p, : len(scores)] = cp.classify(scores)
+        pint[p, K.P_START], pint[p, K.P_LO], pint[p, K.P_HI] = policy.start, policy.min, policy.max
+        pint[p, K.P_N_CLASSES] = n_cls
+        pint[p, K.P_CAP_CLASS] = -1
+        pint[p, K.P_KB] = -1
+        pint[p, K.P_KS] = MAX_CLASSES + 1
+        capping = {int(c) for c in cp.class_cap if c >= 0}
+        if len(capping) > 1 or (capping and p == commercial):
+            raise SimulationError(f"{where}: class_at_most: the simulator supports one capping "
+                                  "class per state policy and none in the commercial policy")
+        if capping:
+            pint[p, K.P_CAP_CLASS] = capping.pop()
+        for r, rule in enumerate(policy.rules):
+            if rule.kind not in KIND_NAMES:
+                continue
+            k = KIND_NAMES.index(rule.kind)
+            rule_of[p, k] = r
+            points[p, k] = cp.points[r]
+            expires[p, k] = cp.expires[r]
+            caps[p, k] = cp.cap[r]
+            if cp.cap[r] > 255:
+                raise SimulationError(f"{where}: rule[{r}].max_per_day: at most 255 in the simulator")
+            caps_class[p, k] = cp.class_cap[r] >= 0
+            min_conf[p, k] = cp.min_confidence[r]
+            for s, name in enumerate(SOURCES):
+                code = cp.source_ids.index(name) + 1 if name in cp.source_ids else 0
+                accept[p, k, s] = cp.source_ok[r, code]
+        items = [(b, True) for b in policy.benefits] + [(s, False) for s in policy.sanctions]
+        if len(items) > MAX_CONSEQUENCES:
+            raise SimulationError(f"{where}: at most {MAX_CONSEQUENCES} benefits and sanctions")
+        names = policy.class_names
+        c_n[p] = len(items)
+        ben_classes = [names.index(c.class_) for c, b in items if b]
+        san_classes = [names.index(c.class_) for c, b in items if not b]
+        if ben_classes:
+            pint[p, K.P_KB] = max(ben_classes)
+        if san_classes:
+            pint[p, K.P_KS] = min(san_classes)
+        if pint[p, K.P_KB] >= pint[p, K.P_KS]:
+            raise SimulationError(f"{where}: a class is under both a benefit and a sanction; the "
+                                  "simulator needs the benefit classes above the sanction classes")
+        for j, (item, benefit) in enumerate(items):
+            label = f"{where}: {'benefit' if benefit else 'sanction'} '{item.name}'"
+            cls = names.index(item.class_)
+            band = 0 if benefit else 1
+            c_cls[p, j], c_ben[p, j], c_held[p, j] = cls, benefit, item.held_days
+            c_eff[p, j] = effect_of.get(item.name, -1)
+            if item.held_days > 0:
+                if p == commercial:
+                    raise SimulationError(f"{label}: held_days must be 0 in the commercial policy")
+                if cls != pint[p, K.P_KB if benefit else K.P_KS]:
+                    raise SimulationError(f"{label}: held_days > 0 is supported only at the "
+                                          f"{'lowest benefit' if benefit else 'highest sanction'} "
+                                          "class")
+                slots = [h for h in held[p, band] if h > 0]
+                if item.held_days not in slots:
+                    if len(slots) == MAX_HELD:
+                        raise SimulationError(f"{label}: at most {MAX_HELD} distinct held_days")
+                    held[p, band, len(slots)] = item.held_days
+                c_slot[p, j] = list(held[p, band]).index(item.held_days)
+            classes = range(0, cls + 1) if benefit else range(cls, n_cls)
+            e = c_eff[p, j]
+            for c in classes:
+                if e >= 0 and (eff_held[p, e, c] < 0 or item.held_days < eff_held[p, e, c]):
+                    eff_held[p, e, c] = item.held_days
+        for band, benefit in ((0, True), (1, False)):
+            helds = [c.held_days for c, b in items if b == benefit]
+            pint[p, K.P_HMIN_B + band] = min(helds) if helds else 0
+    pol = (ctab, pint, held, eff_held, points, expires, caps_class, accept, min_conf, rule_of, caps)
+    cons = (c_n, c_cls, c_ben, c_held, c_slot, c_eff)
+    return pol, cons

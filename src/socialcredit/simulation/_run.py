@@ -1,0 +1,313 @@
+"""`simulate`: plan a run, simulate it shard by shard (here, or on a Dask cluster), write the folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from socialcredit.simulation._kernel import RECORD_ALL, RECORD_NONE, RECORD_SAMPLE
+from socialcredit.simulation._kinds import (
+    BYTES_PER_CITIZEN,
+    COUNTERS,
+    KIND_NAMES,
+    M_CCLASS,
+    M_CCONS,
+    M_COUNT,
+    M_KIND,
+    M_SCLASS,
+    M_SCONS,
+    STATE_FIELDS,
+)
+from socialcredit.simulation._plan import Plan, make_plan
+from socialcredit.simulation._scenario import SimulationError, load_scenario
+from socialcredit.simulation._shard import EventsMode, ShardResult, default_threads, run_shard
+
+DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.3 GB at its peak
+TABLES = ("daily", "citizens", "events")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run: its folder, manifest and tables (polars frames, read on first use)."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """Open an existing run folder."""
+        path = Path(path)
+        if not (path / "manifest.json").is_file():
+            raise SimulationError(f"{path}: not a run folder (no manifest.json)")
+        return cls(path)
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The run's manifest: scenario, policies, seed, version, timings, memory."""
+        return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+
+    @cached_property
+    def daily(self) -> pl.DataFrame:
+        """Per day and region: classes, events by kind, consequences."""
+        return pl.read_parquet(self.path / "daily.parquet")
+
+    @cached_property
+    def citizens(self) -> pl.DataFrame:
+        """Final state per citizen."""
+        return pl.read_parquet(self.path / "citizens.parquet")
+
+    @cached_property
+    def events(self) -> pl.DataFrame:
+        """Recorded events with provenance and true actor."""
+        return pl.read_parquet(self.path / "events.parquet")
+
+
+def parse_events(value: str) -> EventsMode:
+    """`all`, `none` or `sample:F` (0 < F <= 1)."""
+    if value == "all":
+        return EventsMode(RECORD_ALL, 1.0)
+    if value == "none":
+        return EventsMode(RECORD_NONE)
+    if value.startswith("sample:"):
+        try:
+            fraction = float(value.removeprefix("sample:"))
+        except ValueError:
+            fraction = -1.0
+        if 0.0 < fraction <= 1.0:
+            return EventsMode(RECORD_SAMPLE, fraction)
+    raise SimulationError(f"--events must be all, none or sample:F with 0 < F <= 1 (got '{value}')")
+
+
+def check_device(device: str) -> None:
+    """Refuse devices this installation cannot run on, saying why."""
+    if device == "cpu":
+        return
+    if device != "cuda":
+        raise SimulationError(f"--device must be cpu or cuda (got '{device}')")
+    try:
+        from numba import cuda
+
+        available = cuda.is_available()
+    except Exception:  # noqa: BLE001 (any failure to load CUDA means: no GPU here)
+        available = False
+    if not available:
+        raise SimulationError("--device cuda: no CUDA GPU is available on this machine "
+                              "(install the 'gpu' extra on a machine with an NVIDIA GPU)")
+    raise SimulationError("--device cuda: the GPU port of the kernel is not part of this version; "
+                          "use --device cpu")
+
+
+def simulate(*, population: int, days: int, seed: int, out: str | Path,
+             scenario: str | Path = "one-town", policy: str | None = None,
+             workers: int | None = None, scheduler: str | None = None, device: str = "cpu",
+             events: str = "none", chunk_blocks: int | None = None,
+             overrides: dict[str, Any] | None = None,
+             on_progress: Callable[[int, int], None] | None = None) -> Run:
+    """Simulate `population` citizens for `days` days and write a run folder at `out`."""
+    t0 = time.perf_counter()
+    mode = parse_events(events)
+    check_device(device)
+    if workers is not None and workers < 1:
+        raise SimulationError(f"--workers must be at least 1 (got {workers})")
+    if workers is not None and scheduler is not None:
+        raise SimulationError("use either --workers (a local cluster) or --scheduler, not both")
+    if chunk_blocks is not None and chunk_blocks < 1:
+        raise SimulationError(f"chunk_blocks must be at least 1 (got {chunk_blocks})")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SimulationError(f"--out {out}: exists and is not an empty folder")
+    loaded = load_scenario(scenario, overrides=overrides, policy=policy)
+    plan = make_plan(loaded, population=population, days=days, seed=seed)
+    chunk = chunk_blocks or DEFAULT_CHUNK_BLOCKS
+    if chunk_blocks is None and (workers is not None or scheduler is not None):
+        chunk = max(1, min(chunk, -(-plan.n_blocks // 16)))  # enough shards to keep workers busy
+    shards = [(i, b, min(b + chunk, plan.n_blocks))
+              for i, b in enumerate(range(0, plan.n_blocks, chunk))]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if work.exists():
+        shutil.rmtree(work)
+    parts = work / "parts"
+    parts.mkdir(parents=True)
+    try:
+        t_plan = time.perf_counter()
+        if workers is None and scheduler is None:
+            results = _run_here(plan, shards, mode, parts, on_progress)
+        else:
+            results = _run_on_dask(plan, shards, mode, parts, workers, scheduler, on_progress)
+        t_sim = time.perf_counter()
+        metrics = sum((r.metrics for r in results), np.zeros_like(results[0].metrics))
+        daily_frame(plan, metrics).write_parquet(work / "daily.parquet")
+        n_events = sum(r.events for r in results)
+        for table in ("citizens", "events"):
+            _concat_parts(sorted(parts.glob(f"{table}-*.parquet")), work / f"{table}.parquet")
+        shutil.rmtree(parts)
+        t_write = time.perf_counter()
+        manifest = _manifest(plan, mode, events, device, workers, scheduler, chunk, len(shards),
+                             n_events, {"plan_s": t_plan - t0, "simulate_s": t_sim - t_plan,
+                                        "shards_s": sum(r.seconds for r in results),
+                                        "write_s": t_write - t_sim, "total_s": t_write - t0})
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        work.rename(out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    return Run(out)
+
+
+def _run_here(plan: Plan, shards: list, mode: EventsMode, parts: Path,
+              on_progress: Callable[[int, int], None] | None) -> list[ShardResult]:
+    total = plan.population * plan.days
+    done = 0
+
+    def tick(size: int) -> None:
+        nonlocal done
+        done += size * plan.days
+        if on_progress is not None:
+            on_progress(done, total)
+
+    threads = default_threads()
+    return [run_shard(plan, i, first, last, mode, threads, str(parts), tick)
+            for i, first, last in shards]
+
+
+def _run_on_dask(plan: Plan, shards: list, mode: EventsMode, parts: Path, workers: int | None,
+                 scheduler: str | None, on_progress: Callable[[int, int], None] | None,
+                 ) -> list[ShardResult]:
+    from dask.distributed import as_completed
+
+    with dask_client(workers, scheduler) as client:
+        futures = [client.submit(run_shard, plan, i, first, last, mode, 1, str(parts),
+                                 pure=False) for i, first, last in shards]
+        results: list[ShardResult] = []
+        done = 0
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            done += result.citizens * plan.days
+            if on_progress is not None:
+                on_progress(done, plan.population * plan.days)
+    return sorted(results, key=lambda r: r.index)
+
+
+@contextmanager
+def dask_client(workers: int | None, scheduler: str | None) -> Iterator:
+    """A Dask client: of a local cluster of `workers` processes, or of the cluster at `scheduler`."""
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+    try:
+        with Client(cluster if cluster is not None else scheduler) as client:
+            yield client
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _concat_parts(files: list[Path], target: Path) -> None:
+    """One Parquet file from the shards' parts, in shard order, streaming (bounded memory)."""
+    if len(files) == 1:
+        files[0].rename(target)
+        return
+    pl.scan_parquet(files).sink_parquet(target)
+
+
+def daily_frame(plan: Plan, metrics: np.ndarray) -> pl.DataFrame:
+    """Per day and region: class counts, events by kind, consequence holders, counters."""
+    days, n_regions, _ = metrics.shape
+    flat = metrics.reshape(days * n_regions, -1)
+    region_policy = plan.arrays["region_policy"]
+    rows_policy = np.tile(region_policy, days)
+    cols: dict[str, Any] = {
+        "day": np.repeat(np.arange(days, dtype=np.int32), n_regions),
+        "region": pl.Series(np.tile(np.arange(n_regions), days), dtype=pl.UInt32).replace_strict(
+            dict(enumerate(r.name for r in plan.scenario.regions)),
+            return_dtype=pl.Enum([r.name for r in plan.scenario.regions])),
+    }
+    state = sorted({int(p) for p in region_policy if p >= 0})
+
+    def per_policy(prefix: str, names_of: Callable, slot0: Callable) -> None:
+        """Columns by name across the regions' policies (null where a policy lacks one)."""
+        names: list[str] = []
+        for p in state:
+            names += [n for n in names_of(plan.policies[p]) if n not in names]
+        for name in names:
+            values = np.zeros(len(flat), np.int64)
+            valid = np.zeros(len(flat), bool)
+            for p in state:
+                own = names_of(plan.policies[p])
+                if name in own:
+                    rows = rows_policy == p
+                    values[rows] = flat[rows, slot0(plan.policies[p]) + own.index(name)]
+                    valid |= rows
+            cols[f"{prefix}{name}"] = pl.Series(values).set(pl.Series(~valid), None)
+
+    per_policy("class.", lambda p: p.class_names, lambda p: M_SCLASS)
+    per_policy("benefit.", lambda p: [b.name for b in p.benefits], lambda p: M_SCONS)
+    per_policy("sanction.", lambda p: [s.name for s in p.sanctions],
+               lambda p: M_SCONS + len(p.benefits))
+    if plan.commercial >= 0:
+        cp = plan.policies[plan.commercial]
+        for c, name in enumerate(cp.class_names):
+            cols[f"commercial.class.{name}"] = flat[:, M_CCLASS + c]
+        for j, item in enumerate([*cp.benefits, *cp.sanctions]):
+            cols[f"commercial.{'benefit' if j < len(cp.benefits) else 'sanction'}.{item.name}"] = \
+                flat[:, M_CCONS + j]
+    for k, kind in enumerate(KIND_NAMES):
+        for j, what in enumerate(("true", "observed", "wrongful", "counted")):
+            cols[f"{kind}.{what}"] = flat[:, M_KIND + 4 * k + j]
+    for c, name in enumerate(COUNTERS):
+        cols[name] = flat[:, M_COUNT + c]
+    return pl.DataFrame(cols)
+
+
+def _manifest(plan: Plan, mode: EventsMode, events: str, device: str, workers: int | None,
+              scheduler: str | None, chunk: int, n_shards: int, n_events: int,
+              timings: dict[str, float]) -> dict[str, Any]:
+    from socialcredit import __version__
+
+    cd = plan.population * plan.days
+    return {
+        "socialcredit": __version__,
+        "python": platform.python_version(),
+        "scenario": plan.scenario.model_dump(mode="json", by_alias=True),
+        "policies": {r.name: r.policy for r in plan.scenario.regions},
+        "commercial_policy": plan.scenario.commercial_policy,
+        "seed": plan.seed,
+        "population": plan.population,
+        "days": plan.days,
+        "block_size": plan.block_size,
+        "blocks": plan.n_blocks,
+        "chunk_blocks": chunk,
+        "shards": n_shards,
+        "workers": workers,
+        "scheduler": scheduler,
+        "device": device,
+        "events": events,
+        "events_written": n_events,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "citizen_days_per_s": round(cd / max(timings["simulate_s"], 1e-9)),
+        "memory": {
+            "state_bytes_per_citizen": BYTES_PER_CITIZEN,
+            "state_fields": {name: np.dtype(t).name for name, t in STATE_FIELDS},
+            "shard_state_bytes": BYTES_PER_CITIZEN * min(plan.population, chunk * plan.block_size),
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        },
+    }

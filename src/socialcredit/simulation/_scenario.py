@@ -1,0 +1,289 @@
+"""Scenarios: regions with their policies, and the population, sensor, behaviour and consequence
+parameters of a run, in TOML, validated on load with errors that name the field."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from socialcredit._validation import location
+from socialcredit.policy import PolicyError, load_policy
+from socialcredit.simulation._kinds import EFFECTS, KIND_NAMES
+
+PRESET_PACKAGE = "socialcredit.simulation.scenarios"
+_STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SimulationError(ValueError):
+    """A scenario (or a run argument) that cannot be used; the message names the field."""
+
+
+class Coverage(BaseModel):
+    """Share of acts at each place type that a face-recognition camera sees."""
+
+    model_config = _STRICT
+    street: Share
+    mall: Share
+    subway: Share
+
+
+class Region(BaseModel):
+    """A region: its share of the population, its policy (none: unscored), its cameras."""
+
+    model_config = _STRICT
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    share: float = Field(gt=0.0, le=1.0)
+    policy: str | None = None
+    urban: float = Field(default=0.64, ge=0.0, le=1.0)
+    coverage: Coverage = Coverage(street=0.05, mall=0.2, subway=0.3)
+
+
+class Group(BaseModel):
+    """A demographic group of the face-recognition error model."""
+
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+    share: float = Field(gt=0.0, le=1.0)
+    fmr_multiplier: float = Field(ge=0.0)
+
+
+class Population(BaseModel):
+    """Who lives there (7th national census 2020 unless marked ASSUMPTION)."""
+
+    model_config = _STRICT
+    male_share: float = Field(default=105 / 205, ge=0.0, le=1.0)
+    age_0_14: float = Field(default=0.18, ge=0.0, le=1.0)
+    age_15_59: float = Field(default=0.63, ge=0.0, le=1.0)
+    platform_share: float = Field(default=800 / 1410, ge=0.0, le=1.0)
+    employment: float = Field(default=0.85, ge=0.0, le=1.0)
+    groups: list[Group] = Field(min_length=1, max_length=15, default_factory=lambda: [
+        Group(name="reference", share=0.90, fmr_multiplier=1.0),
+        Group(name="ten-fold", share=0.08, fmr_multiplier=10.0),
+        Group(name="hundred-fold", share=0.02, fmr_multiplier=100.0),
+    ])
+
+    @model_validator(mode="after")
+    def _check(self) -> Population:
+        if self.age_0_14 + self.age_15_59 > 1.0:
+            raise ValueError("age_0_14 + age_15_59 must not exceed 1")
+        total = sum(g.share for g in self.groups)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"groups: shares must add up to 1 (got {total:g})")
+        return self
+
+
+class Platforms(BaseModel):
+    """Share of citizens each platform sees (e-commerce and payments: `platform_share`)."""
+
+    model_config = _STRICT
+    browsing: float = Field(default=0.70, ge=0.0, le=1.0)
+    games: float = Field(default=0.50, ge=0.0, le=1.0)
+    social_media: float = Field(default=0.75, alias="social-media", ge=0.0, le=1.0)
+
+
+class Sensors(BaseModel):
+    """Face recognition and platforms: what is seen, and how often it is pinned on the wrong person."""
+
+    model_config = _STRICT
+    fnmr: float = Field(default=0.002, ge=0.0, le=1.0)
+    fmr: float = Field(default=0.001, ge=0.0, le=1.0)
+    reference_gallery: int = Field(default=12_000_000, ge=1)
+    gallery_exponent: float = Field(default=1.0, ge=0.0)
+    max_fmr: float = Field(default=0.5, ge=0.0, le=1.0)
+    true_confidence_min: float = Field(default=0.98, ge=0.0, le=1.0)
+    false_confidence: tuple[float, float] = (0.90, 0.995)
+    age_noise_years: float = Field(default=4.0, ge=0.0)
+    passive_sightings: float = Field(default=0.02, ge=0.0, lt=1.0)
+    rural_coverage: float = Field(default=0.2, ge=0.0, le=1.0)
+    platforms: Platforms = Platforms()
+
+    @model_validator(mode="after")
+    def _check(self) -> Sensors:
+        lo, hi = self.false_confidence
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError("false_confidence: expected [low, high] within [0, 1]")
+        return self
+
+
+class Behaviour(BaseModel):
+    """How citizens act, and how they react to being scored."""
+
+    model_config = _STRICT
+    deterrence: float = Field(default=0.3, ge=0.0, le=1.0)
+    self_censorship: float = Field(default=0.3, ge=0.0, le=1.0)
+    peer_censorship: float = Field(default=2.0, ge=0.0)
+    conformity: float = Field(default=0.2, ge=0.0)
+    gaming: float = Field(default=0.3, ge=0.0, le=1.0)
+    savvy_share: float = Field(default=0.10, ge=0.0, le=1.0)
+    rates: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Behaviour:
+        for kind, rate in self.rates.items():
+            if kind not in KIND_NAMES:
+                raise ValueError(f"rates: unknown kind '{kind}' (kinds: {', '.join(KIND_NAMES)})")
+            if not 0.0 <= rate <= 0.5:
+                raise ValueError(f"rates.{kind}: a daily rate must lie within [0, 0.5] (got {rate})")
+        return self
+
+
+def _default_effects() -> dict[str, list[str]]:
+    return {
+        "loan_discount": ["cheaper-loans"], "loan_refusal": ["loan-restriction"],
+        "insurance": ["better-health-insurance"], "flight_discount": ["cheaper-flights"],
+        "flight_ban": ["flight-ban"], "train_ban": ["train-ban"], "gate_stop": ["subway-gate-stop"],
+        "job_loss": ["job-loss-risk"], "admission_bonus": ["child-university-admission-bonus"],
+        "admission_penalty": ["child-admission-penalty"],
+    }
+
+
+class Consequences(BaseModel):
+    """What a class does to a life; `effects` maps policy consequence names onto effects."""
+
+    model_config = _STRICT
+    job_loss: float = Field(default=0.002, ge=0.0, lt=1.0)
+    income_drop: int = Field(default=2, ge=0, le=9)
+    flight: float = Field(default=0.002, ge=0.0, lt=1.0)
+    train: float = Field(default=0.01, ge=0.0, lt=1.0)
+    subway: float = Field(default=0.5, ge=0.0, le=1.0)
+    gate_stop: float = Field(default=0.5, ge=0.0, le=1.0)
+    loan: float = Field(default=0.0005, ge=0.0, lt=1.0)
+    admission_day: int = Field(default=160, ge=0, le=364)
+    admission_base: float = Field(default=0.4, ge=0.0, le=1.0)
+    admission_bonus: float = Field(default=0.25, ge=0.0)
+    admission_penalty: float = Field(default=0.5, ge=0.0, le=1.0)
+    blacklist_bans: bool = True
+    effects: dict[str, list[str]] = Field(default_factory=_default_effects)
+
+    @model_validator(mode="after")
+    def _check(self) -> Consequences:
+        for effect in self.effects:
+            if effect not in EFFECTS:
+                raise ValueError(f"effects: unknown effect '{effect}' (effects: {', '.join(EFFECTS)})")
+        return self
+
+
+class Scenario(BaseModel):
+    """A whole simulated country or town."""
+
+    model_config = _STRICT
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    title: str = Field(min_length=1)
+    description: str | None = None
+    block_size: int = Field(default=32_768, ge=64, le=65_535)
+    commercial_policy: str | None = "sesame"
+    regions: list[Region] = Field(alias="region", min_length=1, max_length=255)
+    population: Population = Population()
+    sensors: Sensors = Sensors()
+    behaviour: Behaviour = Behaviour()
+    consequences: Consequences = Consequences()
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        total = sum(r.share for r in self.regions)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"region shares must add up to 1 (got {total:g})")
+        names = [r.name for r in self.regions]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"region[{i}].name: '{name}' is used twice")
+        return self
+
+
+def list_scenarios() -> list[str]:
+    """Names of the scenario presets shipped in the package."""
+    files = resources.files(PRESET_PACKAGE).iterdir()
+    return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
+
+
+def load_scenario(name_or_file: str | Path, *, overrides: dict[str, Any] | None = None,
+                  policy: str | None = None) -> Scenario:
+    """Load a preset or a TOML file, apply `section.field=value` overrides and check policies."""
+    path = Path(name_or_file)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SimulationError(f"scenario {path}: no such file")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        name = str(name_or_file)
+        if name not in list_scenarios():
+            raise SimulationError(f"no scenario preset or file named '{name}' "
+                                f"(presets: {', '.join(list_scenarios())})")
+        text = resources.files(PRESET_PACKAGE).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+        source = f"preset '{name}'"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SimulationError(f"scenario {source}: TOML syntax error: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        _set(data, dotted, value, source)
+    if policy is not None:
+        for region in data.get("region", []):
+            if isinstance(region, dict):
+                region["policy"] = policy
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise SimulationError(f"invalid scenario {source}:\n  " + "\n  ".join(
+            f"{location(e['loc'], {'regions': 'region'}) or 'scenario'}: {e['msg']}" for e in exc.errors())) from None
+    for i, region in enumerate(scenario.regions):
+        _check_policy(region.policy, f"region[{i}].policy", source)
+    _check_policy(scenario.commercial_policy, "commercial_policy", source)
+    return scenario
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn `section.field=value` strings into a dict of typed values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SimulationError(f"--set '{item}': expected section.field=value")
+        out[key.strip()] = parse_value(raw.strip())
+    return out
+
+
+def parse_value(raw: str) -> Any:
+    """A TOML value (number, boolean, array, quoted string), or the bare text."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set(data: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    if "rates" in parts[:-1]:  # kind names contain dots: behaviour.rates.traffic.red_light
+        cut = parts.index("rates") + 1
+        parts = [*parts[:cut], ".".join(parts[cut:])]
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SimulationError(f"scenario {source}: --set {dotted}: no item '{part}'")
+            if last:
+                node[int(part)] = value
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise SimulationError(f"scenario {source}: --set {dotted}: '{parts[i - 1]}' is not a table")
+
+
+def _check_policy(name: str | None, where: str, source: str) -> None:
+    if name is None:
+        return
+    try:
+        load_policy(name)
+    except PolicyError as exc:
+        raise SimulationError(f"invalid scenario {source}:\n  {where}: {exc}") from None

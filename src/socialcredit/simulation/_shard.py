@@ -1,0 +1,312 @@
+"""A shard: a run of consecutive blocks, simulated on threads and written as Parquet parts."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from socialcredit.engine import CompiledPolicy
+from socialcredit.simulation._kernel import FP_SAMPLE, OVERFLOW, P_CAP_CLASS, run_block
+from socialcredit.simulation._kinds import (
+    EFFECTS,
+    F_ADMITTED,
+    F_BLACKLISTED,
+    F_BOT,
+    F_EMPLOYED,
+    F_MALE,
+    F_MEMBER,
+    F_URBAN,
+    KIND_NAMES,
+    MAX_HELD,
+    N_METRICS,
+    NO_PARENT,
+    PLACES,
+    SOURCES,
+    STATE_FIELDS,
+)
+from socialcredit.simulation._plan import Plan
+
+ID_WIDTH = 10  # citizen ids c0000000000 .. c9999999999: every run up to 10 billion people
+
+
+@dataclass(frozen=True)
+class EventsMode:
+    """Which events a run writes: all, none, or a deterministic sample."""
+
+    mode: int
+    fraction: float = 0.0
+
+
+@dataclass
+class ShardResult:
+    """What a shard hands back: its daily metrics and how long it took."""
+
+    index: int
+    metrics: np.ndarray  # int64 [day, region, metric]
+    citizens: int
+    events: int
+    seconds: float
+
+
+def citizen_ids(index: pl.Expr) -> pl.Expr:
+    """Citizen ids from global indices, in an order that sorts like the indices."""
+    return pl.concat_str([pl.lit("c"), index.cast(pl.String).str.zfill(ID_WIDTH)])
+
+
+def new_state(n: int) -> tuple[np.ndarray, ...]:
+    """The struct of arrays for `n` citizens."""
+    return tuple(np.zeros(n, dtype) for _, dtype in STATE_FIELDS)
+
+
+def _first_room(size: int, days: int, events: EventsMode) -> dict[str, int]:
+    """Initial scratch sizes: enough for typical runs; a block that needs more is retried."""
+    expected = size * days // 16 + 4096  # about 0.06 counted events per citizen-day
+    recorded = {0: 1, 1: expected, 2: int(expected * events.fraction * 1.5) + 4096}[events.mode]
+    return {"expiry": expected, "queue": size + 4096, "events": recorded}
+
+
+def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> tuple[np.ndarray, ...]:
+    """Fresh working memory for one block (the kernel allocates nothing itself)."""
+    n_regions = len(plan.scenario.regions)
+    n_policies = plan.arrays["pol"][1].shape[0]
+    return (
+        np.zeros((n_regions, 8), np.int64),  # class counts, state
+        np.zeros((n_regions, 8), np.int64),  # class counts, commercial
+        np.empty((2, 2 * room["queue"]), np.int64),  # held-days queues (citizen, since)
+        np.zeros(2, np.int64),
+        np.zeros((n_regions, 2, MAX_HELD), np.int64),  # matured holders
+        np.full(plan.days + 1, -1, np.int64),  # expiry lists by day
+        np.zeros(1, np.int64),
+        np.empty((3, room["expiry"]), np.int64),
+        np.zeros(n_regions, np.int64),  # citizens penalised for complaints
+        np.zeros((n_policies, 2, MAX_HELD), np.int64),
+        np.zeros(size, np.uint8),  # per-day cap counters
+        np.zeros(size, np.uint8),
+        np.empty(size, np.int64),
+        np.empty(size, np.int64),  # bots
+        np.empty((7, room["events"]), np.int64),
+        np.empty(room["events"], np.float64),
+        np.zeros(8, np.int64),  # counters handed between the day loop and the kind passes
+    )
+
+
+def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threads: int,
+                    on_block: Callable[[int], None] | None = None):
+    """Simulate blocks first..last-1; return state, summed metrics and recorded events."""
+    bs = plan.block_size
+    start = first * bs
+    n = min(last * bs, plan.population) - start
+    st = new_state(n)
+    a = plan.arrays
+    fp = a["fp"].copy()
+    fp[FP_SAMPLE] = events.fraction
+    days = plan.days
+    n_regions = len(plan.scenario.regions)
+    total = np.zeros((days, n_regions, N_METRICS), np.int64)
+
+    def one(block: int):
+        layout = plan.block_layout(block)
+        size = int(layout[-1])
+        off = block * bs - start
+        views = tuple(arr[off: off + size] for arr in st)
+        metrics = np.zeros((days, n_regions, N_METRICS), np.int32)
+        room = _first_room(size, days, events)
+        while True:
+            scratch = new_scratch(plan, size, room)
+            n_ev = run_block(plan.seed, block, days, fp, layout, a["region_policy"],
+                             a["region_urban"], a["coverage"], a["fmr"], a["group_cum"],
+                             a["plat_share"], a["kt"], a["obs"], a["place_cum"], a["rmax"],
+                             a["sign_rk"], a["pol"], a["comm"], a["cons"], events.mode, views,
+                             metrics, scratch)
+            if n_ev != OVERFLOW:
+                break
+            # A buffer ran out: start the block again, deterministically, with twice the room.
+            room = {name: 2 * value for name, value in room.items()}
+            for arr in views:
+                arr[:] = 0
+            metrics[:] = 0
+        ev, conf = scratch[14], scratch[15]
+        return block, size, metrics, ev[:, :n_ev].copy(), conf[:n_ev].copy()
+
+    recorded = []
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for block, size, metrics, ev, conf in pool.map(one, range(first, last)):
+            total += metrics
+            if len(conf):
+                recorded.append((block, ev, conf))
+            if on_block is not None:
+                on_block(size)
+    return st, total, recorded
+
+
+def citizens_frame(plan: Plan, first_citizen: int, st: tuple[np.ndarray, ...]) -> pl.DataFrame:
+    """Final state per citizen: demographics, scores and classes, wrongful points, consequences."""
+    s = dict(zip((name for name, _ in STATE_FIELDS), st, strict=True))
+    n = len(s["age"])
+    index = np.arange(first_citizen, first_citizen + n, dtype=np.int64)
+    flags = s["flags"]
+    region = s["region"].astype(np.int64)
+    region_policy = plan.arrays["region_policy"][region]
+    score = np.zeros(n, np.int64)
+    klass = np.full(n, None, object)
+    scored = region_policy >= 0
+    # Consequences in force on the last day (benefits need their held days, like in the kernel).
+    effects = {name: np.zeros(n, bool) for name in ("insurance", "loan_discount", "loan_refusal",
+                                                    "flight_ban", "gate_stop")}
+    held_for = plan.days - 1 - s["since"].astype(np.int64)
+    for p in np.unique(region_policy[scored]):
+        mask = region_policy == p
+        cp = CompiledPolicy.of(plan.policies[p])
+        sc = cp.clamp(s["state_total"][mask].astype(np.int64))
+        cap = np.where(s["cap_count"][mask] > 0, plan.arrays["pol"][1][p, P_CAP_CLASS], -1)
+        idx = cp.classify(sc, cap)
+        score[mask] = sc
+        klass[mask] = np.array(cp.policy.class_names, object)[idx]
+        for name, flag in effects.items():
+            h = plan.arrays["pol"][3][p, EFFECTS.index(name), idx]
+            flag[mask] = (h >= 0) & (held_for[mask] >= h)
+    member = (flags & F_MEMBER) != 0
+    c_score = np.zeros(n, np.int64)
+    c_class = np.full(n, None, object)
+    if plan.commercial >= 0:
+        cp = CompiledPolicy.of(plan.policies[plan.commercial])
+        cs = cp.clamp(s["commercial_total"].astype(np.int64))
+        c_score = cs
+        c_class = np.array(cp.policy.class_names, object)[cp.classify(cs)]
+    c_member = member & (plan.commercial >= 0)
+    block_start = (index // plan.block_size) * plan.block_size
+    parent = s["parent"].astype(np.int64)
+    sightings = s["sightings"]
+    seen = sightings > 0
+    moves = s["moves"].astype(np.int64)
+    regions = [r.name for r in plan.scenario.regions]
+    groups = [g.name for g in plan.scenario.population.groups]
+    frame = pl.DataFrame({
+        "citizen": index,
+        "region": pl.Series(region, dtype=pl.UInt32).replace_strict(
+            dict(enumerate(regions)), return_dtype=pl.Enum(regions)),
+        "age": s["age"],
+        "male": (flags & F_MALE) != 0,
+        "urban": (flags & F_URBAN) != 0,
+        "income_decile": (s["group_decile"] & 15).astype(np.uint8),
+        "group": pl.Series(s["group_decile"] >> 4, dtype=pl.UInt32).replace_strict(
+            dict(enumerate(groups)), return_dtype=pl.Enum(groups)),
+        "parent": pl.Series(np.where(parent == NO_PARENT, -1, block_start + parent)),
+        "platform_member": member,
+        "employed": (flags & F_EMPLOYED) != 0,
+        "blacklisted": (flags & F_BLACKLISTED) != 0,
+        "bot": (flags & F_BOT) != 0,
+        "admitted": (flags & F_ADMITTED) != 0,
+        "score": pl.Series(score).set(pl.Series(~scored), None),
+        "class": pl.Series(klass, dtype=pl.String),
+        "commercial_score": pl.Series(c_score).set(pl.Series(~c_member), None),
+        "commercial_class": pl.Series(c_class, dtype=pl.String).set(pl.Series(~c_member), None),
+        "insurance": np.where(effects["insurance"], "better", "standard"),
+        "loan_price": np.where(effects["loan_refusal"], "refused",
+                               np.where(effects["loan_discount"], "discounted", "standard")),
+        "flight_ban": effects["flight_ban"] | ((flags & F_BLACKLISTED) != 0),
+        "gate_flagged": effects["gate_stop"],
+        "wrongful_points": s["wrongful_points"],
+        "sanction_days": s["sanction_days"],
+        "benefit_days": s["benefit_days"],
+        "scored_kinds": s["learned"],
+        "sightings": sightings,
+        "profile_age": pl.Series(s["profile_age"]).set(pl.Series(~seen), None),
+        "profile_age_error": pl.Series(s["profile_age"].astype(np.int16) - s["age"].astype(np.int16))
+        .set(pl.Series(~seen), None),
+        **{f"moves_{place}": ((moves >> (5 * i)) & 31).astype(np.uint8)
+           for i, place in enumerate(PLACES)},
+    })
+    return frame.with_columns(
+        citizen_id=citizen_ids(pl.col("citizen")),
+        parent=pl.when(pl.col("parent") >= 0).then(citizen_ids(pl.col("parent"))),
+    ).select("citizen_id", pl.exclude("citizen_id", "citizen"))
+
+
+def events_frame(plan: Plan, recorded: list) -> pl.DataFrame:
+    """Recorded events with provenance and true actor; the columns the engine reads come first."""
+    if not recorded:
+        return pl.DataFrame(schema=EVENT_COLUMNS)
+    blocks = np.concatenate([np.full(ev.shape[1], b, np.int64) for b, ev, _ in recorded])
+    ev = np.concatenate([ev for _, ev, _ in recorded], axis=1)
+    conf = np.concatenate([c for _, _, c in recorded])
+    offset = blocks * plan.block_size
+    actor = offset + ev[3]
+    citizen = offset + ev[4]
+    region = plan.region_start.searchsorted(citizen, side="right") - 1
+    kind, src, place = ev[2], ev[5] // 8, ev[5] % 8 - 1
+    p_state = plan.arrays["region_policy"][region]
+    points = plan.arrays["pol"][4]
+    state_points = np.where((ev[6] & 1) != 0, points[np.maximum(p_state, 0), kind], 0)
+    comm_points = (np.where((ev[6] & 2) != 0, points[plan.commercial, kind], 0)
+                   if plan.commercial >= 0 else np.zeros(len(kind), np.int64))
+    regions = [r.name for r in plan.scenario.regions]
+    frame = pl.DataFrame({
+        "day": ev[0].astype(np.int32),
+        "block": blocks,
+        "seq": ev[1],
+        "kind": pl.Series(kind, dtype=pl.UInt32).replace_strict(
+            dict(enumerate(KIND_NAMES)), return_dtype=pl.String),
+        "source": pl.Series(src, dtype=pl.UInt32).replace_strict(
+            dict(enumerate(SOURCES)), return_dtype=pl.String),
+        "place": place,
+        "confidence": pl.Series(conf).set(pl.Series(conf < 0), None),
+        "citizen": citizen,
+        "actor": actor,
+        "region": pl.Series(region, dtype=pl.UInt32).replace_strict(
+            dict(enumerate(regions)), return_dtype=pl.Enum(regions)),
+        "state_points": state_points,
+        "commercial_points": comm_points,
+    })
+    return frame.select(
+        event_id=pl.concat_str([pl.lit("e"), pl.col("day").cast(pl.String).str.zfill(5), pl.lit("."),
+                                pl.col("block").cast(pl.String).str.zfill(6), pl.lit("."),
+                                pl.col("seq").cast(pl.String).str.zfill(7)]),
+        citizen_id=citizen_ids(pl.col("citizen")),
+        kind=pl.col("kind"),
+        day=pl.col("day"),
+        source=pl.col("source"),
+        source_ref=pl.when(pl.col("place") >= 0).then(
+            pl.col("place").cast(pl.UInt32).replace_strict(dict(enumerate(PLACES)),
+                                                           return_dtype=pl.String)),
+        confidence=pl.col("confidence"),
+        actor_id=citizen_ids(pl.col("actor")),
+        wrongful=pl.col("citizen") != pl.col("actor"),
+        region=pl.col("region"),
+        state_points=pl.col("state_points"),
+        commercial_points=pl.col("commercial_points"),
+    ).cast(EVENT_COLUMNS)
+
+
+EVENT_COLUMNS = {"event_id": pl.String, "citizen_id": pl.String, "kind": pl.String,
+                 "day": pl.Int32, "source": pl.String, "source_ref": pl.String,
+                 "confidence": pl.Float64, "actor_id": pl.String, "wrongful": pl.Boolean,
+                 "region": pl.String, "state_points": pl.Int64, "commercial_points": pl.Int64}
+
+
+def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode, threads: int,
+              parts: str, on_block: Callable[[int], None] | None = None) -> ShardResult:
+    """Simulate one shard and write its citizens and events as Parquet parts under `parts`."""
+    t0 = time.perf_counter()
+    st, metrics, recorded = simulate_blocks(plan, first, last, events, threads, on_block)
+    citizens = citizens_frame(plan, first * plan.block_size, st)
+    n = citizens.height
+    del st
+    folder = Path(parts)
+    citizens.write_parquet(folder / f"citizens-{index:06d}.parquet")
+    del citizens
+    ev = events_frame(plan, recorded)
+    ev.write_parquet(folder / f"events-{index:06d}.parquet")
+    return ShardResult(index, metrics, n, ev.height, time.perf_counter() - t0)
+
+
+def default_threads() -> int:
+    """Threads this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

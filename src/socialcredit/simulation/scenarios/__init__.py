@@ -1,0 +1,1 @@
+"""Scenario presets shipped with socialcredit (TOML files in this folder)."""

@@ -1,0 +1,6 @@
+"""Web pages on the service's FastAPI app: citizen app, third-party portal, analyst dashboard; and `demo`."""
+
+from socialcredit.web._demo import run_demo
+from socialcredit.web._pages import page_routes
+
+__all__ = ["page_routes", "run_demo"]

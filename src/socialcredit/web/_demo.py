@@ -1,0 +1,208 @@
+"""`socialcredit demo`: simulate a town, load it into the service, print demo keys, serve until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import polars as pl
+import typer
+
+from socialcredit.analysis import write_report
+from socialcredit.policy import PolicyError
+from socialcredit.service import Service, ServiceError, create_app, create_key
+from socialcredit.simulation import SimulationError, simulate
+
+HOST = "127.0.0.1"
+# The demo's organisations: (role, key name). The citizen key is added for the chosen citizen and
+# the senders (agency, security) are bound to their sources when the run is known.
+ORGANISATIONS = [
+    ("bank", "bank-of-the-town"),
+    ("airline", "sky-airline"),
+    ("security", "safe-city-security"),
+    ("agency", "town-credit-office"),
+    ("employer", "town-factory"),
+    ("analyst", "research-analyst"),
+]
+FEED_BATCH = 25      # events per live batch
+FEED_INTERVAL_S = 1.0
+OWN_EVERY = 30       # every 30th batch carries one more event of the demo citizen
+
+
+def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, port: int = 8000,
+             live: bool = False, out: Path = Path("runs/demo"), scenario: str = "one-town",
+             policy: str | None = None, echo: Callable[[str], None] = typer.echo) -> None:
+    """Simulate, load, create keys, print them with the URLs, and serve on 127.0.0.1 until stopped."""
+    import uvicorn
+
+    _check_port(port)  # before minutes of simulation, not after
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / f"run-{Path(scenario).stem}-{Path(policy or 'scenario').stem}-{population}x{days}-seed{seed}"
+    if (run_dir / "manifest.json").is_file():  # same inputs, same run: simulations are deterministic
+        echo(f"reusing the simulation in {run_dir}")
+    else:
+        echo(f"simulating {population:,} citizens for {days} days (scenario {scenario}, seed {seed}) ...")
+        started = time.perf_counter()
+        shown = [0]
+
+        def progress(done: int, total: int) -> None:
+            tenth = done * 10 // max(total, 1)
+            if tenth > shown[0]:  # a line every 10%, so that a long run shows it is alive
+                shown[0] = tenth
+                echo(f"  {tenth * 10}% ({time.perf_counter() - started:.0f} s)")
+
+        simulate(population=population, days=days, seed=seed, out=run_dir, scenario=scenario, policy=policy,
+                 events="all", on_progress=progress)
+        echo(f"simulated in {time.perf_counter() - started:.1f} s -> {run_dir}")
+
+    report = write_report(run_dir)
+    echo(f"report: {report}")
+
+    db_path = out / "demo.db"
+    for stale in out.glob("demo.db*"):  # a fresh database each time: new keys, no old look-ups
+        stale.unlink()
+    # The service holds one policy: that of the run's first region (one-town has one region).
+    policies = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["policies"]
+    service = Service.open(f"sqlite:///{db_path}", next(iter(policies.values())))
+    try:
+        echo(f"loading the run into {db_path} ...")
+        started = time.perf_counter()
+        loaded = service.load_run(run_dir)
+        echo(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events in "
+             f"{time.perf_counter() - started:.1f} s (policy {service.policy.name}, day {service.day})")
+        citizen = pick_citizen(run_dir, service)
+        keys = _create_keys(service, citizen, run_dir)
+        url = f"http://{HOST}:{port}"
+        echo("")
+        echo("demo keys (shown once; paste one into a page's sign-in):")
+        for role, name, secret in keys:
+            echo(f"  {role:<9} {name:<20} {secret}")
+        echo("")
+        echo(f"  citizen app   {url}/app      (citizen {citizen})")
+        echo(f"  portal        {url}/portal   (bank, airline, security, agency, employer)")
+        echo(f"  dashboard     {url}/dashboard (analyst or agency)")
+        echo(f"  API           {url}/docs")
+        echo(f"  report        {report.resolve()}")
+        echo(f"serving on {url} until Ctrl-C{' with a live feed of events' if live else ''}")
+        app = create_app(service)
+        app.state.run_dir = run_dir
+        stop = threading.Event()
+        feeder = None
+        if live:
+            agency = next(secret for role, _, secret in keys if role == "agency")
+            feeder = threading.Thread(target=_feed, args=(url, agency, run_dir, service, citizen, seed, stop, echo),
+                                      name="live-feed", daemon=True)
+            feeder.start()
+        try:
+            uvicorn.run(app, host=HOST, port=port, log_level="warning")
+        finally:
+            stop.set()
+            if feeder is not None:
+                feeder.join()
+    finally:
+        service.close()
+
+
+def _check_port(port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise OSError(f"port {port} on {HOST} is in use: stop what runs there or pass --port") from None
+
+
+def pick_citizen(run_dir: Path, service: Service) -> str:
+    """A citizen with camera events in the lowest class there is, so the app has much to show."""
+    cams = (pl.scan_parquet(run_dir / "events.parquet").filter(pl.col("source") == "camera")
+            .group_by("citizen_id").agg(sightings=pl.len(), wrongful=pl.col("wrongful").any()).collect())
+    rows = service.db.execute("SELECT citizen_id, score, class_idx FROM scores")
+    scores = pl.DataFrame(rows, schema={"citizen_id": pl.String, "score": pl.Int64, "class_idx": pl.Int64},
+                          orient="row")
+    if scores.height == 0:
+        raise ServiceError("the run has no scored citizens to show in the app")
+    ranked = scores.join(cams, on="citizen_id", how="left").with_columns(
+        pl.col("sightings").fill_null(0), pl.col("wrongful").fill_null(False))
+    # Worst class first; then someone a camera wrongly picked out (an appeal worth making), then
+    # the most sightings; the id breaks ties so that the same run gives the same citizen.
+    best = ranked.sort(["class_idx", "wrongful", "sightings", "score", "citizen_id"],
+                       descending=[True, True, True, False, False]).row(0, named=True)
+    return best["citizen_id"]
+
+
+def _create_keys(service: Service, citizen: str, run_dir: Path) -> list[tuple[str, str, str]]:
+    sources = sorted(s for s in pl.scan_parquet(run_dir / "events.parquet").select(pl.col("source").unique())
+                     .collect().to_series().to_list() if s)
+    keys = [("citizen", f"citizen-{citizen}", create_key(service.db, role="citizen", name=f"citizen-{citizen}",
+                                                         citizen=citizen))]
+    for role, name in ORGANISATIONS:
+        bound = {"agency": sources or ["camera"], "security": ["camera"]}.get(role, [])
+        keys.append((role, name, create_key(service.db, role=role, name=name, sources=bound)))
+    return keys
+
+
+def _feed(url: str, secret: str, run_dir: Path, service: Service, citizen: str, seed: int,
+          stop: threading.Event, echo: Callable[[str], None]) -> None:
+    """Send small batches of simulated events (drawn from the run) to the service over HTTP."""
+    # Only kinds the policy scores: the service refuses a batch with a kind no rule knows.
+    kinds = [r.kind for r in service.policy.rules]
+    pool = (pl.scan_parquet(run_dir / "events.parquet").filter(pl.col("kind").is_in(kinds))
+            .select("citizen_id", "kind", "source", "source_ref", "confidence").collect())
+    if pool.height == 0:
+        return
+    own = pool.filter(pl.col("citizen_id") == citizen)
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client:
+        while not stop.is_set():  # wait for the server to listen
+            try:
+                client.get("/openapi.json")
+                break
+            except httpx.TransportError:
+                stop.wait(0.2)
+        n = 0
+        while not stop.wait(FEED_INTERVAL_S):
+            picks = pool[[rng.randrange(pool.height) for _ in range(FEED_BATCH)]]
+            if own.height and n % OWN_EVERY == 0:  # now and then the demo citizen again, so the app moves
+                picks = pl.concat([picks, own[[rng.randrange(own.height)]]])
+            batch = [{**row, "event_id": f"live-{n:08d}-{i:03d}", "day": service.day}
+                     for i, row in enumerate(picks.iter_rows(named=True))]
+            try:
+                response = client.post("/api/events", json=batch, params={"wait": "false"})
+            except httpx.TransportError:  # the server is shutting down
+                return
+            if response.status_code >= 400:
+                echo(f"live feed stopped: the service refused a batch ({response.status_code}): {response.text}")
+                return
+            n += 1
+
+
+def demo_command(
+    population: Annotated[int, typer.Option("--population", "-n", min=1, help="Citizens of the town.")] = 100_000,
+    days: Annotated[int, typer.Option("--days", "-d", min=1, help="Days to simulate.")] = 365,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of the simulation and the live feed.")] = 2018,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8000,
+    live: Annotated[bool, typer.Option("--live", help="Keep sending simulated events to the service.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the run and the database.")] = Path("runs/demo"),
+    scenario: Annotated[str, typer.Option(help="Scenario preset or TOML file.")] = "one-town",
+    policy: Annotated[str | None, typer.Option(
+        help="Score every region with this policy (e.g. accountable, which allows appeals).")] = None,
+) -> None:
+    """Simulate a town, load it, print demo keys and URLs, and serve the pages until Ctrl-C."""
+    try:
+        run_demo(population=population, days=days, seed=seed, port=port, live=live, out=out, scenario=scenario,
+                 policy=policy)
+    except (SimulationError, PolicyError, ServiceError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def register_demo_command(app: typer.Typer) -> None:
+    """Add `demo` to the `socialcredit` command line."""
+    app.command("demo")(demo_command)

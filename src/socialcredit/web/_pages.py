@@ -1,0 +1,356 @@
+"""Server-rendered pages over `Service`: the citizen app, the third-party portal, the analyst dashboard.
+
+Every page calls the same `Service` methods as the API, so access control and the look-up log are
+the service's own. A page signs in with an API key kept in an HttpOnly, SameSite=Strict cookie,
+one per area (its path is the area's), so that the app and the portal can be open side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from socialcredit.service import ApiKey, Service, ServiceError, Unauthorized, authenticate
+from socialcredit.web._dashboard import Dashboard
+from socialcredit.web._theme import class_styles, gauge
+
+HERE = Path(__file__).parent
+COOKIE = "sc_key"
+MAX_FORM_BYTES = 64 * 1024
+HISTORY_ROWS = 50
+
+# The portal's own action for each role, next to the plain look-up every role with a grant has.
+ACTIONS = {
+    "bank": ("loan", "Loan quote", "Loan amount (optional)"),
+    "airline": ("flight", "Boarding check", "Flight (optional)"),
+    "security": ("gate", "Subway gate check", "Gate (optional)"),
+    "employer": ("lookup", "Employer check", None),
+    "landlord": ("lookup", "Tenant check", None),
+    "platform": ("lookup", "Customer check", None),
+    "travel": ("lookup", "Ticket check", None),
+    "agency": ("lookup", "Case look-up", None),
+    "analyst": ("lookup", "Look-up", None),
+}
+PROFILE_ROLES = ("agency", "security")
+STATUS_TEXT = {
+    "counted": "counted",
+    "unknown_kind": "not scored: no rule for this kind",
+    "source": "not scored: source not accepted",
+    "confidence": "not scored: camera match too weak",
+    "cap": "not scored: daily cap reached",
+    "expired": "expired",
+    "future": "not yet counted",
+    "voided": "voided on appeal",
+}
+TITLES = {401: "Please sign in again", 403: "Not allowed", 404: "Not found", 409: "Already done",
+          413: "Too large", 422: "Please check your input"}
+
+
+def page_routes(service: Service) -> APIRouter:
+    """The web pages over `service`: `/`, `/app`, `/portal`, `/dashboard` and their static files."""
+    router = APIRouter(include_in_schema=False)
+    templates = Jinja2Templates(directory=HERE / "templates")
+    styles = class_styles(service.policy)
+    style_of = {s.name: s for s in styles}
+    dashboard = Dashboard(service, styles)
+    static = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
+
+    def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
+        context |= {"policy": service.policy, "day": service.day, "style_of": style_of, "styles": styles}
+        return templates.TemplateResponse(request, name, context, status_code=code)
+
+    def error_page(request: Request, exc: ServiceError, area: str) -> HTMLResponse:
+        response = render(request, "error.html", exc.status, title=TITLES.get(exc.status, "Refused"),
+                          message=exc.message, area=area, signed_out=isinstance(exc, Unauthorized))
+        if isinstance(exc, Unauthorized):  # a revoked or unknown key is of no further use
+            response.delete_cookie(COOKIE, path=f"/{area}")
+        return response
+
+    def caller(request: Request) -> ApiKey | None:
+        secret = request.cookies.get(COOKIE)
+        return authenticate(service.db, secret) if secret else None
+
+    async def sign_in(request: Request, area: str) -> Response:
+        secret = (await _form(request)).get("key", "").strip()
+        try:
+            authenticate(service.db, secret)
+        except Unauthorized as exc:
+            return render(request, "signin.html", 401, area=area, message=exc.message)
+        response = RedirectResponse(f"/{area}", status_code=303)
+        response.set_cookie(COOKIE, secret, path=f"/{area}", httponly=True, samesite="strict")
+        return response
+
+    def sign_out(area: str) -> Response:
+        response = RedirectResponse(f"/{area}", status_code=303)
+        response.delete_cookie(COOKIE, path=f"/{area}")
+        return response
+
+    # -- home and static files ---------------------------------------------------------------------
+
+    @router.get("/", response_class=HTMLResponse)
+    def home(request: Request):
+        """Where to go: the app, the portal, the dashboard."""
+        return render(request, "home.html")
+
+    @router.get("/static/plotly.min.js")
+    def plotly_js():
+        """Plotly's JavaScript from the installed plotly package (no CDN)."""
+        return Response(_plotly_js(), media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    @router.get("/static/{name}")
+    def static_file(name: str):
+        """The package's own CSS and JavaScript."""
+        if name not in static:
+            return Response("not found", status_code=404, media_type="text/plain")
+        media = "text/css" if name.endswith(".css") else "text/javascript"
+        return Response(static[name].read_bytes(), media_type=media)
+
+    # -- citizen app -------------------------------------------------------------------------------
+
+    @router.get("/app", response_class=HTMLResponse)
+    async def citizen_app(request: Request, everything: Annotated[bool, Query(alias="all")] = False,
+                          done: str | None = None):
+        """The citizen's score, class, consequences, history, who looked them up, and appeals."""
+        try:
+            key = caller(request)
+            if key is None:
+                return render(request, "signin.html", area="app")
+            if key.role != "citizen":
+                return render(request, "error.html", 403, title="Not allowed", area="app",
+                              message=f"This is the citizen app; the key '{key.name}' is a {key.role} key. "
+                                      "Sign in with a citizen key, or use the portal.")
+            view = await run_in_threadpool(_citizen_view, service, key, everything)
+        except ServiceError as exc:
+            return error_page(request, exc, "app")
+        return render(request, "app.html", key=key, done=done, status_text=STATUS_TEXT,
+                      gauge=gauge(service.policy, view["status"]["score"]), **view)
+
+    @router.post("/app/signin")
+    async def app_sign_in(request: Request):
+        """Sign in to the citizen app."""
+        return await sign_in(request, "app")
+
+    @router.post("/app/signout")
+    def app_sign_out():
+        """Sign out of the citizen app."""
+        return sign_out("app")
+
+    @router.post("/app/appeal")
+    async def app_appeal(request: Request):
+        """File an appeal against one of the citizen's events."""
+        try:
+            form = await _form(request)
+            key = caller(request)
+            if key is None:
+                return render(request, "signin.html", 401, area="app")
+            await run_in_threadpool(service.file_appeal, key, form.get("event_id", ""), form.get("reason", ""))
+        except ServiceError as exc:
+            return error_page(request, exc, "app")
+        return RedirectResponse("/app?done=appeal#appeals", status_code=303)
+
+    # -- third-party portal ------------------------------------------------------------------------
+
+    def portal_page(request: Request, key: ApiKey, code: int = 200, **context) -> HTMLResponse:
+        action = ACTIONS.get(key.role)
+        appeals = _open_appeals(service) if key.role == "agency" else []
+        return render(request, "portal.html", code, key=key, action=action, appeals=appeals,
+                      profile_allowed=key.role in PROFILE_ROLES, **context)
+
+    @router.get("/portal", response_class=HTMLResponse)
+    def portal(request: Request, decided: str | None = None):
+        """Sign-in, or the desk of the signed-in organisation."""
+        try:
+            key = caller(request)
+        except ServiceError as exc:
+            return error_page(request, exc, "portal")
+        if key is None:
+            return render(request, "signin.html", area="portal")
+        if key.role == "citizen":
+            return render(request, "error.html", 403, title="Not allowed", area="portal",
+                          message="The portal is for organisations; a citizen key opens the citizen app.")
+        return portal_page(request, key, decided=decided, form={})
+
+    @router.post("/portal/signin")
+    async def portal_sign_in(request: Request):
+        """Sign in to the portal."""
+        return await sign_in(request, "portal")
+
+    @router.post("/portal/signout")
+    def portal_sign_out():
+        """Sign out of the portal."""
+        return sign_out("portal")
+
+    @router.post("/portal/check", response_class=HTMLResponse)
+    async def portal_check(request: Request):
+        """Look a citizen up, or run the role's own check, with a stated purpose."""
+        try:
+            form = await _form(request)
+            key = caller(request)
+        except ServiceError as exc:
+            return error_page(request, exc, "portal")
+        if key is None:
+            return render(request, "signin.html", 401, area="portal")
+        citizen, purpose = form.get("citizen_id", "").strip(), form.get("purpose", "").strip() or None
+        detail, action = form.get("detail", "").strip() or None, form.get("action", "lookup")
+        try:
+            if not citizen:
+                raise _Invalid("Enter the citizen's id.")
+            if action == "loan":
+                amount = _amount(detail)
+                result = await run_in_threadpool(service.loan_quote, key, citizen, amount, purpose)
+            elif action == "flight":
+                result = await run_in_threadpool(service.flight_check, key, citizen, detail, purpose)
+            elif action == "gate":
+                result = await run_in_threadpool(service.subway_gate, key, citizen, detail, purpose)
+            elif action == "profile":
+                result = await run_in_threadpool(service.profile, key, citizen, purpose)
+            else:
+                action = "lookup"
+                result = await run_in_threadpool(service.lookup, key, citizen, purpose)
+        except ServiceError as exc:
+            if isinstance(exc, Unauthorized):
+                return error_page(request, exc, "portal")
+            return portal_page(request, key, exc.status, form=form, refused=exc.message,
+                               refused_title=TITLES.get(exc.status, "Refused"))
+        return portal_page(request, key, form=form, result=result, done_action=action)
+
+    @router.post("/portal/appeals/{appeal_id}")
+    async def portal_decide(request: Request, appeal_id: int):
+        """An agency upholds or rejects an appeal."""
+        try:
+            form = await _form(request)
+            key = caller(request)
+            if key is None:
+                return render(request, "signin.html", 401, area="portal")
+            await run_in_threadpool(service.decide_appeal, key, appeal_id, form.get("decision") == "uphold",
+                                    form.get("note", "").strip() or None)
+        except ServiceError as exc:
+            return error_page(request, exc, "portal")
+        return RedirectResponse("/portal?" + urlencode({"decided": appeal_id}), status_code=303)
+
+    # -- analyst dashboard -------------------------------------------------------------------------
+
+    @router.get("/dashboard", response_class=HTMLResponse)
+    async def dashboard_page(request: Request):
+        """Live class counts, event rates, consequences, wrongful attributions and appeals."""
+        try:
+            key = caller(request)
+            if key is None:
+                return render(request, "signin.html", area="dashboard")
+            data = await run_in_threadpool(dashboard.data, key, _run_dir(request))
+        except ServiceError as exc:
+            return error_page(request, exc, "dashboard")
+        return render(request, "dashboard.html", key=key, data=data)
+
+    @router.get("/dashboard/data")
+    async def dashboard_data(request: Request):
+        """The dashboard's figures and numbers as JSON, for its refresh."""
+        try:
+            key = caller(request)
+            if key is None:
+                raise Unauthorized("signed out: sign in to the dashboard again")
+            data = await run_in_threadpool(dashboard.data, key, _run_dir(request))
+        except ServiceError as exc:
+            return JSONResponse(exc.detail(), status_code=exc.status)
+        return JSONResponse(data)
+
+    @router.post("/dashboard/signin")
+    async def dashboard_sign_in(request: Request):
+        """Sign in to the dashboard."""
+        return await sign_in(request, "dashboard")
+
+    @router.post("/dashboard/signout")
+    def dashboard_sign_out():
+        """Sign out of the dashboard."""
+        return sign_out("dashboard")
+
+    return router
+
+
+class _Invalid(ServiceError):
+    status = 422
+
+
+def _amount(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        amount = float(text.replace(",", ""))
+    except ValueError:
+        raise _Invalid(f"The loan amount '{text}' is not a number.") from None
+    if not 0 < amount <= 1e12:
+        raise _Invalid("The loan amount must be above 0 and at most 1,000,000,000,000.")
+    return amount
+
+
+def _run_dir(request: Request) -> Path | None:
+    # Set by `socialcredit demo`: the simulation run behind the database, for the simulated charts.
+    return getattr(request.app.state, "run_dir", None)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    # URL-encoded forms are parsed here: the small bodies of these pages need no multipart library.
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise _Invalid(f"form larger than {MAX_FORM_BYTES:,} bytes")
+    pairs = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[-1] for k, v in pairs.items()}
+
+
+def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
+    """What the citizen app shows, from the service's own look-ups (which check the grant)."""
+    cid = key.citizen_id
+    status = service.lookup(key, cid)
+    history = service.history(key, cid)
+    events = sorted(history.get("events", []), key=lambda e: (e["day"], e["event_id"]), reverse=True)
+    seen = service.lookups(key, cid)["lookups"]
+    # The app's own reads are logged too; the list shows the others, the count the citizen's own.
+    others = [row for row in seen if row["role"] != "citizen"]
+    appeals = service.db.execute(
+        "SELECT id, event_id, reason, status, filed_at, decided_at, note FROM appeals WHERE citizen_id = ? "
+        "ORDER BY id DESC", (cid,))
+    appeals = [dict(zip(("id", "event_id", "reason", "status", "filed_at", "decided_at", "note"), row, strict=True))
+               for row in appeals]
+    open_events = {a["event_id"] for a in appeals if a["status"] == "open"}
+    names = service.policy.class_names
+    idx = names.index(status["class"])
+    return {
+        "status": status,
+        "reasons": history.get("reasons", []),
+        "events": events if everything else events[:HISTORY_ROWS],
+        "n_events": len(events),
+        "lookups": others,
+        "own_views": len(seen) - len(others),
+        "appeals": appeals,
+        "open_events": open_events,
+        "class_benefits": [b for b in service.policy.benefits if idx <= names.index(b.class_)],
+        "class_sanctions": [s for s in service.policy.sanctions if idx >= names.index(s.class_)],
+    }
+
+
+def _open_appeals(service: Service) -> list[dict]:
+    # Shown to agency keys only (the caller checks the role); deciding goes through the service.
+    rows = service.db.execute(
+        "SELECT a.id, a.event_id, a.citizen_id, a.reason, a.filed_at, e.kind, e.day, e.source, e.source_ref, "
+        "e.confidence FROM appeals a LEFT JOIN events e ON e.event_id = a.event_id WHERE a.status = 'open' "
+        "ORDER BY a.id LIMIT 100", ())
+    cols = ("id", "event_id", "citizen_id", "reason", "filed_at", "kind", "day", "source", "source_ref", "confidence")
+    return [dict(zip(cols, row, strict=True)) for row in rows]
+
+
+_PLOTLY: list[str] = []
+
+
+def _plotly_js() -> str:
+    if not _PLOTLY:  # about 4.5 MB of text: built once, on first use
+        from plotly.offline import get_plotlyjs
+
+        _PLOTLY.append(get_plotlyjs())
+    return _PLOTLY[0]

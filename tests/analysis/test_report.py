@@ -1,0 +1,94 @@
+"""The HTML report: self-contained, every section and plot rendered in a real browser, a CLI adapter."""
+
+import shutil
+
+import pytest
+from plotly.offline import get_plotlyjs
+from typer.testing import CliRunner
+
+from socialcredit import analysis
+from socialcredit.analysis import ReportError, write_report
+from socialcredit.cli import app
+
+SECTIONS = ["Overview", "Score distribution at the end", "Who falls into D and why", "Rewards and sanctions over time",
+            "Wrongful penalties", "Behaviour change", "Inequality", "Policy audit", "Policies side by side", "Method"]
+
+
+@pytest.fixture(scope="module")
+def compared(runs, tmp_path_factory):
+    taz, accountable = runs
+    return write_report(taz, out=tmp_path_factory.mktemp("report") / "compared.html", compare=accountable)
+
+
+def test_all_is_sorted_and_keeps_the_audit():
+    assert analysis.__all__ == sorted(analysis.__all__)
+    assert {"FLAGS", "Audit", "audit_policy", "write_report"} <= set(analysis.__all__)
+
+
+def test_report_is_one_self_contained_file(compared):
+    text = compared.read_text(encoding="utf-8")
+    assert text.count(get_plotlyjs()) == 1
+    outside = text.replace(get_plotlyjs(), "")  # plotly.js itself names a CDN for map data we never use
+    assert "cdn.plot.ly" not in outside and "<script src=" not in outside and "http" not in outside
+    assert compared.stat().st_size < 8_000_000
+
+
+def test_report_defaults_to_the_run_folder_and_says_when_events_are_missing(runs):
+    _, accountable = runs
+    path = write_report(accountable)
+    assert path == accountable / "report.html"
+    text = path.read_text(encoding="utf-8")
+    assert "No event table in this run" in text
+    assert "Run the report with --compare" in text
+
+
+def test_a_sampled_or_absent_events_table_is_fine(runs, tmp_path):
+    taz, _ = runs
+    copy = tmp_path / "run"
+    shutil.copytree(taz, copy)
+    (copy / "events.parquet").unlink()
+    assert "No event table in this run" in write_report(copy).read_text(encoding="utf-8")
+
+
+def test_not_a_run_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ReportError, match="not a run folder"):
+        write_report(tmp_path)
+
+
+def test_cli_writes_the_report_and_prints_its_path(runs, tmp_path):
+    taz, accountable = runs
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["report", str(taz), "--compare", str(accountable), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(out)
+    assert out.is_file()
+    bad = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert bad.exit_code == 1
+    assert "not a run folder" in bad.output
+
+
+def test_every_section_and_plot_renders_in_chromium(compared, page, tmp_path):
+    remote = []  # the report must open offline: any request beyond the file itself is refused and noted
+    page.route("http*://**", lambda route: (remote.append(route.request.url), route.abort()))
+    page.goto(compared.as_uri())
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
+        timeout=30_000)
+    headings = page.locator("section > h2").all_inner_texts()
+    assert headings == [f"{i}. {title}" for i, title in enumerate(SECTIONS, start=1)]
+    plots = page.locator(".plotly-graph-div")
+    rendered = page.locator(".js-plotly-plot:has(svg.main-svg)")
+    assert plots.count() >= 18
+    assert rendered.count() == plots.count()
+    for section in page.locator("section").all()[:7]:  # every data section has at least one plot
+        assert section.locator(".js-plotly-plot").count() >= 1
+    assert page.errors == []
+    assert remote == []
+    page.screenshot(path=tmp_path / "report.png", full_page=True)
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_same_run_gives_the_same_bytes(runs, compared, tmp_path):
+    taz, accountable = runs
+    again = write_report(taz, out=tmp_path / "again.html", compare=accountable)
+    assert again.read_bytes() == compared.read_bytes()

@@ -1,0 +1,35 @@
+"""The service benchmark, small, against a real server process: it runs and loses nothing."""
+
+import importlib.util
+from pathlib import Path
+
+from socialcredit.policy import load_policy
+from socialcredit.service import Database, create_key
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_service", Path(__file__).parents[2] / "benchmarks" / "bench_service.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_bulk_ingest_and_lookups_through_a_real_server(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/bench.db"
+    db = Database.open(url)
+    sender = create_key(db, role="agency", name="a", sources=sorted(
+        {(r.sources or ["camera"])[0] for r in load_policy("taz-2018").rules}))
+    bank = create_key(db, role="bank", name="b")
+    db.close()
+    bodies = bench.make_bodies(30_000, 10_000, 5_000)
+    proc, base = bench.start_server(url, log=tmp_path / "server.log")
+    try:
+        ingest = bench.bench_ingest(base, sender, bodies, clients=2)
+        looks = bench.bench_lookups(base, bank, [str(i) for i in range(200)], concurrency=16, seconds=1.5)
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert ingest["events"] == 30_000
+    assert looks["requests"] > 50 and set(looks["status"]) == {200}
+    with capsys.disabled():
+        print(f"\n  ingest {30_000 / ingest['ack_s']:,.0f} events/s acknowledged, "
+              f"{30_000 / ingest['scored_s']:,.0f} scored; look-ups {looks['rps']:,.0f} req/s, "
+              f"p99 {looks['p99_ms']:.1f} ms at 16 clients")

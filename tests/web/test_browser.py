@@ -1,0 +1,180 @@
+"""The acceptance story in Chromium: citizen, agency, bank, employer, errors, phone width, accessibility."""
+
+import re
+
+import httpx
+
+from socialcredit.service import Database, create_key, revoke_key
+from socialcredit.web._theme import contrast
+
+from .conftest import CITIZEN, check_accessible
+
+PHONE = {"width": 390, "height": 844}
+
+
+def sign_in(page, site, area: str, secret: str) -> None:
+    page.set_default_timeout(10_000)
+    page.goto(f"{site.url}/{area}")
+    page.get_by_label("API key").fill(secret)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def score(page) -> int:
+    return int(page.get_by_test_id("score").first.inner_text())
+
+
+def fits_phone(page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{page.url} is {width}px wide"
+
+
+def test_citizen_contests_an_event_and_the_agency_upholds_it(site, page, tmp_path):
+    sign_in(page, site, "app", site.keys["citizen"])
+    assert page.get_by_role("heading", level=1).inner_text() == "Your score"
+    assert score(page) == 1000 - 13 * 5
+    assert page.get_by_text("You were recorded crossing at a red light.").first.is_visible()
+    event = page.locator('li[data-event="e-03"]')
+    assert "camera cam-town-street-3" in event.inner_text()
+    assert "match confidence 92.5%" in event.inner_text()
+    event.get_by_text("Contest this event").click()
+    event.get_by_label("Why is this wrong?").fill("That was not me: I was at work that day.")
+    event.get_by_role("button", name="Send appeal").click()
+    assert page.get_by_role("status").inner_text().startswith("Your appeal was filed")
+    assert page.locator(".appeals .appeal-status").first.inner_text() == "open"
+    page.screenshot(path=tmp_path / "app-appeal-open.png", full_page=True)
+
+    sign_in(page, site, "portal", site.keys["agency"])  # another cookie path: the citizen stays signed in
+    appeal = page.locator("li[data-appeal]").filter(has_text="e-03")
+    assert "That was not me" in appeal.inner_text()
+    appeal.get_by_label("Note for the citizen (optional)").fill("Camera match below our threshold.")
+    page.screenshot(path=tmp_path / "portal-agency-appeals.png", full_page=True)
+    appeal.get_by_role("button", name="Uphold (void the event)").click()
+    assert "decided" in page.get_by_role("status").inner_text()
+
+    page.goto(f"{site.url}/app")
+    assert score(page) == 1000 - 12 * 5
+    assert page.locator(".appeals .appeal-status").first.inner_text() == "upheld"
+    assert "voided on appeal" in page.locator('li[data-event="e-03"]').inner_text()
+    assert "Camera match below our threshold." in page.locator(".appeals").inner_text()
+    page.screenshot(path=tmp_path / "app-appeal-upheld.png", full_page=True)
+    assert page.errors == []
+
+
+def test_bank_quote_with_a_purpose_shows_in_who_looked_me_up(site, page, tmp_path):
+    page.set_viewport_size(PHONE)
+    sign_in(page, site, "portal", site.keys["bank"])
+    page.get_by_label("Citizen id").fill(CITIZEN)
+    page.get_by_label("Purpose").fill("mortgage application 2018-117")
+    page.get_by_label("Loan amount (optional)").fill("250000")
+    page.get_by_role("button", name="Loan quote").click()
+    result = page.get_by_test_id("result")
+    assert re.fullmatch(r"\d+\.\d\d%", page.get_by_test_id("rate").inner_text())
+    assert "Sanctions" in result.inner_text()
+    fits_phone(page)
+    check_accessible(page.content())
+    page.screenshot(path=tmp_path / "portal-bank-quote.png", full_page=True)
+
+    sign_in(page, site, "app", site.keys["citizen"])
+    lookups = page.locator(".lookups").inner_text()
+    assert "first-bank (bank)" in lookups and "mortgage application 2018-117" in lookups
+    fits_phone(page)
+    check_accessible(page.content())
+    page.screenshot(path=tmp_path / "app-phone.png", full_page=True)
+    assert page.errors == []
+
+
+def test_employer_sees_only_what_its_grant_allows(site, page, tmp_path):
+    sign_in(page, site, "portal", site.keys["employer"])
+    page.get_by_label("Citizen id").fill(CITIZEN)
+    page.get_by_label("Purpose").fill("job application, warehouse")
+    page.get_by_role("button", name="Employer check").click()
+    terms = page.get_by_test_id("result").locator("dt").all_inner_texts()
+    assert terms == ["Score", "Class", "Sanctions"]  # taz-2018: employers see score, class, sanctions
+    assert page.get_by_role("button", name="Camera profile").count() == 0
+    page.screenshot(path=tmp_path / "portal-employer.png", full_page=True)
+    # The same refusal the API gives, as a page: the service decides, not the form.
+    r = httpx.post(f"{site.url}/portal/check", cookies={"sc_key": site.keys["employer"]},
+                   data={"citizen_id": CITIZEN, "purpose": "curious", "action": "profile"})
+    assert r.status_code == 403 and "only agency and security keys may read camera profiles" in r.text
+
+
+def test_denials_and_errors_are_pages_a_person_understands(site, page, tmp_path):
+    bank = {"sc_key": site.keys["bank"]}
+    r = httpx.post(f"{site.url}/portal/check", cookies=bank, data={"citizen_id": CITIZEN, "action": "loan"})
+    assert r.status_code == 403 and "must state a purpose" in r.text and 'role="alert"' in r.text
+    r = httpx.post(f"{site.url}/portal/check", cookies=bank,
+                   data={"citizen_id": "c-404", "purpose": "loan", "action": "loan"})
+    assert r.status_code == 404 and "no citizen &#39;c-404&#39;" in r.text
+    r = httpx.get(f"{site.url}/portal", cookies={"sc_key": site.keys["citizen"]})
+    assert r.status_code == 403 and "a citizen key opens the citizen app" in r.text
+    r = httpx.get(f"{site.url}/dashboard", cookies=bank)
+    assert r.status_code == 403 and "only analyst and agency keys may read statistics" in r.text
+    r = httpx.post(f"{site.url}/app/signin", data={"key": "sc_not-a-key"})
+    assert r.status_code == 401 and "unknown API key" in r.text
+
+    db = Database.open(site.db_url)
+    try:
+        secret = create_key(db, role="landlord", name="short-lived", sources=())
+        sign_in(page, site, "portal", secret)
+        assert page.get_by_text("Signed in as short-lived").is_visible()
+        revoke_key(db, "short-lived")
+    finally:
+        db.close()
+    page.reload()
+    assert page.get_by_role("heading", level=1).inner_text() == "Please sign in again"
+    assert "was revoked" in page.get_by_role("alert").inner_text()
+    page.screenshot(path=tmp_path / "error-revoked.png", full_page=True)
+    page.goto(f"{site.url}/portal")  # the cookie is gone: back at the sign-in
+    assert page.get_by_label("API key").is_visible()
+    assert [e for e in page.errors if "status of 401" not in e] == []  # the 401 is the error page itself
+
+
+def test_sign_in_cookie_is_http_only_and_strict(site, page):
+    sign_in(page, site, "app", site.keys["citizen"])
+    (cookie,) = page.context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/app"
+    assert page.evaluate("document.cookie") == ""
+
+
+def test_dashboard_renders_its_charts_and_pages_are_accessible(site, page, tmp_path):
+    sign_in(page, site, "dashboard", site.keys["analyst"])
+    for name in ("classes", "kinds", "sources", "appeals"):
+        page.locator(f"#fig-{name} .main-svg").first.wait_for()
+    page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
+    check_accessible(page.content())
+    for area in ("app", "portal", "dashboard"):  # sign-in pages, on a phone
+        page.set_viewport_size(PHONE)
+        page.goto(f"{site.url}/{area}")
+        check_accessible(page.content())
+        if area != "dashboard":
+            fits_phone(page)
+    page.goto(site.url)
+    check_accessible(page.content())
+    assert page.errors == []
+
+
+def test_class_badges_contrast_at_least_4_5(site, page):
+    sign_in(page, site, "app", site.keys["citizen"])
+    colours = page.eval_on_selector_all(
+        ".badge", "els => els.map(e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).color])")
+    assert len(colours) >= 6
+
+    def hex_of(css: str) -> str:
+        r, g, b = (int(v) for v in re.findall(r"\d+", css)[:3])
+        return f"#{r:02x}{g:02x}{b:02x}"
+
+    for background, text in colours:
+        assert contrast(hex_of(background), hex_of(text)) >= 4.5, (background, text)
+
+
+def test_airline_and_subway_gate_checks_give_their_decision(site):
+    def check(role: str, status: int = 200, **data) -> str:
+        r = httpx.post(f"{site.url}/portal/check", cookies={"sc_key": site.keys[role]},
+                       data={"citizen_id": CITIZEN, "purpose": "demo", **data})
+        assert r.status_code == status, r.text
+        return r.text
+
+    assert "May board" in check("airline", action="flight", detail="CA 1234")
+    assert "Gate: pass" in check("security", action="gate", detail="line 1, north")
+    assert "Sightings" in check("security", action="profile")
+    assert "is not a number" in check("bank", 422, action="loan", detail="lots")
