@@ -85,11 +85,13 @@ def score_ledger(policy: Policy | CompiledPolicy, events: pl.DataFrame, *, as_of
     active = status == Status.COUNTED
     applied = np.where(active, compiled.points[safe_rule], 0)
     cap_class = np.where(active, compiled.class_cap[safe_rule], -1).astype(np.int16)
+    # Lazy: polars plans the group-by and the sort together, which is faster than eager calls.
     per_citizen = (
-        pl.DataFrame({"citizen_id": events["citizen_id"], "total": applied, "cap_class": cap_class})
+        pl.DataFrame({"citizen_id": events["citizen_id"], "total": applied, "cap_class": cap_class}).lazy()
         .group_by("citizen_id")
         .agg(pl.col("total").sum(), pl.col("cap_class").max())
         .sort("citizen_id")
+        .collect()
     )
     score = compiled.clamp(per_citizen["total"].to_numpy())
     klass = compiled.classify(score, per_citizen["cap_class"].to_numpy())

@@ -120,14 +120,7 @@ class CompiledPolicy:
 
 
 def _lookup(values: pl.Series, mapping: dict[str, int], default: int) -> np.ndarray:
-    """Map a low-cardinality text column through `mapping`: once per distinct value, not per row."""
-    codes = values.cast(pl.Categorical)
-    distinct = codes.unique().drop_nulls()
-    table = np.full(int(distinct.to_physical().max() or 0) + 2, default, dtype=np.int32)
-    table[distinct.to_physical().to_numpy()] = distinct.cast(pl.String).replace_strict(
-        mapping, default=default, return_dtype=pl.Int32).to_numpy()
-    # Nulls take the last slot of the table, which holds the default.
-    return table[codes.to_physical().fill_null(len(table) - 1).to_numpy()]
+    return values.replace_strict(mapping, default=default, return_dtype=pl.Int32).to_numpy()
 
 
 def capped_mask(rule: np.ndarray, citizen: pl.Series, day: np.ndarray, event_id: pl.Series,
