@@ -102,9 +102,12 @@ def test_subway_gate_flight_and_loan_act_on_the_class(send, client, keys):
     assert bad["may_board"] is False and bad["because"] == ["flight-ban"]
     assert client.post("/api/flights/check", json={"citizen_id": "good"}, headers=air).json()["may_board"]
     bank = auth(keys["bank"], "loan")
-    rates = {c: client.post("/api/loans/quote", json={"citizen_id": c, "amount": 1e4}, headers=bank).json()["rate"]
-             for c in ("bad", "good")}
-    assert rates == {"good": 0.04 + 2 * 0.005, "bad": 0.04 + 5 * 0.005}
+    quotes = {c: client.post("/api/loans/quote", json={"citizen_id": c, "amount": 1e4}, headers=bank).json()
+              for c in ("bad", "good")}
+    assert {c: q["rate"] for c, q in quotes.items()} == {"good": 0.04 + 2 * 0.005, "bad": 0.04 + 5 * 0.005}
+    # The bank sees every sanction the citizen is under (its grant has "sanctions"), none of which refuses a loan.
+    assert "flight-ban" in quotes["bad"]["sanctions"] and quotes["bad"]["refused_by"] == []
+    assert quotes["good"]["sanctions"] == []
 
 
 def test_benefits_need_the_class_held_for_held_days(make_service):

@@ -372,7 +372,10 @@ class Service:
         out = {"citizen_id": citizen_id, "amount": amount, "approved": not refused,
                "rate": None if refused else round(rate, 6)}
         if "sanctions" in grant.fields:
-            out["sanctions"] = refused
+            # Every sanction the citizen is under, as the grant lets the bank see them; `refused_by`
+            # names those that stop the loan.
+            out["sanctions"] = [s["name"] for s in sanctions]
+            out["refused_by"] = refused
         if "benefits" in grant.fields:
             out["benefits"] = [b["name"] for b in discounts]
         self._record(key, citizen_id, purpose,
