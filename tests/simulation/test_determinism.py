@@ -55,7 +55,7 @@ def test_an_existing_cluster_gives_the_same_tables(in_memory, tmp_path):
     from dask.distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         run = simulate(population=9000, days=20, seed=42, out=tmp_path / "sched",
                        events="sample:0.2", overrides=SMALL_BLOCKS, chunk_blocks=5,
                        scheduler=cluster.scheduler_address)

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from socialcredit.simulation import simulate
+from socialcredit.simulation._kinds import KINDS
 
 QUIET = {"behaviour.conformity": 0.0, "behaviour.deterrence": 0.0}
 
@@ -47,3 +48,41 @@ def test_census_defaults_shape_the_population(rate_run):
     assert abs(c["platform_member"].mean() - 800 / 1410) < 0.02
     children = c.filter(pl.col("age") < 18)
     assert children["parent"].is_not_null().mean() > 0.5
+
+
+@pytest.fixture(scope="module")
+def aging_run(tmp_path_factory):
+    """Past a birthday: the kernel walks citizens grouped by starting age, so this checks that
+    the age ranges of kinds follow the citizens as they grow older."""
+    out = tmp_path_factory.mktemp("aging") / "run"
+    return simulate(population=20000, days=400, seed=5, out=out, events="all",
+                    overrides={**QUIET, "behaviour.gaming": 0.0})
+
+
+@pytest.mark.parametrize("kind, base, ages", [
+    ("online.excess_gaming", 0.015, (10, 40)),  # deviant: the rate scales with the deviance level
+    ("civic.volunteering", 0.003, (14, 85)),  # civic: thinned against the civic trait
+])
+def test_age_limited_kinds_follow_ages_through_a_birthday(aging_run, kind, base, ages):
+    # Both traits are spread evenly with mean factor 1, so the population rate is the base rate
+    # times the citizens of the right age; everyone is a year younger before day 365.
+    final_age = aging_run.citizens["age"]
+    daily = aging_run.daily
+    for days, years_back in ((pl.col("day") < 365, 1), (pl.col("day") >= 365, 0)):
+        in_range = ((final_age - years_back) >= ages[0]) & ((final_age - years_back) <= ages[1])
+        n_days = daily.filter(days)["day"].n_unique()
+        expected = base * int(in_range.sum()) * n_days
+        observed = daily.filter(days)[f"{kind}.true"].sum()
+        assert abs(_z(observed, expected)) < 4, (kind, years_back, observed, expected)
+
+
+def test_every_actor_was_of_the_kinds_age_on_the_day(aging_run):
+    ages = pl.DataFrame({"kind": [k[0] for k in KINDS], "min_age": [k[2][0] for k in KINDS],
+                         "max_age": [k[2][1] for k in KINDS]})
+    actors = aging_run.citizens.select(pl.col("citizen_id").alias("actor_id"), "age")
+    events = (aging_run.events.join(actors, on="actor_id").join(ages, on="kind")
+              .with_columns(age_then=pl.col("age") - (pl.col("day") < 365).cast(pl.Int64)))
+    assert events.filter(pl.col("day") >= 365).height > 1000
+    outside = events.filter((pl.col("age_then") < pl.col("min_age"))
+                            | (pl.col("age_then") > pl.col("max_age")))
+    assert outside.height == 0, outside.group_by("kind").len()

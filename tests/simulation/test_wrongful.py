@@ -51,3 +51,16 @@ def test_wrongful_points_are_exact(camera_run):
     missed = camera_run.daily["traffic.red_light.true"].sum() - camera_run.daily[
         "traffic.red_light.observed"].sum()
     assert missed > 0  # the 5% misses (and police who look away) leave acts unobserved
+
+
+def test_in_store_cameras_profile_platform_customers_seen_in_malls(camera_run):
+    citizens = camera_run.citizens
+    profiled = citizens.filter(pl.col("instore_clothes_stops") > 0)
+    assert profiled.height > 100
+    # Only customers have a commercial profile, and a record needs a mall sighting of somebody.
+    assert profiled["platform_member"].all()
+    daily = camera_run.daily
+    assert citizens["instore_clothes_stops"].cast(pl.Int64).sum() == daily["instore_records"].sum()
+    assert daily["instore_records"].sum() < daily["sightings"].sum()
+    # The in-store match is the camera's face match: look-alikes get records too, at its error rate.
+    assert 0 < daily["instore_wrongful"].sum() < daily["instore_records"].sum()

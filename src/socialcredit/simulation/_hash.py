@@ -38,6 +38,12 @@ def stream_key(seed, block, day, stream):
 
 
 @nb.njit(inline="always", cache=True)
+def bits(key, n):
+    """Draw n of a stream as 64 random bits."""
+    return mix(key + np.uint64(n) * _GOLDEN)
+
+
+@nb.njit(inline="always", cache=True)
 def uniform(key, n):
     """Draw n of a stream: a float in [0, 1)."""
-    return np.float64(mix(key + np.uint64(n) * _GOLDEN) >> _S11) * _TO_UNIT
+    return np.float64(bits(key, n) >> _S11) * _TO_UNIT

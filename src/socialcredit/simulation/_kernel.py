@@ -8,7 +8,10 @@ chunks, shards, workers or devices.
 
 Work grows with events, not citizens x days x kinds: each kind's acts are found by geometric
 jumps over the citizens (thinning against the kind's largest possible rate), points expire from
-a per-day bucket list, and classes are counted incrementally as scores change.
+a per-day bucket list, and classes are counted incrementally as scores change. The jumps walk the
+block's citizens in an order grouped by region, deviance level and age (built once per block), so
+a kind skips the ages it does not concern and deviant kinds thin against each level's own bound:
+fewer rejected candidates, the dominant cost.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import leading_zeros
 
-from socialcredit.simulation._hash import POPULATION_DAY, mix, stream_key, uniform
+from socialcredit.simulation._hash import POPULATION_DAY, bits, mix, stream_key, uniform
 from socialcredit.simulation._kinds import (
     CIVIC,
     DEVIANT,
@@ -32,6 +36,7 @@ from socialcredit.simulation._kinds import (
     F_SAVVY,
     F_URBAN,
     HIGH_INCOME,
+    INSTORE_SHIFT,
     K_COMPLAINT,
     K_JUDGMENT_DEFAULT,
     K_NEWSPAPER,
@@ -48,6 +53,7 @@ from socialcredit.simulation._kinds import (
     OBS_CAMERA,
     OBS_NONE,
     OBS_PLATFORM,
+    PLACE_MALL,
 )
 
 # Stream ids (acts of kind k use stream 1 + k).
@@ -57,6 +63,7 @@ S_POPULATION, S_PLATFORM = 100, 110
 C_JOBS, C_FLIGHTS, C_FLIGHTS_BLOCKED, C_FLIGHTS_DISC, C_TRAINS, C_TRAINS_BLOCKED, C_GATES = range(7)
 C_LOANS, C_LOANS_DISC, C_LOANS_REFUSED, C_ADM_APPLIED, C_ADM_ADMITTED, C_ADM_HELPED = range(7, 13)
 C_ADM_HURT, C_BOTS, C_SIGHTINGS, C_WRONGFUL_POINTS, C_BLACKLISTED = range(13, 18)
+C_INSTORE, C_INSTORE_WRONGFUL = range(18, 20)
 # Effects (see _kinds.EFFECTS).
 E_LOAN_DISC, E_LOAN_REFUSAL, E_INSURANCE, E_FLIGHT_DISC, E_FLIGHT_BAN, E_TRAIN_BAN = range(6)
 E_GATE, E_JOB_LOSS, E_ADM_BONUS, E_ADM_PENALTY = range(6, 10)
@@ -65,8 +72,8 @@ E_GATE, E_JOB_LOSS, E_ADM_BONUS, E_ADM_PENALTY = range(6, 10)
  FP_TRUE_CONF, FP_FALSE_CONF_LO, FP_FALSE_CONF_HI, FP_AGE_NOISE, FP_PASSIVE, FP_RURAL_COVERAGE,
  FP_JOB_LOSS, FP_INCOME_DROP, FP_FLIGHT, FP_TRAIN, FP_SUBWAY, FP_LOAN, FP_ADM_BASE, FP_ADM_BONUS,
  FP_ADM_PENALTY, FP_SAMPLE, FP_MALE, FP_MEMBER, FP_SAVVY, FP_EMPLOYED, FP_AGE_0_14,
- FP_AGE_15_59, FP_BLACKLIST_BANS, FP_GATE_STOP, FP_ADM_DAY) = range(31)
-N_FP = 31
+ FP_AGE_15_59, FP_BLACKLIST_BANS, FP_GATE_STOP, FP_ADM_DAY, FP_INSTORE) = range(32)
+N_FP = 32
 RECORD_NONE, RECORD_ALL, RECORD_SAMPLE = 0, 1, 2
 
 
@@ -79,20 +86,25 @@ N_PINT = 9
 # and a full buffer makes it return OVERFLOW so that the caller retries the block with more room.
 # No divisor can be zero, so numpy's error model spares a check on every division.
 OVERFLOW = -1
+LEVELS = 16  # deviance levels (the high nibble of `traits`)
+AGES = 256  # ages an uint8 holds
 
 
 @nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
-def _gap(u, inv):
-    """Citizens skipped before the next candidate: floor(log(1 - u) / log(1 - p)), inv = 1/log(1-p).
+def _gap(key, n, inv):
+    """Citizens skipped before the next candidate: floor(log(u) / log(1 - p)), inv = 1/log(1-p),
+    with u in (0, 1] from draw n of the stream.
 
-    log by frexp and an odd series in (m-1)/(m+1) (relative error < 1e-6): a third of libm's cost,
-    the same on every device.
+    log(u) from the draw's bits (exponent by counting leading zeros, mantissa m in [0.5, 1)) and
+    an odd series in (m-1)/(m+1), relative error < 2e-7: cheaper than libm, the same on every device.
     """
-    m, e = math.frexp(1.0 - u)
+    q = (bits(key, n) >> np.uint64(11)) + np.uint64(1)  # u = q / 2**53
+    lz = leading_zeros(q)
+    m = np.float64((q << lz) >> np.uint64(11)) * 1.1102230246251565e-16  # 2**-53
     z = (m - 1.0) / (m + 1.0)
     z2 = z * z
-    ln = e * 0.6931471805599453 + 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (0.2 + z2 * (
-        1.0 / 7.0 + z2 * (1.0 / 9.0 + z2 / 11.0)))))
+    ln = (np.int64(11) - np.int64(lz)) * 0.6931471805599453 + 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (
+        0.2 + z2 * (1.0 / 7.0 + z2 * (1.0 / 9.0 + z2 / 11.0)))))
     return ln * inv
 
 
@@ -165,34 +177,27 @@ def _class_change(pint, held, hist_s, fifo, fifo_len, matured, since, sdays, bda
 
 
 @nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
-def _rate(driver, min_age, max_age, base, rural, fp, age, flags, gd, traits, learned,
-          k, i, sign, censor):
-    """Today's daily rate of kind `k` for citizen `i`, with feedback."""
-    ag = age[i]
-    if ag < min_age[k] or ag > max_age[k]:
-        return 0.0
-    x = base[k]
-    d = driver[k]
-    tr = np.int64(traits[i])
-    decile = np.int64(gd[i] & 15)
-    if d == DEVIANT or d == DEVIANT_POOR:
-        x *= ((tr >> 4) + 0.5) / 8.0
+def _rate(d, level_rate, rural, det, conf, flags, gd, traits, learned, bit, sign, censor, i):
+    """Today's daily rate of a kind for citizen `i` of a segment, with feedback.
+
+    `level_rate` is the kind's base rate times the segment's deviance factor (deviant kinds); the
+    segment already holds only the kind's ages.
+    """
+    x = level_rate
     if d == CIVIC:
-        x *= ((tr & 15) + 0.5) / 8.0
-    if d == LOW_INCOME or d == DEVIANT_POOR:
-        x *= (10 - decile) / 5.5
-    if d == HIGH_INCOME:
-        x *= (decile + 1) / 5.5
+        x *= ((np.int64(traits[i]) & 15) + 0.5) / 8.0
+    elif d == LOW_INCOME or d == DEVIANT_POOR:
+        x *= (10 - np.int64(gd[i] & 15)) / 5.5
+    elif d == HIGH_INCOME:
+        x *= (np.int64(gd[i] & 15) + 1) / 5.5
     if (flags[i] & F_URBAN) == 0:
-        x *= rural[k]
-    if (learned[i] >> np.uint32(k)) & np.uint32(1):
+        x *= rural
+    if learned[i] & bit:
         if sign < 0:
-            x *= 1.0 - fp[FP_DETERRENCE]
+            x *= det
         elif sign > 0:
-            x *= 1.0 + fp[FP_CONFORMITY]
-    if k == K_COMPLAINT:
-        x *= censor
-    return x
+            x *= conf
+    return x * censor
 
 
 # A false match is a look-alike: the gallery photo that beats the true mate's usually shows someone of
@@ -284,6 +289,29 @@ def _populate(seed, block, fp, region_lo, region_urban, group_cum, age, flags, r
 
 
 @nb.njit(cache=True, _nrt=False, error_model="numpy")
+def _order_citizens(region_lo, region, traits, age, order, seg):
+    """A counting sort of the block's citizens by (region, deviance level, age at the start).
+
+    `order` lists citizens so; `seg[(r * LEVELS + v) * AGES + a]` is where the citizens of region r,
+    level v and starting age a begin in it (the next entry is where they end). Everyone ages at
+    the same time, so the order stays sorted by current age: age a today sat at a - years.
+    """
+    seg[:] = 0
+    n = region_lo[-1]
+    for i in range(n):
+        seg[(np.int64(region[i]) * LEVELS + (np.int64(traits[i]) >> 4)) * AGES + age[i] + 1] += 1
+    for b in range(1, seg.shape[0]):
+        seg[b] += seg[b - 1]
+    for i in range(n):  # stable: citizens of one cell stay in index order
+        b = (np.int64(region[i]) * LEVELS + (np.int64(traits[i]) >> 4)) * AGES + age[i]
+        order[seg[b]] = i
+        seg[b] += 1
+    for b in range(seg.shape[0] - 1, 0, -1):  # the cursors now hold the ends: shift back to starts
+        seg[b] = seg[b - 1]
+    seg[0] = 0
+
+
+@nb.njit(cache=True, _nrt=False, error_model="numpy")
 def _poisson(lam, key, n):
     """A Poisson draw from uniforms n, n+1, ... of a stream (normal approximation above 50)."""
     if lam <= 0.0:
@@ -344,9 +372,9 @@ def _score(scheme, p, k, a, actor, r, t, D, rules, people, books, metrics):
 
 
 @nb.njit(cache=True, _nrt=False, error_model="numpy")
-def _kind_pass(k, t, D, seed, block, key, top, inv, n_active_bots, fp, region_lo, region_policy,
-               coverage, fmr, plat_share, plat_key, kt, obs, place_cum, sign_rk, pol, comm, record,
-               sample_key, st, books, metrics, count):
+def _kind_pass(k, t, D, seed, block, key, rmax, inv_kv, n_active_bots, fp, region_lo,
+               region_policy, coverage, fmr, plat_share, plat_key, kt, obs, place_cum, sign_rk, pol,
+               comm, record, sample_key, st, books, metrics, count, order, seg):
     """One kind on one day: find the acts, observe, attribute and score them; False when full."""
     (age, flags, region, gd, traits, parent, stot, ctot, capcnt, learned, since, sdays, bdays,
      wrong, page, psight, moves) = st
@@ -354,29 +382,52 @@ def _kind_pass(k, t, D, seed, block, key, top, inv, n_active_bots, fp, region_lo
     driver, min_age, max_age, base, rural = kt
     obs_type, obs_src, obs_prob, obs_plat = obs
     (hist_s, hist_c, fifo, fifo_len, matured, exp_head, exp_len, exp_buf, peer_pen, ptr, cap_s,
-     cap_c, touched, bots, ev, ev_conf, _) = books
+     cap_c, touched, bots, ev, ev_conf, _, _, _) = books
     n_regions = region_lo.shape[0] - 1
     draw = 0
     n_touched, n_bots, n_ev, seq = count[0], count[1], count[2], count[3]
-    last = n_regions + 1 if k == K_NEWSPAPER else n_regions
-    for r in range(last):
+    years = t // 365
+    age_lo = max(min_age[k] - years, 0)  # the kind's ages, as the citizens' starting ages
+    age_hi = min(max_age[k] - years, AGES - 1)
+    censor = 1.0
+    d = driver[k]
+    rural_k = rural[k]
+    det = 1.0 - fp[FP_DETERRENCE]
+    conform = 1.0 + fp[FP_CONFORMITY]
+    bit = np.uint32(1) << np.uint32(k)
+    # Segments: each (region, deviance level) of the order, then the bots.
+    last = n_regions * LEVELS + 1 if k == K_NEWSPAPER else n_regions * LEVELS
+    for sg in range(last):
+        r = sg // LEVELS
         if r < n_regions:
-            lo, hi = region_lo[r], region_lo[r + 1]
+            v = sg % LEVELS
+            if v == 0 and k == K_COMPLAINT:
+                censor = 1.0
+                if sign_rk[r, k] < 0:
+                    share = peer_pen[r] / max(region_lo[r + 1] - region_lo[r], 1)
+                    censor = (1.0 - fp[FP_SELF_CENSORSHIP]) * max(
+                        0.0, 1.0 - fp[FP_PEER_CENSORSHIP] * share)
+            top = rmax[k, v]
+            if top <= 0.0 or age_lo > age_hi:
+                continue
+            sign = sign_rk[r, k]
+            level_rate = base[k]
+            if d == DEVIANT or d == DEVIANT_POOR:
+                level_rate *= (v + 0.5) / 8.0
+            inv = inv_kv[k, v]
+            cell = (r * LEVELS + v) * AGES
+            lo, hi = seg[cell + age_lo], seg[cell + age_hi + 1]
+            if lo == hi:  # small regions leave many cells empty: spare them a draw
+                continue
         else:  # bots never tire: each visits the party newspaper once a day
+            top, inv = 1.0, 0.0
             lo, hi = 0, n_active_bots
-        if top <= 0.0 and r < n_regions:
-            continue
-        censor = 1.0
-        if r < n_regions and k == K_COMPLAINT and sign_rk[r, k] < 0:
-            share = peer_pen[r] / max(hi - lo, 1)
-            censor = (1.0 - fp[FP_SELF_CENSORSHIP]) * max(
-                0.0, 1.0 - fp[FP_PEER_CENSORSHIP] * share)
         i = lo - 1
         while True:
-            if r == n_regions or top >= 1.0:
+            if top >= 1.0:
                 i += 1
             else:
-                jump = _gap(uniform(key, draw), inv)
+                jump = _gap(key, draw, inv)
                 draw += 1
                 if jump >= hi - i:
                     break
@@ -387,15 +438,16 @@ def _kind_pass(k, t, D, seed, block, key, top, inv, n_active_bots, fp, region_lo
                 actor = bots[i]
                 ra = np.int64(region[actor])
             else:
-                actor = i
+                actor = order[i]
                 ra = r
-                x = _rate(driver, min_age, max_age, base, rural, fp, age, flags, gd,
-                          traits, learned, k, i, sign_rk[r, k], censor)
+                x = _rate(d, level_rate, rural_k, det, conform, flags, gd, traits, learned, bit,
+                          sign, censor, actor)
                 if x <= 0.0:
                     continue
-                draw += 1
-                if uniform(key, draw - 1) * top >= x:
-                    continue
+                if x < top:  # thinning; a candidate at the bound is an act for sure
+                    draw += 1
+                    if uniform(key, draw - 1) * top >= x:
+                        continue
             metrics[t, ra, M_KIND + 4 * k] += 1
             lo_r, hi_r = region_lo[ra], region_lo[ra + 1]
             # The first sensor that catches the act makes one observed, attributed event.
@@ -516,7 +568,7 @@ def _kind_pass(k, t, D, seed, block, key, top, inv, n_active_bots, fp, region_lo
 
 @nb.njit(nogil=True, cache=True, _nrt=False, error_model="numpy")
 def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, coverage, fmr,
-              group_cum, plat_share, kt, obs, place_cum, rmax, sign_rk, pol, comm, cons,
+              group_cum, plat_share, kt, obs, place_cum, rmax, rinv, sign_rk, pol, comm, cons,
               record, st, metrics, scratch):
     """Simulate one block for days 0..D-1 into `st` and `metrics`; return the events recorded.
 
@@ -534,7 +586,9 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
     _populate(seed, block, fp, region_lo, region_urban, group_cum, age, flags, region, gd,
               traits, parent)
     (hist_s, hist_c, fifo, fifo_len, matured, exp_head, exp_len, exp_buf, peer_pen, ptr, cap_s,
-     cap_c, touched, bots, ev, ev_conf, count) = scratch
+     cap_c, touched, bots, ev, ev_conf, count, order, seg) = scratch
+    inv_kv, inv_stream = rinv
+    _order_citizens(region_lo, region, traits, age, order, seg)
     n_bots = 0
     n_active_bots = 0
     n_ev = 0
@@ -603,14 +657,12 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
         # Acts of every kind, observed (or not) by the sensors, scored as they are attributed.
         for k in range(N_KINDS):
             key = stream_key(seed, block, t, 1 + k)
-            top = rmax[k]
-            inv = 1.0 / math.log(1.0 - top) if 0.0 < top < 1.0 else 0.0
             count[0] = 0
             count[1], count[2], count[3] = n_bots, n_ev, seq
-            if not _kind_pass(k, t, D, seed, block, key, top, inv, n_active_bots, fp, region_lo,
-                              region_policy, coverage, fmr, plat_share, plat_key, kt, obs,
-                              place_cum, sign_rk, pol, comm, record, sample_key, st, scratch,
-                              metrics, count):
+            if not _kind_pass(k, t, D, seed, block, key, rmax, inv_kv, n_active_bots, fp,
+                              region_lo, region_policy, coverage, fmr, plat_share, plat_key, kt,
+                              obs, place_cum, sign_rk, pol, comm, record, sample_key, st, scratch,
+                              metrics, count, order, seg):
                 return OVERFLOW
             n_bots, n_ev, seq = count[1], count[2], count[3]
         n_active_bots = n_bots
@@ -619,12 +671,12 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
         if top > 0.0:
             key = stream_key(seed, block, t, S_PASSIVE)
             draw = 0
-            inv = 1.0 / math.log(1.0 - top)
+            inv = inv_stream[0]
             for r in range(n_regions):
                 lo, hi = region_lo[r], region_lo[r + 1]
                 i = lo - 1
                 while True:
-                    jump = _gap(uniform(key, draw), inv)
+                    jump = _gap(key, draw, inv)
                     draw += 1
                     if jump >= hi - i:
                         break
@@ -644,7 +696,17 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
                     _sight(fp, age, page, psight, moves, att, i, place, uniform(key, draw + 5),
                            uniform(key, draw + 6))
                     metrics[t, r, M_COUNT + C_SIGHTINGS] += 1
-                    draw += 7
+                    # In the mall, the e-commerce group's in-store cameras record which clothes a
+                    # customer stops at or tries on, into the commercial profile of whoever they
+                    # recognise (the same face match, so a look-alike's profile may get it).
+                    if (place == PLACE_MALL and (flags[att] & F_MEMBER)
+                            and uniform(key, draw + 7) < fp[FP_INSTORE]):
+                        if (learned[att] >> np.uint32(INSTORE_SHIFT)) < 255:
+                            learned[att] += np.uint32(1) << np.uint32(INSTORE_SHIFT)
+                        metrics[t, r, M_COUNT + C_INSTORE] += 1
+                        if att != i:
+                            metrics[t, r, M_COUNT + C_INSTORE_WRONGFUL] += 1
+                    draw += 8
         # Consequences that people meet: job loss in sanctioned classes, travel, loans.
         for stream in range(S_JOBS, S_LOANS + 1):
             if stream == S_JOBS:
@@ -659,12 +721,12 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
                 continue
             key = stream_key(seed, block, t, stream)
             draw = 0
-            inv = 1.0 / math.log(1.0 - top)
+            inv = inv_stream[stream - S_PASSIVE]
             for r in range(n_regions):
                 lo, hi = region_lo[r], region_lo[r + 1]
                 i = lo - 1
                 while True:
-                    jump = _gap(uniform(key, draw), inv)
+                    jump = _gap(key, draw, inv)
                     draw += 1
                     if jump >= hi - i:
                         break

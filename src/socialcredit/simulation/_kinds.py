@@ -13,6 +13,7 @@ SOURCES = ("camera", "traffic-police", "city-management", "browsing", "games", "
            "e-commerce", "payments", "courts", "community", "banks")
 SRC = {s: i for i, s in enumerate(SOURCES)}
 PLACES = ("street", "mall", "subway")
+PLACE_MALL = PLACES.index("mall")
 
 # Rate drivers (trait enum used by the kernel).
 NEUTRAL, DEVIANT, CIVIC, LOW_INCOME, HIGH_INCOME, DEVIANT_POOR = range(6)
@@ -80,7 +81,8 @@ N_EFFECTS = len(EFFECTS)
 COUNTERS = ("jobs_lost", "flights", "flights_blocked", "flights_discounted", "trains",
             "trains_blocked", "gate_stops", "loans", "loans_discounted", "loans_refused",
             "admissions_applied", "admissions_admitted", "admissions_helped", "admissions_hurt",
-            "bots_deployed", "sightings", "wrongful_points", "blacklisted")
+            "bots_deployed", "sightings", "wrongful_points", "blacklisted", "instore_records",
+            "instore_wrongful")
 
 MAX_CLASSES = 8
 MAX_CONSEQUENCES = 16
@@ -108,3 +110,7 @@ BYTES_PER_CITIZEN = sum(np.dtype(t).itemsize for _, t in STATE_FIELDS)
 F_MALE, F_URBAN, F_MEMBER, F_BOT, F_BLACKLISTED, F_EMPLOYED, F_SAVVY, F_ADMITTED = (
     1, 2, 4, 8, 16, 32, 64, 128)
 NO_PARENT = 0xFFFF
+# `learned`: bit k is set once the citizen was scored for kind k (N_KINDS <= 24 bits); the high
+# byte counts the clothes the e-commerce group's in-store cameras recorded the citizen stopping at.
+INSTORE_SHIFT = 24
+assert N_KINDS <= INSTORE_SHIFT

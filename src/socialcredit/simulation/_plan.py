@@ -105,7 +105,17 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
     arrays["sign_rk"] = _signs(policies, region_policy, commercial)
     arrays["kt"], arrays["obs"], arrays["place_cum"], arrays["rmax"] = _kind_arrays(
         scenario, (arrays["sign_rk"] > 0).any(axis=0))
+    fp = arrays["fp"]
+    streams = fp[[K.FP_PASSIVE, K.FP_JOB_LOSS, K.FP_FLIGHT, K.FP_TRAIN, K.FP_LOAN]]
+    arrays["rinv"] = (_jump_inverse(arrays["rmax"]), _jump_inverse(streams))
     return Plan(scenario, population, days, seed, policies, commercial, region_start, arrays)
+
+
+def _jump_inverse(p: np.ndarray) -> np.ndarray:
+    """1 / log(1 - p) for the kernel's geometric jumps (0 where p is 0 or 1), computed here once
+    so that every device jumps by the same numbers."""
+    inside = (p > 0) & (p < 1)
+    return np.where(inside, 1.0 / np.log1p(-np.where(inside, p, 0.5)), 0.0)
 
 
 def _float_params(s: Scenario) -> np.ndarray:
@@ -121,6 +131,7 @@ def _float_params(s: Scenario) -> np.ndarray:
     fp[K.FP_FALSE_CONF_LO], fp[K.FP_FALSE_CONF_HI] = sen.false_confidence
     fp[K.FP_AGE_NOISE] = sen.age_noise_years
     fp[K.FP_PASSIVE] = sen.passive_sightings
+    fp[K.FP_INSTORE] = sen.instore_clothes
     fp[K.FP_RURAL_COVERAGE] = sen.rural_coverage
     fp[K.FP_JOB_LOSS] = con.job_loss
     fp[K.FP_INCOME_DROP] = con.income_drop
@@ -176,8 +187,13 @@ def _kind_arrays(s: Scenario, rewarded: np.ndarray):
             else:
                 obs_type[k, o] = OBS_AGENCY
     top = np.array([_TRAIT_MAX.get(int(d), 1.0) for d in driver]) * np.maximum(rural, 1.0)
-    # The largest rate any citizen can have: thinning draws candidates at it, keeps x / rmax.
-    rmax = np.minimum(rate * top * np.where(rewarded, 1.0 + s.behaviour.conformity, 1.0), 1.0)
+    top = rate * top * np.where(rewarded, 1.0 + s.behaviour.conformity, 1.0)
+    # The largest rate a citizen of each deviance level can have: the kernel walks the citizens of
+    # one level at a time and thinning draws candidates at that level's bound, keeping x / rmax.
+    # Deviant kinds scale with the level exactly; the tiny margin absorbs rounding.
+    deviant = np.isin(driver, [DEVIANT, DEVIANT_POOR])[:, None]
+    level = (np.arange(16) + 0.5) / 15.5
+    rmax = np.minimum(top[:, None] * np.where(deviant, level[None, :], 1.0) * (1 + 1e-12), 1.0)
     return (driver, min_age, max_age, rate, rural), (obs_type, obs_src, obs_prob, obs_plat), \
         place_cum, rmax
 

@@ -36,6 +36,7 @@ from socialcredit.simulation._scenario import SimulationError, load_scenario
 from socialcredit.simulation._shard import EventsMode, ShardResult, default_threads, run_shard
 
 DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.3 GB at its peak
+GPU_CHUNK_BLOCKS = 1024  # on the GPU a shard's blocks are its threads: more of them (see _gpu.py)
 TABLES = ("daily", "citizens", "events")
 
 
@@ -105,8 +106,10 @@ def check_device(device: str) -> None:
     if not available:
         raise SimulationError("--device cuda: no CUDA GPU is available on this machine "
                               "(install the 'gpu' extra on a machine with an NVIDIA GPU)")
-    raise SimulationError("--device cuda: the GPU port of the kernel is not part of this version; "
-                          "use --device cpu")
+    from socialcredit.simulation._gpu import gpu_problem
+
+    if (problem := gpu_problem()) is not None:
+        raise SimulationError(f"--device cuda: {problem}")
 
 
 def simulate(*, population: int, days: int, seed: int, out: str | Path,
@@ -130,7 +133,7 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
         raise SimulationError(f"--out {out}: exists and is not an empty folder")
     loaded = load_scenario(scenario, overrides=overrides, policy=policy)
     plan = make_plan(loaded, population=population, days=days, seed=seed)
-    chunk = chunk_blocks or DEFAULT_CHUNK_BLOCKS
+    chunk = chunk_blocks or (DEFAULT_CHUNK_BLOCKS if device == "cpu" else GPU_CHUNK_BLOCKS)
     if chunk_blocks is None and (workers is not None or scheduler is not None):
         chunk = max(1, min(chunk, -(-plan.n_blocks // 16)))  # enough shards to keep workers busy
     shards = [(i, b, min(b + chunk, plan.n_blocks))
@@ -144,9 +147,10 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
     try:
         t_plan = time.perf_counter()
         if workers is None and scheduler is None:
-            results = _run_here(plan, shards, mode, parts, on_progress)
+            results = _run_here(plan, shards, mode, parts, on_progress, device)
         else:
-            results = _run_on_dask(plan, shards, mode, parts, workers, scheduler, on_progress)
+            results = _run_on_dask(plan, shards, mode, parts, workers, scheduler, on_progress,
+                                   device)
         t_sim = time.perf_counter()
         metrics = sum((r.metrics for r in results), np.zeros_like(results[0].metrics))
         daily_frame(plan, metrics).write_parquet(work / "daily.parquet")
@@ -170,7 +174,8 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
 
 
 def _run_here(plan: Plan, shards: list, mode: EventsMode, parts: Path,
-              on_progress: Callable[[int, int], None] | None) -> list[ShardResult]:
+              on_progress: Callable[[int, int], None] | None, device: str = "cpu",
+              ) -> list[ShardResult]:
     total = plan.population * plan.days
     done = 0
 
@@ -181,18 +186,18 @@ def _run_here(plan: Plan, shards: list, mode: EventsMode, parts: Path,
             on_progress(done, total)
 
     threads = default_threads()
-    return [run_shard(plan, i, first, last, mode, threads, str(parts), tick)
+    return [run_shard(plan, i, first, last, mode, threads, str(parts), tick, device)
             for i, first, last in shards]
 
 
 def _run_on_dask(plan: Plan, shards: list, mode: EventsMode, parts: Path, workers: int | None,
                  scheduler: str | None, on_progress: Callable[[int, int], None] | None,
-                 ) -> list[ShardResult]:
+                 device: str = "cpu") -> list[ShardResult]:
     from dask.distributed import as_completed
 
     with dask_client(workers, scheduler) as client:
-        futures = [client.submit(run_shard, plan, i, first, last, mode, 1, str(parts),
-                                 pure=False) for i, first, last in shards]
+        futures = [client.submit(run_shard, plan, i, first, last, mode, 1, str(parts), None,
+                                 device, pure=False) for i, first, last in shards]
         results: list[ShardResult] = []
         done = 0
         for future in as_completed(futures):
@@ -212,7 +217,7 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator:
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")  # any free port: runs may overlap
     try:
         with Client(cluster if cluster is not None else scheduler) as client:
             yield client

@@ -100,6 +100,7 @@ class Sensors(BaseModel):
     false_confidence: tuple[float, float] = (0.90, 0.995)
     age_noise_years: float = Field(default=4.0, ge=0.0)
     passive_sightings: float = Field(default=0.02, ge=0.0, lt=1.0)
+    instore_clothes: float = Field(default=0.3, ge=0.0, le=1.0)
     rural_coverage: float = Field(default=0.2, ge=0.0, le=1.0)
     platforms: Platforms = Platforms()
 

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from socialcredit.engine import CompiledPolicy
-from socialcredit.simulation._kernel import FP_SAMPLE, OVERFLOW, P_CAP_CLASS, run_block
+from socialcredit.simulation._kernel import AGES, FP_SAMPLE, LEVELS, OVERFLOW, P_CAP_CLASS, run_block
 from socialcredit.simulation._kinds import (
     EFFECTS,
     F_ADMITTED,
@@ -23,6 +23,7 @@ from socialcredit.simulation._kinds import (
     F_MALE,
     F_MEMBER,
     F_URBAN,
+    INSTORE_SHIFT,
     KIND_NAMES,
     MAX_HELD,
     N_METRICS,
@@ -94,6 +95,8 @@ def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> tuple[np.ndarray
         np.empty((7, room["events"]), np.int64),
         np.empty(room["events"], np.float64),
         np.zeros(8, np.int64),  # counters handed between the day loop and the kind passes
+        np.empty(size, np.int64),  # the block's citizens ordered by region, deviance level, age
+        np.empty(n_regions * LEVELS * AGES + 1, np.int64),  # where each (region, level, age) starts
     )
 
 
@@ -123,8 +126,8 @@ def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threa
             n_ev = run_block(plan.seed, block, days, fp, layout, a["region_policy"],
                              a["region_urban"], a["coverage"], a["fmr"], a["group_cum"],
                              a["plat_share"], a["kt"], a["obs"], a["place_cum"], a["rmax"],
-                             a["sign_rk"], a["pol"], a["comm"], a["cons"], events.mode, views,
-                             metrics, scratch)
+                             a["rinv"], a["sign_rk"], a["pol"], a["comm"], a["cons"], events.mode,
+                             views, metrics, scratch)
             if n_ev != OVERFLOW:
                 break
             # A buffer ran out: start the block again, deterministically, with twice the room.
@@ -155,7 +158,9 @@ def citizens_frame(plan: Plan, first_citizen: int, st: tuple[np.ndarray, ...]) -
     region = s["region"].astype(np.int64)
     region_policy = plan.arrays["region_policy"][region]
     score = np.zeros(n, np.int64)
-    klass = np.full(n, None, object)
+    # Classes as codes into every policy's class names, named by polars (object arrays are slow).
+    names = sorted({c for p in plan.policies for c in p.class_names})
+    klass = np.zeros(n, np.uint8)
     scored = region_policy >= 0
     # Consequences in force on the last day (benefits need their held days, like in the kernel).
     effects = {name: np.zeros(n, bool) for name in ("insurance", "loan_discount", "loan_refusal",
@@ -168,18 +173,19 @@ def citizens_frame(plan: Plan, first_citizen: int, st: tuple[np.ndarray, ...]) -
         cap = np.where(s["cap_count"][mask] > 0, plan.arrays["pol"][1][p, P_CAP_CLASS], -1)
         idx = cp.classify(sc, cap)
         score[mask] = sc
-        klass[mask] = np.array(cp.policy.class_names, object)[idx]
+        klass[mask] = np.array([names.index(c) for c in cp.policy.class_names], np.uint8)[idx]
         for name, flag in effects.items():
             h = plan.arrays["pol"][3][p, EFFECTS.index(name), idx]
             flag[mask] = (h >= 0) & (held_for[mask] >= h)
     member = (flags & F_MEMBER) != 0
     c_score = np.zeros(n, np.int64)
-    c_class = np.full(n, None, object)
+    c_class = np.zeros(n, np.uint8)
     if plan.commercial >= 0:
         cp = CompiledPolicy.of(plan.policies[plan.commercial])
         cs = cp.clamp(s["commercial_total"].astype(np.int64))
         c_score = cs
-        c_class = np.array(cp.policy.class_names, object)[cp.classify(cs)]
+        c_class = np.array([names.index(c) for c in cp.policy.class_names],
+                           np.uint8)[cp.classify(cs)]
     c_member = member & (plan.commercial >= 0)
     block_start = (index // plan.block_size) * plan.block_size
     parent = s["parent"].astype(np.int64)
@@ -205,18 +211,19 @@ def citizens_frame(plan: Plan, first_citizen: int, st: tuple[np.ndarray, ...]) -
         "bot": (flags & F_BOT) != 0,
         "admitted": (flags & F_ADMITTED) != 0,
         "score": pl.Series(score).set(pl.Series(~scored), None),
-        "class": pl.Series(klass, dtype=pl.String),
+        "class": _named(klass, names).set(pl.Series(~scored), None),
         "commercial_score": pl.Series(c_score).set(pl.Series(~c_member), None),
-        "commercial_class": pl.Series(c_class, dtype=pl.String).set(pl.Series(~c_member), None),
-        "insurance": np.where(effects["insurance"], "better", "standard"),
-        "loan_price": np.where(effects["loan_refusal"], "refused",
-                               np.where(effects["loan_discount"], "discounted", "standard")),
+        "commercial_class": _named(c_class, names).set(pl.Series(~c_member), None),
+        "insurance": _named(effects["insurance"].astype(np.uint8), ["standard", "better"]),
+        "loan_price": _named(np.where(effects["loan_refusal"], 2, effects["loan_discount"]),
+                             ["standard", "discounted", "refused"]),
         "flight_ban": effects["flight_ban"] | ((flags & F_BLACKLISTED) != 0),
         "gate_flagged": effects["gate_stop"],
         "wrongful_points": s["wrongful_points"],
         "sanction_days": s["sanction_days"],
         "benefit_days": s["benefit_days"],
-        "scored_kinds": s["learned"],
+        "scored_kinds": s["learned"] & np.uint32((1 << INSTORE_SHIFT) - 1),
+        "instore_clothes_stops": (s["learned"] >> INSTORE_SHIFT).astype(np.uint8),
         "sightings": sightings,
         "profile_age": pl.Series(s["profile_age"]).set(pl.Series(~seen), None),
         "profile_age_error": pl.Series(s["profile_age"].astype(np.int16) - s["age"].astype(np.int16))
@@ -228,6 +235,11 @@ def citizens_frame(plan: Plan, first_citizen: int, st: tuple[np.ndarray, ...]) -
         citizen_id=citizen_ids(pl.col("citizen")),
         parent=pl.when(pl.col("parent") >= 0).then(citizen_ids(pl.col("parent"))),
     ).select("citizen_id", pl.exclude("citizen_id", "citizen"))
+
+
+def _named(codes: np.ndarray, names: list[str]) -> pl.Series:
+    """A string column from codes into `names` (a gather: no Python string per row)."""
+    return pl.Series(names, dtype=pl.String).gather(pl.Series(codes))
 
 
 def events_frame(plan: Plan, recorded: list) -> pl.DataFrame:
@@ -292,10 +304,14 @@ EVENT_COLUMNS = {"event_id": pl.String, "citizen_id": pl.String, "kind": pl.Stri
 
 
 def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode, threads: int,
-              parts: str, on_block: Callable[[int], None] | None = None) -> ShardResult:
+              parts: str, on_block: Callable[[int], None] | None = None,
+              device: str = "cpu") -> ShardResult:
     """Simulate one shard and write its citizens and events as Parquet parts under `parts`."""
     t0 = time.perf_counter()
-    st, metrics, recorded = simulate_blocks(plan, first, last, events, threads, on_block)
+    blocks = simulate_blocks
+    if device == "cuda":  # the same kernel, one CUDA thread per block
+        from socialcredit.simulation._gpu import simulate_blocks as blocks
+    st, metrics, recorded = blocks(plan, first, last, events, threads, on_block)
     citizens = citizens_frame(plan, first * plan.block_size, st)
     n = citizens.height
     del st
