@@ -2,14 +2,17 @@
 
 Bulk ingest: NDJSON batches sent by a few clients with `wait=false`; reports the acknowledged
 (durable) rate and the rate at which the scores caught up. Look-ups: GET /api/citizens/{id} from
-64 concurrent clients for a fixed time; reports requests/s, p50 and p99 latency.
-Run with `python benchmarks/bench_service.py [--events N --citizens M --db URL]`.
+64 concurrent clients for a fixed time; reports requests/s, p50 and p99 latency. The look-up load
+comes from `wrk` (a C load generator, cheap next to the server on a small machine) where it is
+installed, else from a Python asyncio client in this process; the output says which.
+Run with `python benchmarks/bench_service.py [--events N --citizens M --db URL --generator G]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -30,6 +33,7 @@ from socialcredit.service import Database, create_key
 
 # Third parties state a purpose where the policy's grant requires one (taz-2018: banks do).
 PURPOSE = "benchmark"
+WRK = "/usr/bin/wrk"
 
 
 def free_port() -> int:
@@ -107,10 +111,9 @@ def bench_ingest(url: str, key: str, bodies: list[bytes], *, clients: int = 2) -
         t.join()
     t_ack = time.perf_counter() - t0
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
-        # Not too often: /api/stats counts events per day over the whole ledger (a table scan), which
-        # would take CPU from the projector being measured.
+        # /api/stats is kept up to date by the writes (its first call counts the tables once).
         while c.get("/api/stats").json()["pending_batches"]:
-            time.sleep(0.5)
+            time.sleep(0.2)
         t_scored = time.perf_counter() - t0
         stats = c.get("/api/stats").json()
     if errors:
@@ -154,11 +157,82 @@ async def _lookups(url: str, key: str, ids: list[str], concurrency: int, seconds
             "p99_ms": float(np.percentile(lat, 99)), "status": status}
 
 
-def bench_lookups(url: str, key: str, ids: list[str], *, concurrency: int = 64, seconds: float = 10.0) -> dict:
-    """GET /api/citizens/{id} from `concurrency` clients for `seconds`."""
+# wrk: each thread walks the citizen ids from its own offset; `done` prints one JSON line with the
+# totals, the latency percentiles (microseconds) and the status codes of every thread.
+_WRK_SCRIPT = """
+wrk.headers["Authorization"] = "Bearer " .. %(key)s
+wrk.headers["X-Purpose"] = %(purpose)s
+local ids = {%(ids)s}
+local threads = {}
+local n = 0
+function setup(thread)
+  thread:set("offset", #threads * 7919)
+  table.insert(threads, thread)
+end
+function init(args)
+  n = offset
+  statuses = {}
+end
+function request()
+  n = n + 1
+  return wrk.format("GET", "/api/citizens/" .. ids[(n %% #ids) + 1])
+end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local totals, codes = {}, {}
+  for _, thread in ipairs(threads) do
+    for code, count in pairs(thread:get("statuses")) do
+      totals[code] = (totals[code] or 0) + count
+    end
+  end
+  for code, count in pairs(totals) do
+    table.insert(codes, string.format('"%%d": %%d', code, count))
+  end
+  io.write(string.format('WRK {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, '
+    .. '"errors": %%d, "status": {%%s}}\\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout, table.concat(codes, ", ")))
+end
+"""
+
+
+def _lua(text: str) -> str:
+    return json.dumps(text)  # a JSON string of ASCII text is a valid Lua string literal
+
+
+def wrk_lookups(url: str, key: str, ids: list[str], *, concurrency: int = 64, seconds: float = 10.0,
+                threads: int = 2) -> dict:
+    """GET /api/citizens/{id} from `concurrency` wrk connections for `seconds`."""
+    with tempfile.TemporaryDirectory(prefix="sc-wrk-") as tmp:
+        script = Path(tmp) / "lookups.lua"
+        script.write_text(_WRK_SCRIPT % {"key": _lua(key), "purpose": _lua(PURPOSE),
+                                          "ids": ", ".join(_lua(i) for i in ids)})
+        # wrk takes whole seconds.
+        cmd = [WRK, f"-t{min(threads, concurrency)}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+               "--latency", "-s", str(script), url]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr or out.stdout}")
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("WRK "))
+    result = json.loads(line[4:])
+    return {"requests": result["requests"], "rps": result["requests"] / (result["duration_us"] / 1e6),
+            "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
+            "status": {int(code): n for code, n in result["status"].items()}, "generator": "wrk",
+            "socket_errors": result["errors"], "wrk_output": out.stdout}
+
+
+def bench_lookups(url: str, key: str, ids: list[str], *, concurrency: int = 64, seconds: float = 10.0,
+                  generator: str = "auto") -> dict:
+    """GET /api/citizens/{id} from `concurrency` clients for `seconds`, with wrk where installed
+    (generator "auto" or "wrk") or the Python client ("python")."""
+    if generator == "wrk" or (generator == "auto" and os.access(WRK, os.X_OK)):
+        return wrk_lookups(url, key, ids, concurrency=concurrency, seconds=seconds)
     # A thread of its own: the caller's thread may already run an event loop (pytest with playwright).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, _lookups(url, key, ids, concurrency, seconds)).result()
+        result = pool.submit(asyncio.run, _lookups(url, key, ids, concurrency, seconds)).result()
+    return result | {"generator": "python (asyncio, in the benchmark process)"}
 
 
 def main() -> None:
@@ -171,6 +245,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent look-up clients")
     parser.add_argument("--seconds", type=float, default=10.0, help="look-up run time")
     parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                        help=f"look-up load generator (auto: {WRK} where installed, else python)")
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="sc-bench-")
@@ -187,7 +263,8 @@ def main() -> None:
         ids = [str(i) for i in np.random.default_rng(2).integers(0, args.citizens, 10_000)]
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {bank}", "X-Purpose": PURPOSE}) as c:
             ids = [i for i in ids[:2000] if c.get(f"/api/citizens/{i}").status_code == 200]
-        looks = bench_lookups(base, bank, ids, concurrency=args.concurrency, seconds=args.seconds)
+        looks = bench_lookups(base, bank, ids, concurrency=args.concurrency, seconds=args.seconds,
+                              generator=args.generator)
     finally:
         proc.terminate()
         proc.wait()
@@ -202,6 +279,9 @@ def main() -> None:
     print(f"look-ups: {looks['requests']:,} requests from {args.concurrency} clients in {args.seconds:g} s: "
           f"{looks['rps']:,.0f} req/s, p50 {looks['p50_ms']:.1f} ms, p99 {looks['p99_ms']:.1f} ms, "
           f"status {looks['status']}")
+    print(f"  load generator: {looks['generator']}"
+          + (f"; socket errors (connect, read, write, timeout): {looks['socket_errors']}"
+             if looks.get("socket_errors") else ""))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The service benchmark, small, against a real server process: it runs and loses nothing."""
 
 import importlib.util
+import os
+import sqlite3
 from pathlib import Path
 
 from socialcredit.policy import load_policy
@@ -23,13 +25,23 @@ def test_bulk_ingest_and_lookups_through_a_real_server(tmp_path, capsys):
     proc, base = bench.start_server(url, log=tmp_path / "server.log")
     try:
         ingest = bench.bench_ingest(base, sender, bodies, clients=2)
-        looks = bench.bench_lookups(base, bank, [str(i) for i in range(200)], concurrency=16, seconds=1.5)
+        ids = [str(i) for i in range(200)]
+        looks = bench.bench_lookups(base, bank, ids, concurrency=16, seconds=1.5)  # wrk where installed
+        python = bench.bench_lookups(base, bank, ids, concurrency=8, seconds=1.0, generator="python")
     finally:
         proc.terminate()
         proc.wait()
     assert ingest["events"] == 30_000
-    assert looks["requests"] > 50 and set(looks["status"]) == {200}
+    for result in (looks, python):
+        assert result["requests"] > 50 and set(result["status"]) == {200}
+        assert result["status"][200] == result["requests"] and 0 < result["p50_ms"] <= result["p99_ms"]
+    assert python["generator"].startswith("python")
+    assert looks["generator"] == ("wrk" if os.access(bench.WRK, os.X_OK) else python["generator"])
+    # Every look-up was logged (the server was stopped cleanly: the queued rows were written).
+    with sqlite3.connect(tmp_path / "bench.db-log") as conn:
+        logged = conn.execute("SELECT COUNT(*) FROM lookups WHERE key_name = 'b'").fetchone()[0]
+    assert logged >= looks["requests"] + python["requests"]
     with capsys.disabled():
         print(f"\n  ingest {30_000 / ingest['ack_s']:,.0f} events/s acknowledged, "
               f"{30_000 / ingest['scored_s']:,.0f} scored; look-ups {looks['rps']:,.0f} req/s, "
-              f"p99 {looks['p99_ms']:.1f} ms at 16 clients")
+              f"p99 {looks['p99_ms']:.1f} ms at 16 clients ({looks['generator']})")

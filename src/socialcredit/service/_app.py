@@ -11,11 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
 from socialcredit.service._errors import ServiceError, TooLarge
 from socialcredit.service._keys import ApiKey, authenticate
-from socialcredit.service._service import Service
+from socialcredit.service._service import Service, _json
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `socialcredit keys create`.")
 Purpose = Annotated[str | None, Header(alias="X-Purpose", max_length=500,
@@ -78,6 +78,7 @@ class LoanIn(_Body):
 
 # Light routes run on the event loop: a few indexed reads cost less than two hops to the thread pool
 # and back. Routes that score or scan (history, profile, events, appeals) run in the thread pool.
+# Look-ups are logged without waiting: the log is written in group commits (see _LookupLog).
 async def _caller(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
     return authenticate(request.app.state.service.db, credentials.credentials if credentials else None)
@@ -95,9 +96,10 @@ def create_app(service: Service) -> FastAPI:
         yield
         await run_in_threadpool(service.stop)
 
-    app = FastAPI(title="socialcredit live service", version="1",
-                  description=f"Policy '{service.policy.name}'. Every look-up is logged.",
-                  lifespan=lifespan)
+    app = _App(title="socialcredit live service", version="1",
+               description=f"Policy '{service.policy.name}'. Every look-up is logged.",
+               lifespan=lifespan)
+    app.lean_lookup = _LeanLookup(service)
 
     app.state.service = service
     from socialcredit.web import page_routes  # here, not on top: the pages import this package
@@ -115,25 +117,17 @@ def create_app(service: Service) -> FastAPI:
     async def post_events(request: Request, key: Key,
                           wait: Annotated[bool, Query(description="Answer once scores are updated.")] = True):
         """Send a batch of events (JSON array or NDJSON); atomic and idempotent by event_id."""
-        body = await _read_body(request, service.settings.max_body_bytes)
+        with service.receiving():  # the projector lets batches being uploaded in first
+            body = await _read_body(request, service.settings.max_body_bytes)
         receipt = await run_in_threadpool(service.ingest, key, body, wait=wait)
         # 200: durable and scored; 202: durable, scores follow shortly.
         return JSONResponse(receipt, status_code=200 if receipt["projected"] else 202)
 
-    async def logged(method, *args) -> JSONResponse:
-        rows: list[tuple] = []
-        body = method(*args, log=rows)
-        await service.commit_log(rows)
-        return JSONResponse(body)
-
     @app.get("/api/citizens/{citizen_id}", tags=["look-ups"])
     async def get_citizen(citizen_id: str, key: Key, purpose: Purpose = None):
         """Score, class, benefits and sanctions, as far as the caller's grant allows; logged."""
-        return await logged(service.lookup, key, citizen_id, purpose)
-
-    # The hot path, served first: the same look-up without FastAPI's dependency solving; requests
-    # it does not take (no plain bearer key, an over-long purpose) go on to the route above.
-    app.router.routes.insert(0, _LeanLookup(service))
+        # Most requests never get here: `_App` answers them first (see _LeanLookup).
+        return JSONResponse(service.lookup(key, citizen_id, purpose))
 
     @app.get("/api/citizens/{citizen_id}/history", tags=["look-ups"])
     def get_history(citizen_id: str, key: Key, purpose: Purpose = None):
@@ -163,17 +157,17 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/api/gates/subway", tags=["consequences"])
     async def post_gate(check: GateIn, key: Key, purpose: Purpose = None):
         """Subway gate (security): pass or stop; logged."""
-        return await logged(service.subway_gate, key, check.citizen_id, check.gate, purpose)
+        return service.subway_gate(key, check.citizen_id, check.gate, purpose)
 
     @app.post("/api/flights/check", tags=["consequences"])
     async def post_flight(check: FlightIn, key: Key, purpose: Purpose = None):
         """Airline: may board or banned; logged."""
-        return await logged(service.flight_check, key, check.citizen_id, check.flight, purpose)
+        return service.flight_check(key, check.citizen_id, check.flight, purpose)
 
     @app.post("/api/loans/quote", tags=["consequences"])
     async def post_loan(quote: LoanIn, key: Key, purpose: Purpose = None):
         """Bank: interest rate by class; logged."""
-        return await logged(service.loan_quote, key, quote.citizen_id, quote.amount, purpose)
+        return service.loan_quote(key, quote.citizen_id, quote.amount, purpose)
 
     @app.get("/api/stats", tags=["statistics"])
     def get_stats(key: Key):
@@ -183,37 +177,63 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-class _LeanLookup(Route):
-    """GET /api/citizens/{citizen_id} as a plain Starlette route (left out of the OpenAPI schema,
-    where the FastAPI route above documents it)."""
+class _App(FastAPI):
+    """FastAPI, with GET /api/citizens/{citizen_id} answered before the middleware stack.
+
+    The look-up is the hot path: `_LeanLookup` answers it as a plain ASGI handler (no middleware,
+    routing or dependency solving, a pre-encoded JSON body). What it does not take goes on to the
+    FastAPI route, which documents it in the OpenAPI schema and gives the same answers.
+    """
+
+    lean_lookup: _LeanLookup | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "GET" and self.lean_lookup is not None
+                and scope["path"].startswith(_CITIZENS) and not self.root_path
+                and await self.lean_lookup(scope, send)):
+            return
+        await super().__call__(scope, receive, send)
+
+
+_CITIZENS = "/api/citizens/"
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class _LeanLookup:
+    """GET /api/citizens/{citizen_id} with a plain bearer key, as a bare ASGI handler."""
 
     def __init__(self, service: Service):
-        super().__init__("/api/citizens/{citizen_id}", self._lookup, methods=["GET"],
-                         name="get_citizen_lean", include_in_schema=False)
         self.service = service
 
-    def matches(self, scope) -> tuple[Match, dict]:
-        match, child = super().matches(scope)
-        if match is not Match.FULL or scope["method"] != "GET":  # Starlette adds HEAD; FastAPI does not
-            return Match.NONE, {}
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        """Answer the request and return True, or return False to leave it to the FastAPI route."""
+        citizen_id = scope["path"][len(_CITIZENS):]
+        if not citizen_id or "/" in citizen_id:
+            return False
         bearer = purpose = None
         for name, value in scope["headers"]:
-            if name == b"authorization" and bearer is None:
-                bearer = value
+            if name == b"authorization":
+                if bearer is None:
+                    bearer = value
             elif name == b"x-purpose" and purpose is None:
                 purpose = value
-        plain = (bearer is not None and bearer[:7].lower() == b"bearer " and bearer[7:].strip()
-                 and (purpose is None or len(purpose) <= 500))
-        return (Match.FULL, child) if plain else (Match.NONE, {})
-
-    async def _lookup(self, request: Request) -> JSONResponse:
+        if bearer is None or bearer[:7].lower() != b"bearer " or (purpose is not None and len(purpose) > 500):
+            return False
+        secret = bearer[7:].strip()
+        if not secret:
+            return False
         service = self.service
-        headers = request.headers
-        key = authenticate(service.db, headers["authorization"][7:].strip())
-        rows: list[tuple] = []
-        body = service.lookup(key, request.path_params["citizen_id"], headers.get("x-purpose"), log=rows)
-        await service.commit_log(rows)
-        return JSONResponse(body)
+        try:
+            key = authenticate(service.db, secret.decode("latin-1"))
+            body = service.lookup_json(key, citizen_id, None if purpose is None else purpose.decode("latin-1"))
+            status = 200
+        except ServiceError as exc:
+            body = _json(exc.detail())
+            status = exc.status
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [_JSON_HEADER, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -63,7 +64,15 @@ def serve(
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 1_000)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        # The event loop (reading batch bodies, answering look-ups) gives up the GIL at every socket
+        # wait, and the projector's long SQLite writes take it meanwhile: with the default 5 ms
+        # switch interval the loop waits up to 5 ms each time it wants it back. 1 ms (measured on
+        # 2 cores: bulk ingest acknowledged ~470k -> ~600k events/s, three runs each).
+        sys.setswitchinterval(0.001)
+        # httptools and uvloop (uvicorn[standard]); no access log and no proxy-header rewriting on
+        # the hot path (the service does not use client addresses).
+        uvicorn.run(app, host=host, port=port, log_level="warning", http="httptools", loop="uvloop",
+                    access_log=False, proxy_headers=False, server_header=False)
     except ServiceError as exc:
         raise _fail(str(exc)) from None
     finally:

@@ -39,11 +39,6 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS profiles (
         citizen_id TEXT PRIMARY KEY, age {real}, age_estimate {real}, age_uncertainty {real},
         flags TEXT)""",
-    """CREATE TABLE IF NOT EXISTS lookups (
-        id {serial}, citizen_id TEXT NOT NULL, key_name TEXT NOT NULL, role TEXT NOT NULL,
-        purpose TEXT, fields TEXT NOT NULL, endpoint TEXT NOT NULL, at TEXT NOT NULL,
-        day INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS lookups_citizen ON lookups (citizen_id)",
     """CREATE TABLE IF NOT EXISTS appeals (
         id {serial}, event_id TEXT NOT NULL, citizen_id TEXT NOT NULL, reason TEXT NOT NULL,
         status TEXT NOT NULL, filed_at TEXT NOT NULL, decided_at TEXT, decided_by TEXT,
@@ -58,6 +53,16 @@ _INBOX_SCHEMA = [
         seq {serial}, key_name TEXT NOT NULL, n_events INTEGER NOT NULL, body {blob} NOT NULL,
         received TEXT NOT NULL)""",
 ]
+# The look-up log. On SQLite it is a file of its own beside the database (like the inbox): its group
+# commits never wait for the projector, which holds the main file's single writer while it re-scores.
+_LOOKUPS = [
+    """CREATE TABLE IF NOT EXISTS lookups (
+        id {serial}, citizen_id TEXT NOT NULL, key_name TEXT NOT NULL, role TEXT NOT NULL,
+        purpose TEXT, fields TEXT NOT NULL, endpoint TEXT NOT NULL, at TEXT NOT NULL,
+        day INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS lookups_citizen ON lookups (citizen_id)",
+]
+_LOOKUP_COLUMNS = "id, citizen_id, key_name, role, purpose, fields, endpoint, at, day"
 _TYPES = {
     "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "real": "REAL"},
     "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "real": "DOUBLE PRECISION"},
@@ -75,6 +80,7 @@ class Database:
         self.url = url
         self._schema = schema or _SCHEMA
         self.inbox = self
+        self.log = self
         if url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
             self.path = None
@@ -84,6 +90,7 @@ class Database:
         self._local = threading.local()
         self._all: list = []
         self._guard = threading.Lock()
+        self.key_cache = None  # see _keys.KeyCache
 
     @classmethod
     def open(cls, url: str = DEFAULT_URL) -> Database:
@@ -92,10 +99,30 @@ class Database:
         if db.dialect == "sqlite":
             db.inbox = cls(f"{url}-inbox", schema=_INBOX_SCHEMA)
             db.inbox.create_schema()
+            db.log = cls(f"{url}-log", schema=[_SCHEMA[0], *_LOOKUPS])
+            db.log.create_schema()
+            db.create_schema()
+            db._move_lookups()
         else:
-            db._schema = _SCHEMA + _INBOX_SCHEMA[1:]
-        db.create_schema()
+            db._schema = _SCHEMA + _LOOKUPS + _INBOX_SCHEMA[1:]
+            db.create_schema()
         return db
+
+    def _move_lookups(self) -> None:
+        """Move a look-up log kept in the main file (databases made before the log file) to the log file.
+
+        Idempotent (rows keep their ids), so a crash in between repeats it on the next open.
+        """
+        if not self.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lookups'"):
+            return
+        cur = self.connection().cursor()
+        cur.execute(f"SELECT {_LOOKUP_COLUMNS} FROM lookups ORDER BY id")
+        with self.log.transaction() as out:
+            while rows := cur.fetchmany(100_000):
+                out.executemany(f"INSERT OR IGNORE INTO lookups ({_LOOKUP_COLUMNS}) VALUES "
+                                f"({', '.join('?' * 9)})", rows)
+        with self.transaction() as tx:
+            tx.execute("DROP TABLE lookups")
 
     def connection(self):
         """This thread's connection."""
@@ -132,8 +159,9 @@ class Database:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
-        if self.inbox is not self:
-            self.inbox.close()
+        for other in (self.inbox, self.log):
+            if other is not self:
+                other.close()
 
     def sql(self, text: str) -> str:
         """`text` with placeholders for this database."""

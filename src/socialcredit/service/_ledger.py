@@ -36,6 +36,11 @@ from socialcredit.service._keys import SENDING_ROLES, ApiKey, now
 EVENT_COLUMNS = list(EVENT_SCHEMA)
 # `day` is read as a float so that 1.5 is reported as "not a whole number" rather than truncated.
 _PARSE_SCHEMA = {**EVENT_SCHEMA, "day": pl.Float64()}
+_FAST_SCHEMA = {**EVENT_SCHEMA, "day": pl.Int64()}
+_TEXT_COLUMNS = [c for c, t in EVENT_SCHEMA.items() if t == pl.String()]
+# Stored in the inbox as dictionaries: few distinct values, and the Arrow file is written uncompressed
+# (compressing cost more CPU on the acknowledgement path than the smaller commit saved).
+_DICTIONARY_COLUMNS = ("kind", "source", "source_ref")
 _JSON_TYPES = {"event_id": (str, int), "citizen_id": (str, int), "kind": (str,), "day": (int,),
                "source": (str,), "source_ref": (str,), "confidence": (int, float)}
 _JSON_NAMES = {"event_id": "text", "citizen_id": "text", "kind": "text", "day": "a whole number",
@@ -47,17 +52,36 @@ _BUILD_CHUNK = 500_000  # ledger rows read at a time when the scoring state is r
 
 
 def parse_events(body: bytes) -> pl.DataFrame:
-    """Read a JSON array or NDJSON body into an event table (not yet validated)."""
+    """Read a JSON array or NDJSON body into an event table (not yet validated).
+
+    NDJSON, the bulk format, is read with days as integers: polars' NDJSON reader refuses a
+    fraction or a JSON boolean there, and such a body is read again the slow way, which accepts a
+    day written 5.0 and names the row and field of anything else. The JSON array reader takes 1.5
+    as 1 and true as 1 in number columns: arrays are read with days as numbers (checked later) and
+    looked at row by row when they hold a boolean.
+    """
     stripped = body.lstrip()
     if not stripped:
         raise Invalid("empty body: send a JSON array or NDJSON lines of events")
-    is_array = stripped.startswith(b"[")
-    if b"true" in body or b"false" in body:
-        _diagnose(body, is_array)  # polars reads a JSON true as 1 in numeric columns
+    if stripped.startswith(b"["):
+        if b"true" in body or b"false" in body:
+            _diagnose(body, True)
+        return _read(pl.read_json, body, True)
     try:
-        if is_array:
-            return pl.read_json(io.BytesIO(body), schema=_PARSE_SCHEMA)
-        return pl.read_ndjson(io.BytesIO(body), schema=_PARSE_SCHEMA)
+        frame = pl.read_ndjson(io.BytesIO(body), schema=_FAST_SCHEMA)
+    except (pl.exceptions.PolarsError, ValueError, OverflowError):
+        frame = _read(pl.read_ndjson, body, False)
+    # The NDJSON reader takes a JSON true or false in a text column as the text "true" or "false":
+    # only a batch with such a text is looked at row by row (a vectorised check, not a byte scan).
+    if frame.height and frame.select(pl.any_horizontal(
+            pl.col(_TEXT_COLUMNS).is_in(["true", "false"]).any())).item():
+        _diagnose(body, False)
+    return frame
+
+
+def _read(read, body: bytes, is_array: bool) -> pl.DataFrame:
+    try:
+        return read(io.BytesIO(body), schema=_PARSE_SCHEMA)
     except (pl.exceptions.PolarsError, ValueError, OverflowError) as exc:
         _diagnose(body, is_array)
         raise Invalid(f"body cannot be read as events: {str(exc).splitlines()[0]}") from None
@@ -143,6 +167,11 @@ class Ledger:
         # event (it cannot take one out), so they are re-scored from their ledger instead.
         self._dirty: set[str] = set()
         self._mutated = False  # the state changed in the current write (see _Write)
+        # Events per day and citizens per class for /api/stats, kept up to date by this process's
+        # writes (see `counts`); None: count them from the tables at the next request.
+        self._counts: _Counts | None = None
+        self._counts_lock = threading.Lock()
+        self._delta: _Delta | None = None  # what the current write changes in `_counts`
 
     @property
     def day(self) -> int:
@@ -159,7 +188,8 @@ class Ledger:
         """Check a batch and commit it to the inbox; return (batch number, events)."""
         events = check_batch(parse_events(body), key, compiled=self.compiled, day=self.day)
         buf = io.BytesIO()
-        events.write_ipc(buf, compression="lz4")
+        events.with_columns(pl.col(_DICTIONARY_COLUMNS).cast(pl.Categorical)).write_ipc(
+            buf, compression="uncompressed")
         inbox = self.db.inbox
         with self.inbox_lock, inbox.transaction() as cur:
             if inbox.dialect == "postgresql":
@@ -179,7 +209,8 @@ class Ledger:
             if rows:
                 state = self._sync(cur)
                 # A loop over batches, not events: each one is a whole Arrow table.
-                frames = [pl.read_ipc(io.BytesIO(bytes(body))).with_columns(batch=pl.lit(seq, pl.Int64))
+                frames = [pl.read_ipc(io.BytesIO(bytes(body))).with_columns(
+                    pl.col(_DICTIONARY_COLUMNS).cast(pl.String), batch=pl.lit(seq, pl.Int64))
                           for seq, body in rows]
                 events = pl.concat(frames).unique("event_id", keep="first", maintain_order=True)
                 stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
@@ -191,6 +222,7 @@ class Ledger:
                     old = db.frame(f"SELECT event_id FROM events WHERE batch < ? AND {db.any_of('event_id')}",
                                    (first, db.list_param(events["event_id"])), {"event_id": pl.String}, cur)
                     events = events.filter(~pl.col("event_id").is_in(old["event_id"].implode()))
+                self._count_days(events["day"], 1)
                 self._score_new(cur, state, events.select(EVENT_COLUMNS))
                 done = int(rows[-1][0])
                 self.db.set_meta(cur, "projected_seq", str(done))
@@ -242,6 +274,77 @@ class Ledger:
             self._state_gen = gen
         else:
             self._state = None
+        delta = self._delta
+        if delta is not None and delta.valid and delta.counts.gen == gen - 1:
+            delta.gen = gen  # applied to the counts once this write commits (see _Write)
+        else:
+            self._delta = None
+
+    # -- statistics -------------------------------------------------------------------------------
+    #
+    # Counted once from the tables, then kept up to date by the writes of this process: each write
+    # collects what it changes (events stored or voided per day; each re-scored citizen's old and
+    # new class) and adds it when it commits. The counts hold for one ledger generation; a write by
+    # another process (PostgreSQL, `db load`) leaves them behind it, and they are counted again.
+
+    def counts(self) -> tuple[dict[int, int], list[int]]:
+        """Events per day (voided ones left out) and scored citizens per class index."""
+        db = self.db
+        gen = int(db.get_meta("ledger_gen", "0"))
+        with self._counts_lock:
+            counts = self._counts
+            if counts is not None and counts.gen == gen:
+                return dict(counts.days), list(counts.classes)
+        # Counted under the write lock: no write runs meanwhile, and every write after it keeps
+        # the counts up to date (a count taken beside a running write would be behind it at once).
+        with self.write() as cur:
+            gen = int(db.get_meta("ledger_gen", "0", cur))
+            days = {int(d): int(n) for d, n in db.execute(
+                "SELECT day, COUNT(*) FROM events WHERE voided = 0 GROUP BY day", (), cur)}
+            classes = [0] * len(self.class_names)
+            for idx, n in db.execute("SELECT class_idx, COUNT(*) FROM scores GROUP BY class_idx", (), cur):
+                classes[int(idx)] += int(n)
+            with self._counts_lock:
+                self._counts = _Counts(gen, dict(days), list(classes))
+        return days, classes
+
+    def _count_days(self, days: pl.Series, sign: int) -> None:
+        if self._delta is not None and len(days):
+            for day, n in pl.DataFrame({"day": days}).group_by("day").len().iter_rows():
+                self._delta.days[int(day)] = self._delta.days.get(int(day), 0) + sign * int(n)
+
+    def _count_classes(self, cur, new: pl.DataFrame, old: pl.DataFrame | None = None) -> None:
+        """Count the class moves of the citizens in `new` (citizen_id, class_idx) about to be written;
+        `old` (citizen_id, old): their rows in `scores` now, read here when not given."""
+        delta = self._delta
+        if delta is None or new.height == 0:
+            return
+        if old is None:
+            db = self.db
+            old = db.frame(f"SELECT citizen_id, class_idx FROM scores WHERE {db.any_of('citizen_id')}",
+                           (db.list_param(new["citizen_id"]),), {"citizen_id": pl.String, "old": pl.Int32}, cur)
+        n = len(delta.classes)
+        delta.classes += np.bincount(new["class_idx"].to_numpy(), minlength=n)[:n]
+        delta.classes -= np.bincount(old["old"].to_numpy(), minlength=n)[:n]
+
+    def _begin_counts(self) -> None:
+        counts = self._counts
+        self._delta = None if counts is None else _Delta(counts, len(self.class_names))
+
+    def _end_counts(self, committed: bool) -> None:
+        delta, self._delta = self._delta, None
+        if delta is None or not committed or delta.gen is None:
+            return
+        with self._counts_lock:
+            counts = self._counts
+            if counts is not delta.counts or counts.gen != delta.gen - 1:
+                return
+            for day, n in delta.days.items():
+                counts.days[day] = counts.days.get(day, 0) + n
+                if counts.days[day] == 0:
+                    del counts.days[day]
+            counts.classes = [int(a + b) for a, b in zip(counts.classes, delta.classes, strict=True)]
+            counts.gen = delta.gen
 
     def _build(self, cur, day: int) -> ScoreState:
         """The state of the whole ledger (voided events left out), read in chunks."""
@@ -276,6 +379,7 @@ class Ledger:
                 new = new.filter(~dirty)
         if new.height == 0:
             return
+        self._count_classes(cur, new)
         names = pl.Series(self.class_names, dtype=pl.String)
         new = new.with_columns(**{"class": names.gather(new["class_idx"])},
                                as_of=pl.lit(self.day, pl.Int32))
@@ -309,6 +413,7 @@ class Ledger:
             first_seen = fresh.filter(~pl.col("citizen_id").is_in(old["citizen_id"].implode()))
             ledger = pl.concat([ledger, first_seen.select(EVENT_COLUMNS).cast(EVENT_SCHEMA)])
         new = self._scores(ledger, citizen_ids)
+        self._count_classes(cur, new, old)
         changed = (new.join(old, on="citizen_id", how="left")
                    .filter(pl.col("class_idx") != pl.col("old").fill_null(self.start_class)))
         if changed.height:
@@ -359,6 +464,8 @@ class Ledger:
 
     def void(self, cur, event_id: str, citizen_id: str) -> None:
         """Take an event out of the scoring (an upheld appeal) and re-score its citizen, in `cur`."""
+        rows = self.db.execute("SELECT day FROM events WHERE event_id = ? AND voided = 0", (event_id,), cur)
+        self._count_days(pl.Series([int(r[0]) for r in rows], dtype=pl.Int64), -1)
         self.db.execute("UPDATE events SET voided = 1 WHERE event_id = ?", (event_id,), cur)
         self.rescore(cur, pl.Series([citizen_id]))
         self._mutated = True
@@ -396,10 +503,13 @@ class Ledger:
                 stored = self.db.insert_frame(cur, "events", events.with_columns(batch=pl.lit(0, pl.Int64)),
                                               conflict="ON CONFLICT (event_id) DO NOTHING")
                 if stored == events.height:
+                    self._count_days(events["day"], 1)
                     self._score_new(cur, state, events.select(EVENT_COLUMNS))
                 else:  # loaded before, in part: score from the ledger, rebuild the state later
                     self.rescore(cur, events["citizen_id"].unique())
                     self._state = None
+                    if self._delta is not None:
+                        self._delta.valid = False  # which events were new is not known: count again
                 self._bump(cur)
                 loaded["events"] = events.height
         return loaded
@@ -433,6 +543,7 @@ class _Write:
         self.ledger.write_lock.acquire()
         try:
             self.ledger._mutated = False
+            self.ledger._begin_counts()
             self._tx = self.ledger.db.transaction()
             cur = self._tx.__enter__()
             if self.ledger.db.dialect == "postgresql":
@@ -451,4 +562,25 @@ class _Write:
         finally:
             if not committed and self.ledger._mutated:
                 self.ledger._state = None  # it holds what was rolled back: rebuild at the next write
+            self.ledger._end_counts(committed)
             self.ledger.write_lock.release()
+
+
+class _Counts:
+    """Events per day and citizens per class index, as of ledger generation `gen`."""
+
+    def __init__(self, gen: int, days: dict[int, int], classes: list[int]):
+        self.gen = gen
+        self.days = days
+        self.classes = classes
+
+
+class _Delta:
+    """What one write changes in `counts`; `gen`: the generation it brings them to (set by _bump)."""
+
+    def __init__(self, counts: _Counts, n_classes: int):
+        self.counts = counts
+        self.days: dict[int, int] = {}
+        self.classes = np.zeros(n_classes, dtype=np.int64)
+        self.gen: int | None = None
+        self.valid = True

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import json
 import logging
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from socialcredit.service._ledger import Ledger
 
 log = logging.getLogger("socialcredit.service")
 
+APPEAL_STATUSES = ("open", "upheld", "rejected")
 # Camera events: source "camera", source_ref "cam-<region>-<placetype>-<n>" (e.g. cam-rc-subway-17).
 CAMERA_SOURCE = "camera"
 # Loans (ASSUMPTION, the report gives no rates): 4% for the top class, +0.5 points per class below,
@@ -33,7 +35,12 @@ LOAN_CLASS_SPREAD = 0.005
 # Camera age estimates (ASSUMPTION): +-6 years at the first sighting, shrinking with 1/sqrt(n + 1).
 AGE_UNCERTAINTY_FIRST = 6.0
 # The projector waits at most this long for batches being received before it projects.
-PROJECT_DEFER_S = 1.0
+PROJECT_DEFER_S = 2.0
+# ... and while batches keep coming: a batch acknowledged less than this long ago counts as arriving.
+INGEST_QUIET_S = 0.05
+# The projector thread runs at a lower CPU priority (Linux nice, per thread): when the cores are
+# busy, acknowledging batches and answering look-ups go first and the scores catch up after.
+PROJECTOR_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,21 @@ class Service:
         # Looked up on every request (the policy is immutable): as dicts, not scans of its lists.
         self._grants = {g.role: g for g in reversed(policy.grants)}  # the first grant of a role wins
         self._class_index = {name: i for i, name in reversed(list(enumerate(policy.class_names)))}
+        # The fields a look-up shows, per role (the grant filter, computed once).
+        self._lookup_fields = {role: [f for f in _LOOKUP_FIELDS if f in g.fields]
+                               for role, g in self._grants.items()}
+        # Per class: the benefits and sanctions a citizen in it may hold (the others need no history).
+        self._candidates = [
+            [(c, better, self._class_index[c.class_])
+             for items, better in ((policy.benefits, True), (policy.sanctions, False)) for c in items
+             if (idx <= self._class_index[c.class_] if better else idx >= self._class_index[c.class_])]
+            for idx in range(len(policy.class_names))]
         self._log = _LookupLog(self)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._receiving = 0  # batches being checked and committed to the inbox now
+        self._receiving = 0  # batches being received, checked and committed to the inbox now
+        self._received_at = 0.0  # when the last of them was acknowledged (time.monotonic)
         self._counting = threading.Lock()
 
     @classmethod
@@ -93,7 +110,7 @@ class Service:
             pass
         self._log = _LookupLog(self)
         self._threads = [threading.Thread(target=self._project_loop, name="projector", daemon=True),
-                         threading.Thread(target=self._log.run, name="lookup-log", daemon=True)]
+                         self._log.start()]
         for t in self._threads:
             t.start()
 
@@ -113,13 +130,14 @@ class Service:
         self.db.close()
 
     def _project_loop(self) -> None:
+        _lower_priority(PROJECTOR_NICE)
         while not self._stop.is_set():
             self._wake.clear()  # before projecting, so that a batch arriving meanwhile is not missed
             # Batches still being received: let them in first (for up to PROJECT_DEFER_S), then
             # project them together; the acknowledgements get the CPU, and a larger projection
             # writes each touched citizen's score once for more events.
             deadline = time.monotonic() + PROJECT_DEFER_S
-            while self._receiving and time.monotonic() < deadline and not self._stop.is_set():
+            while self._ingesting() and time.monotonic() < deadline and not self._stop.is_set():
                 self._stop.wait(0.02)
             try:
                 moved = self.ledger.project()
@@ -132,15 +150,27 @@ class Service:
 
     # -- events -----------------------------------------------------------------------------------
 
-    def ingest(self, key: ApiKey, body: bytes, *, wait: bool = True) -> dict:
-        """Accept a batch durably; with `wait`, return once its scores are updated."""
+    def _ingesting(self) -> bool:
+        """A batch is being received now, or was acknowledged a moment ago (its sender's next
+        batch is most likely on its way)."""
+        return bool(self._receiving) or time.monotonic() - self._received_at < INGEST_QUIET_S
+
+    @contextmanager
+    def receiving(self):
+        """Mark a batch as being received (the HTTP layer wraps the body's upload in it too)."""
         with self._counting:
             self._receiving += 1
         try:
-            batch, n = self.ledger.ingest(key, body)
+            yield
         finally:
             with self._counting:
                 self._receiving -= 1
+                self._received_at = time.monotonic()
+
+    def ingest(self, key: ApiKey, body: bytes, *, wait: bool = True) -> dict:
+        """Accept a batch durably; with `wait`, return once its scores are updated."""
+        with self.receiving():
+            batch, n = self.ledger.ingest(key, body)
         self._wake.set()
         projected = False
         if wait:
@@ -178,9 +208,13 @@ class Service:
         else:
             log.append(row)
 
-    async def commit_log(self, rows: list[tuple]) -> None:
-        """Write look-up log rows collected with `log=`; return once they are durable."""
-        await self._log.write_async(rows)
+    def commit_log(self, rows: list[tuple]) -> None:
+        """Queue look-up log rows collected with `log=` (written in the next group commit)."""
+        self._log.write(rows)
+
+    def flush_log(self) -> None:
+        """Return once every look-up logged so far is durable."""
+        self._log.flush()
 
     # -- look-ups ---------------------------------------------------------------------------------
 
@@ -194,39 +228,51 @@ class Service:
             return self.policy.start, self.policy.class_names[start], start
         raise NotFound(f"no citizen '{citizen_id}'")
 
-    def consequences(self, citizen_id: str, class_idx: int) -> tuple[list[dict], list[dict]]:
-        """Active benefits and sanctions: held long enough in a qualifying class."""
+    def consequences(self, citizen_id: str, class_idx: int, *, benefits: bool = True,
+                     sanctions: bool = True) -> tuple[list[dict], list[dict]]:
+        """Active benefits and sanctions: held long enough in a qualifying class (either list is
+        left empty when not asked for)."""
+        out: tuple[list[dict], list[dict]] = ([], [])
+        candidates = self._candidates[class_idx]
+        if not (benefits and sanctions):
+            candidates = [c for c in candidates if (benefits if c[1] else sanctions)]
+        if not candidates:  # nothing this class can bring: the class history is not read
+            return out
         history = self.db.execute("SELECT day, class_idx FROM class_history WHERE citizen_id = ? "
                                   "ORDER BY day, id", (citizen_id,))
-        out: tuple[list[dict], list[dict]] = ([], [])
-        for items, better in ((self.policy.benefits, True), (self.policy.sanctions, False)):
-            for c in items:
-                level = self._class_index[c.class_]
-                since = _since(history, class_idx, self.ledger.start_class,
-                               (lambda i, lv=level: i <= lv) if better else (lambda i, lv=level: i >= lv))
-                if since is not None and self.day - since >= c.held_days:
-                    out[0 if better else 1].append(_consequence(c, since))
+        day = self.day
+        for c, better, level in candidates:
+            since = _since(history, class_idx, self.ledger.start_class,
+                           (lambda i, lv=level: i <= lv) if better else (lambda i, lv=level: i >= lv))
+            if since is not None and day - since >= c.held_days:
+                out[0 if better else 1].append(_consequence(c, since))
         return out
 
     def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
                log: list | None = None) -> dict:
         """Score, class, benefits, sanctions, reasons and blacklist, as the grant allows; logged."""
-        grant = self._grant(key, citizen_id, purpose, "a look-up")
+        self._grant(key, citizen_id, purpose, "a look-up")
         score, klass, idx = self._status(citizen_id)
-        fields = [f for f in ("score", "class", "benefits", "sanctions", "reasons", "blacklist")
-                  if f in grant.fields]
+        fields = self._lookup_fields[key.role]
         if not fields:
             raise Forbidden(f"policy '{self.policy.name}' lets role '{key.role}' see no score fields")
         out: dict = {"citizen_id": citizen_id, "day": self.day}
         full = {"score": score, "class": klass}
-        if {"benefits", "sanctions", "blacklist"} & set(fields):
-            benefits, sanctions = self.consequences(citizen_id, idx)
+        if not _PLAIN_FIELDS.issuperset(fields):
+            # Only what the grant shows: a bank that sees sanctions needs no benefits worked out.
+            benefits, sanctions = self.consequences(
+                citizen_id, idx, benefits="benefits" in fields,
+                sanctions="sanctions" in fields or "blacklist" in fields)
             full |= {"benefits": benefits, "sanctions": sanctions, "blacklist": _blacklist(sanctions)}
         if "reasons" in fields:
             full["reasons"] = self._explanation(citizen_id)[0]
         out |= {f: full[f] for f in fields}
         self._record(key, citizen_id, purpose, fields, "lookup", log)
         return out
+
+    def lookup_json(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> bytes:
+        """`lookup` as the JSON bytes of the response (the hot path of the API); logged."""
+        return _json(self.lookup(key, citizen_id, purpose))
 
     def _ledger_of(self, citizen_id: str, *, voided: bool = False) -> pl.DataFrame:
         cols = ", ".join(EVENT_SCHEMA)
@@ -269,7 +315,8 @@ class Service:
             raise Forbidden("only the citizen and analysts may see who looked a citizen up")
         if key.role == "citizen" and key.citizen_id != citizen_id:
             raise Forbidden("a citizen key may read only its own citizen")
-        rows = self.db.frame(
+        self._log.flush()  # the look-ups answered so far, including those still in the queue
+        rows = self.db.log.frame(
             "SELECT at, day, key_name, role, purpose, fields, endpoint FROM lookups "
             "WHERE citizen_id = ? ORDER BY id DESC LIMIT 1000", (citizen_id,),
             {"at": pl.String, "day": pl.Int32, "who": pl.String, "role": pl.String,
@@ -428,20 +475,70 @@ class Service:
     # -- statistics -------------------------------------------------------------------------------
 
     def stats(self, key: ApiKey) -> dict:
-        """Class counts and events per day (aggregates only; analysts and agencies)."""
+        """Class counts and events per day (aggregates only; analysts and agencies).
+
+        Kept up to date by the writes (see `Ledger.counts`): no scan of the ledger per call.
+        """
         if key.role not in ("analyst", "agency"):
             raise Forbidden("only analyst and agency keys may read statistics")
-        classes = dict(self.db.execute("SELECT class, COUNT(*) FROM scores GROUP BY class"))
-        per_day = self.db.execute("SELECT day, COUNT(*) FROM events WHERE voided = 0 "
-                                  "GROUP BY day ORDER BY day")
+        per_day, classes = self.ledger.counts()
         return {"day": self.day, "policy": self.policy.name,
-                "classes": {c: int(classes.get(c, 0)) for c in self.policy.class_names},
-                "events_per_day": [{"day": int(d), "events": int(n)} for d, n in per_day],
-                "events": sum(int(n) for _, n in per_day), "pending_batches": self.ledger.pending()}
+                "classes": dict(zip(self.policy.class_names, classes, strict=True)),
+                "events_per_day": [{"day": d, "events": per_day[d]} for d in sorted(per_day)],
+                "events": sum(per_day.values()), "pending_batches": self.ledger.pending()}
+
+    def list_appeals(self, key: ApiKey, *, status: str | None = None, citizen_id: str | None = None,
+                     limit: int = 100) -> list[dict]:
+        """Appeals with the contested event, oldest first: an agency sees every citizen's, a citizen
+        only their own (`citizen_id` must then be theirs or left out); `status` filters."""
+        if key.role == "citizen":
+            if citizen_id is not None and citizen_id != key.citizen_id:
+                raise Forbidden("a citizen key may read only its own citizen's appeals")
+            citizen_id = key.citizen_id
+        elif key.role != "agency":
+            raise Forbidden("only agency keys and the citizen concerned may read appeals")
+        if status is not None and status not in APPEAL_STATUSES:
+            raise Invalid(f"unknown appeal status {status!r} (one of {', '.join(APPEAL_STATUSES)})",
+                          field="status")
+        where, params = [], []
+        if status is not None:
+            where.append("a.status = ?")
+            params.append(status)
+        if citizen_id is not None:
+            where.append("a.citizen_id = ?")
+            params.append(citizen_id)
+        rows = self.db.execute(
+            "SELECT a.id, a.event_id, a.citizen_id, a.reason, a.status, a.filed_at, a.decided_at, a.note, "
+            "e.kind, e.day, e.source, e.source_ref, e.confidence FROM appeals a "
+            "LEFT JOIN events e ON e.event_id = a.event_id"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY a.id LIMIT ?",
+            (*params, max(0, int(limit))))
+        cols = ("id", "event_id", "citizen_id", "reason", "status", "filed_at", "decided_at", "note",
+                "kind", "day", "source", "source_ref", "confidence")
+        return [dict(zip(cols, row, strict=True)) for row in rows]
 
     def load_run(self, run_dir: Path) -> dict[str, int]:
         """Load a simulation run folder into the database."""
         return self.ledger.load_run(run_dir)
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by `nice` where the platform allows it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(
+            os.PRIO_PROCESS, threading.get_native_id()) + nice)
+    except (AttributeError, OSError):  # not Linux, or not allowed: keep the priority
+        pass
+
+
+_LOOKUP_FIELDS = ("score", "class", "benefits", "sanctions", "reasons", "blacklist")
+_PLAIN_FIELDS = frozenset(("score", "class", "reasons"))
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _json(body: dict) -> bytes:
+    """JSON bytes as Starlette's JSONResponse writes them."""
+    return _encode(body).encode()
 
 
 def _since(history: list[tuple], current: int, start: int, qualifies) -> int | None:
@@ -483,106 +580,97 @@ def _wobble(citizen_id: str, sightings: int) -> float:
 
 _LOG_INSERT = ("INSERT INTO lookups (citizen_id, key_name, role, purpose, fields, endpoint, at, day) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+# The look-up log's group commit: rows queued by look-ups are written together this often.
+LOG_INTERVAL_S = 0.05
 
 
 class _LookupLog:
-    """Group commit of look-up log rows: a look-up is answered once its log rows are durable."""
+    """The look-up log, written in group commits by one thread; a look-up never waits for it.
+
+    A look-up queues its row (an append under a lock) and is answered at once; the writer commits
+    everything queued every LOG_INTERVAL_S into the log database (a file of its own on SQLite, so
+    the projector's long transactions on the main file never hold it up). `flush` waits until all
+    rows queued so far are durable (the log's readers call it first); `stop` writes what is left.
+    A crash (not a clean stop) can lose the rows of the last LOG_INTERVAL_S plus one commit.
+    Without the writer thread (a Service not started), rows are written at once.
+    """
 
     def __init__(self, service: Service):
         self._service = service
-        self._cond = threading.Condition()
-        self._pending: list[tuple[list[tuple], Callable[[BaseException | None], None]]] = []
-        self._running = False
+        self._lock = threading.Lock()  # guards _rows, _queued and _running
+        self._rows: list[tuple] = []
+        self._queued = 0  # rows queued since start
+        self._written = 0  # rows durable since start
+        self._done = threading.Condition()
+        self._wake = threading.Event()
         self._stopping = False
-        self._gathering: dict[asyncio.AbstractEventLoop, list[tuple[list[tuple], asyncio.Future]]] = {}
+        self._running = False
 
     def write(self, rows: list[tuple]) -> None:
-        done = threading.Event()
-        failed: list[BaseException | None] = []
-
-        def finish(exc: BaseException | None) -> None:
-            failed.append(exc)
-            done.set()
-
-        if not self._submit(rows, finish):
-            self._flush(rows)
+        if not rows:
             return
-        done.wait()
-        if failed[0] is not None:
-            raise RuntimeError("the look-up log could not be written") from failed[0]
+        with self._lock:
+            if self._running:
+                self._rows.extend(rows)
+                self._queued += len(rows)
+                return
+        self._insert(rows)
 
-    async def write_async(self, rows: list[tuple]) -> None:
-        # The look-ups of one turn of the event loop go to the log thread together, and come back
-        # with one call: not one thread hop per look-up. The commit (an fsync) stays off the loop.
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        pending = self._gathering.setdefault(loop, [])
-        pending.append((rows, future))
-        if len(pending) == 1:
-            loop.call_soon(self._hand_over, loop)
-        await future
-
-    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._gathering.pop(loop, [])
-        futures = [future for _, future in batch]
-        rows = [row for rows, _ in batch for row in rows]
-        if self._submit(rows, lambda exc: loop.call_soon_threadsafe(_settle_all, futures, exc)):
-            return
-        error = None
-        try:  # no log thread (not started): write here
-            self._flush(rows)
-        except Exception as exc:
-            log.exception("writing the look-up log failed")
-            error = exc
-        _settle_all(futures, error)
-
-    def _submit(self, rows: list[tuple], callback) -> bool:
-        with self._cond:
+    def flush(self, timeout: float = 30.0) -> None:
+        with self._lock:
             if not self._running:
-                return False
-            self._pending.append((rows, callback))
-            self._cond.notify()
-            return True
+                return
+            target = self._queued
+        self._wake.set()
+        with self._done:
+            if not self._done.wait_for(lambda: self._written >= target or not self._running, timeout):
+                raise RuntimeError("the look-up log could not be written in time")
 
-    def _flush(self, rows: list[tuple]) -> None:
-        service = self._service
-        with service.ledger.write() as cur:
-            service.db.executemany(cur, _LOG_INSERT, rows)
+    def _insert(self, rows: list[tuple]) -> None:
+        log_db = self._service.db.log
+        with log_db.transaction() as cur:
+            log_db.executemany(cur, _LOG_INSERT, rows)
+
+    def _commit_queued(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            target = self._queued
+        if rows:
+            try:
+                self._insert(rows)
+            except Exception:  # kept for the next round, in order
+                log.exception("writing the look-up log failed; retrying")
+                with self._lock:
+                    self._rows[:0] = rows
+                return
+        with self._done:
+            self._written = target
+            self._done.notify_all()
+
+    def start(self) -> threading.Thread:
+        with self._lock:
+            self._running = True
+            self._stopping = False
+        return threading.Thread(target=self.run, name="lookup-log", daemon=True)
 
     def run(self) -> None:
-        with self._cond:
-            self._running = True
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._stopping)
-                batch, self._pending = self._pending, []
-                if not batch:
-                    self._running = False
-                    return
-            error = None
-            try:
-                self._flush([row for rows, _ in batch for row in rows])
-            except Exception as exc:  # the waiting look-ups fail with it instead of hanging
-                log.exception("writing the look-up log failed")
-                error = exc
-            for _, callback in batch:
-                callback(error)
+        while not self._stopping:
+            self._wake.wait(LOG_INTERVAL_S)
+            self._wake.clear()
+            self._commit_queued()
+        for _ in range(3):  # the rows left at a clean stop
+            with self._lock:
+                if not self._rows:
+                    break
+            self._commit_queued()
+        with self._lock:
+            self._running = False
+            rows, self._rows = self._rows, []
+        if rows:
+            self._insert(rows)  # last try; an error here is reported by the caller of stop
+        with self._done:
+            self._done.notify_all()
 
     def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-
-
-def _settle_all(futures: list[asyncio.Future], error: BaseException | None) -> None:
-    for future in futures:
-        _settle(future, error)
-
-
-def _settle(future: asyncio.Future, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(RuntimeError("the look-up log could not be written"))
+        self._stopping = True
+        self._wake.set()

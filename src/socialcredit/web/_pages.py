@@ -159,7 +159,7 @@ def page_routes(service: Service) -> APIRouter:
 
     def portal_page(request: Request, key: ApiKey, code: int = 200, **context) -> HTMLResponse:
         action = ACTIONS.get(key.role)
-        appeals = _open_appeals(service) if key.role == "agency" else []
+        appeals = _open_appeals(service, key) if key.role == "agency" else []
         return render(request, "portal.html", code, key=key, action=action, appeals=appeals,
                       profile_allowed=key.role in PROFILE_ROLES, **context)
 
@@ -335,14 +335,10 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
     }
 
 
-def _open_appeals(service: Service) -> list[dict]:
-    # Shown to agency keys only (the caller checks the role); deciding goes through the service.
-    rows = service.db.execute(
-        "SELECT a.id, a.event_id, a.citizen_id, a.reason, a.filed_at, e.kind, e.day, e.source, e.source_ref, "
-        "e.confidence FROM appeals a LEFT JOIN events e ON e.event_id = a.event_id WHERE a.status = 'open' "
-        "ORDER BY a.id LIMIT 100", ())
-    cols = ("id", "event_id", "citizen_id", "reason", "filed_at", "kind", "day", "source", "source_ref", "confidence")
-    return [dict(zip(cols, row, strict=True)) for row in rows]
+def _open_appeals(service: Service, key: ApiKey) -> list[dict]:
+    # Shown to agency keys only (the caller checks the role; so does the service); deciding goes
+    # through the service.
+    return service.list_appeals(key, status="open", limit=100)
 
 
 _PLOTLY: list[str] = []
