@@ -81,3 +81,46 @@ def test_sigkill_loses_no_acknowledged_event_and_leaves_no_partial_batch(tmp_pat
     assert stored["event_id"].is_unique().all()
     expected = score_ledger(load_policy("taz-2018"), validate_events(stored), as_of=100).scores
     assert scores.sort("citizen_id").equals(expected.with_columns(pl.col("class").cast(pl.String)))
+
+
+def test_sigkill_loses_no_answered_lookup_from_the_log(tmp_path, server_factory):
+    url = f"sqlite:///{tmp_path}/seen.db"
+    db = Database.open(url)
+    agency = create_key(db, role="agency", name="agency", sources=["camera"])
+    bank = create_key(db, role="bank", name="bank")
+    db.close()
+    server = server_factory(url)
+    server.start()
+    with httpx.Client(base_url=server.url, headers=auth(agency), timeout=30) as client:
+        assert client.post("/api/events", json=batch(0)).status_code == 200
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def look():
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            n = 0
+            while not stop.is_set():
+                purpose = f"loan-{n}"
+                try:
+                    r = client.get("/api/citizens/c-1", headers=auth(bank, purpose))
+                except httpx.TransportError:
+                    return
+                assert r.status_code == 200, r.text
+                answered.append(purpose)
+                n += 1
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    while len(answered) < 300:
+        time.sleep(0.005)
+    server.kill()  # SIGKILL between two group commits of the log, most likely
+    stop.set()
+    looker.join()
+
+    server.start()  # replays what the log's journal holds beyond the last commit
+    server.stop()
+    with sqlite3.connect(tmp_path / "seen.db-log") as conn:
+        logged = [p for (p,) in conn.execute("SELECT purpose FROM lookups WHERE key_name = 'bank'")]
+    missing = set(answered) - set(logged)
+    assert not missing, f"{len(missing)} answered look-ups are not in the log"
+    assert len(logged) == len(set(logged)), "a look-up was logged twice"
