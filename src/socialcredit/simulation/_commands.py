@@ -77,6 +77,7 @@ def register_simulation_commands(app: typer.Typer) -> None:
                                chunk_blocks=chunk_blocks, overrides=parse_overrides(settings or []),
                                on_progress=update)
             except (SimulationError, PolicyError) as exc:
+                progress.update(task, visible=False)  # an error, not an empty bar, is the last word
                 raise _fail(str(exc)) from None
         m = run.manifest
         out.print(f"simulated {population:,} citizens x {days} days in "
