@@ -3,6 +3,8 @@ look-up log, NDJSON parsing, the incremental statistics and the appeals list."""
 
 import json
 import sqlite3
+import threading
+import time
 
 import httpx
 import polars as pl
@@ -91,8 +93,9 @@ def test_the_log_is_read_after_what_was_queued(service, client, keys, send):
     assert [e["purpose"] for e in log] == [f"loan {i}" for i in reversed(range(20))]
 
 
-def test_a_server_stopped_cleanly_keeps_every_lookup(tmp_path, server_factory):
-    url = f"sqlite:///{tmp_path}/log.db"
+def _serve_a_citizen(tmp_path, server_factory, name: str):
+    """A server with one citizen on record; returns it and a bank key."""
+    url = f"sqlite:///{tmp_path}/{name}"
     db = Database.open(url)
     agency = create_key(db, role="agency", name="agency", sources=["camera"])
     bank = create_key(db, role="bank", name="bank")
@@ -101,12 +104,54 @@ def test_a_server_stopped_cleanly_keeps_every_lookup(tmp_path, server_factory):
     server.start()
     with httpx.Client(base_url=server.url, timeout=30) as c:
         assert c.post("/api/events", json=[event(1)], headers=auth(agency)).status_code == 200
+    return server, bank
+
+
+def _logged_purposes(path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [r[0] for r in conn.execute("SELECT purpose FROM lookups WHERE key_name = 'bank' "
+                                           "ORDER BY id")]
+
+
+def test_a_server_stopped_cleanly_keeps_every_lookup(tmp_path, server_factory):
+    server, bank = _serve_a_citizen(tmp_path, server_factory, "log.db")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
         for i in range(200):
             assert c.get(f"/api/citizens/{CITIZEN}", headers=auth(bank, f"p{i}")).status_code == 200
     server.stop()  # SIGTERM: uvicorn shuts down, the service writes the queued rows
-    with sqlite3.connect(tmp_path / "log.db-log") as conn:
-        purposes = [r[0] for r in conn.execute("SELECT purpose FROM lookups ORDER BY id")]
-    assert purposes == [f"p{i}" for i in range(200)]
+    assert _logged_purposes(tmp_path / "log.db-log") == [f"p{i}" for i in range(200)]
+
+
+def test_sigkill_loses_no_answered_lookup_from_the_log(tmp_path, server_factory):
+    server, bank = _serve_a_citizen(tmp_path, server_factory, "seen.db")
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def look():
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            n = 0
+            while not stop.is_set():
+                try:
+                    r = client.get(f"/api/citizens/{CITIZEN}", headers=auth(bank, f"loan-{n}"))
+                except httpx.TransportError:
+                    return
+                assert r.status_code == 200, r.text
+                answered.append(f"loan-{n}")
+                n += 1
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    while len(answered) < 300:
+        time.sleep(0.005)
+    server.kill()  # SIGKILL between two group commits of the log, most likely
+    stop.set()
+    looker.join()
+    server.start()  # commits what the log's journal holds beyond the last commit
+    server.stop()
+    logged = _logged_purposes(tmp_path / "seen.db-log")
+    missing = set(answered) - set(logged)
+    assert not missing, f"{len(missing)} answered look-ups are not in the log"
+    assert len(logged) == len(set(logged)), "a look-up was logged twice"
 
 
 def test_a_lookup_log_in_the_main_file_moves_to_the_log_file(tmp_path):
