@@ -109,6 +109,16 @@ def _gap(key, n, inv):
 
 
 @nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _next_candidate(key, draw, inv, i, hi):
+    """The next candidate after citizen i (a geometric jump, draw `draw`), or hi when the jump
+    leaves [.., hi); and the next draw."""
+    jump = _gap(key, draw, inv)
+    if jump >= hi - i:
+        return hi, draw + 1
+    return i + 1 + int(jump), draw + 1
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
 def _klass(ctab, pint, p, total, cap_count):
     lo = pint[p, P_LO]
     s = min(max(pint[p, P_START] + total, lo), pint[p, P_HI])
@@ -427,11 +437,7 @@ def _kind_pass(k, t, D, seed, block, key, rmax, inv_kv, n_active_bots, fp, regio
             if top >= 1.0:
                 i += 1
             else:
-                jump = _gap(key, draw, inv)
-                draw += 1
-                if jump >= hi - i:
-                    break
-                i += 1 + int(jump)
+                i, draw = _next_candidate(key, draw, inv, i, hi)
             if i >= hi:
                 break
             if r == n_regions:
@@ -676,11 +682,7 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
                 lo, hi = region_lo[r], region_lo[r + 1]
                 i = lo - 1
                 while True:
-                    jump = _gap(key, draw, inv)
-                    draw += 1
-                    if jump >= hi - i:
-                        break
-                    i += 1 + int(jump)
+                    i, draw = _next_candidate(key, draw, inv, i, hi)
                     if i >= hi:
                         break
                     place = int(uniform(key, draw) * 3)
@@ -726,11 +728,7 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
                 lo, hi = region_lo[r], region_lo[r + 1]
                 i = lo - 1
                 while True:
-                    jump = _gap(key, draw, inv)
-                    draw += 1
-                    if jump >= hi - i:
-                        break
-                    i += 1 + int(jump)
+                    i, draw = _next_candidate(key, draw, inv, i, hi)
                     if i >= hi:
                         break
                     if age[i] < 18:
