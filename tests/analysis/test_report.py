@@ -92,3 +92,54 @@ def test_the_same_run_gives_the_same_bytes(runs, compared, tmp_path):
     taz, accountable = runs
     again = write_report(taz, out=tmp_path / "again.html", compare=accountable)
     assert again.read_bytes() == compared.read_bytes()
+
+
+def _paragraphs(path) -> str:
+    """The report's prose, tags stripped and entities decoded, on one line."""
+    import html
+    import re
+
+    text = path.read_text(encoding="utf-8").replace(get_plotlyjs(), "")
+    text = re.sub(r"<script.*?</script>", " ", text, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def test_the_report_states_the_numbers_of_its_own_run(runs, compared):
+    """Each headline number, worked out here from the run's tables (not by the report's metrics code)."""
+    import polars as pl
+
+    taz, _ = runs
+    text = _paragraphs(compared)
+    citizens = pl.read_parquet(taz / "citizens.parquet")
+    daily = pl.read_parquet(taz / "daily.parquet")
+    events = pl.read_parquet(taz / "events.parquet")
+    scored = citizens.filter(pl.col("class").is_not_null())
+    assert scored.height == 20_000
+
+    d_share = (scored["class"] == "D").mean()
+    assert f"At the end, {_pct(d_share)} of the scored citizens are in the bottom class (D)" in text
+    median, low, high = scored["score"].median(), scored["score"].min(), scored["score"].max()
+    assert f"Median {median}, range {low} to {high}." in text
+
+    totals = daily.select(pl.col("jobs_lost", "flights_blocked", "trains_blocked", "gate_stops",
+                                 "loans_discounted").sum()).row(0, named=True)
+    assert (f"Over the run: {totals['jobs_lost']:,} jobs lost, {totals['flights_blocked']:,} flights and "
+            f"{totals['trains_blocked']:,} train tickets blocked, {totals['gate_stops']:,} gate stops, "
+            f"{totals['loans_discounted']:,} cheaper loans.") in text
+
+    # Every event was recorded (events=all): the wrongful ones are those whose actor is someone else.
+    wrongful = events.filter(pl.col("citizen_id") != pl.col("actor_id"))
+    assert wrongful.height > 0
+    assert (f"In scored regions, {wrongful.height:,} of {events.height:,} observed events "
+            f"({_pct(wrongful.height / events.height, 3)}) were attributed to someone who did not do it") in text
+    lost = wrongful.group_by("citizen_id").agg(pl.col("state_points").sum()).filter(pl.col("state_points") < 0)
+    assert (f"{lost.height:,} innocent citizens lost {-lost['state_points'].sum():,} points") in text
+
+    top = scored.filter(pl.col("class") == "AAA")  # none may reach it in 60 days: the report says n/a
+    top_share = _pct(top["bot"].mean()) if top.height else "n/a"
+    assert (f"Bot users are {top_share} of the top class against {_pct(scored['bot'].mean())} "
+            "of everyone") in text

@@ -6,6 +6,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from socialcredit.cli import app
+from socialcredit.policy import load_policy
 from tests.conftest import SMALL_POLICY
 
 runner = CliRunner()
@@ -16,7 +17,9 @@ def invoke(*args):
 
 
 @pytest.fixture
-def ledger(tmp_path):
+def handmade_ledger(tmp_path):
+    """A hand-written ledger for SMALL_POLICY: one event per clause (camera threshold, a reward,
+    a class cap, an unknown kind), precise cases no simulated run is made to hold."""
     path = tmp_path / "events.csv"
     path.write_text(
         "event_id,citizen_id,kind,day,source,source_ref,confidence\n"
@@ -61,52 +64,52 @@ def test_policy_check_ok_and_invalid(tmp_path, policy_file):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_score_writes_one_row_per_citizen(tmp_path, ledger, policy_file, suffix):
+def test_score_writes_one_row_per_citizen(tmp_path, handmade_ledger, policy_file, suffix):
     out = tmp_path / f"scores{suffix}"
-    result = invoke("score", "--policy", policy_file, "--events", ledger, "--out", out)
+    result = invoke("score", "--policy", policy_file, "--events", handmade_ledger, "--out", out)
     assert result.exit_code == 0, result.output
     frame = pl.read_csv(out) if suffix == ".csv" else pl.read_parquet(out)
     assert frame.select("citizen_id", "score", "class").rows() == [("c1", 1010, "B"), ("c2", 999, "C")]
     assert "k.other (1)" in result.output and "--strict" in result.output
 
 
-def test_score_strict_bad_rows_and_duplicates_write_nothing(tmp_path, ledger, policy_file):
+def test_score_strict_bad_rows_and_duplicates_write_nothing(tmp_path, handmade_ledger, policy_file):
     out = tmp_path / "scores.csv"
-    result = invoke("score", "--policy", policy_file, "--events", ledger, "--out", out, "--strict")
+    result = invoke("score", "--policy", policy_file, "--events", handmade_ledger, "--out", out, "--strict")
     assert result.exit_code == 1 and "k.other" in result.output
     bad = tmp_path / "bad.csv"
-    bad.write_text(ledger.read_text() + "e5,c3,k.reward,soon,,,\n")
+    bad.write_text(handmade_ledger.read_text() + "e5,c3,k.reward,soon,,,\n")
     result = invoke("score", "--policy", policy_file, "--events", bad, "--out", out)
     assert result.exit_code == 1 and "row 5, column day" in result.output
-    bad.write_text(ledger.read_text() + "e1,c3,k.reward,2,,,\n")
+    bad.write_text(handmade_ledger.read_text() + "e1,c3,k.reward,2,,,\n")
     result = invoke("score", "--policy", policy_file, "--events", bad, "--out", out)
     assert result.exit_code == 1 and "duplicate event_id 'e1'" in result.output
     assert not out.exists()
     assert list(tmp_path.glob(".scores*")) == []
 
 
-def test_score_as_of(tmp_path, ledger, policy_file):
+def test_score_as_of(tmp_path, handmade_ledger, policy_file):
     out = tmp_path / "s.csv"
-    assert invoke("score", "-p", policy_file, "-e", ledger, "-o", out, "--as-of", "0").exit_code == 0
+    assert invoke("score", "-p", policy_file, "-e", handmade_ledger, "-o", out, "--as-of", "0").exit_code == 0
     assert pl.read_csv(out).rows() == [("c1", 970, "B"), ("c2", 1000, "B")]
 
 
-def test_explain_lists_factors_and_events_with_provenance(ledger, policy_file):
-    result = invoke("explain", "--policy", policy_file, "--events", ledger, "--citizen", "c1")
+def test_explain_lists_factors_and_events_with_provenance(handmade_ledger, policy_file):
+    result = invoke("explain", "--policy", policy_file, "--events", handmade_ledger, "--citizen", "c1")
     assert result.exit_code == 0, result.output
     assert "score 1010" in result.output and "Key factors" in result.output
     assert "seen by a camera" in result.output and "cam-3" in result.output and "0.950" in result.output
-    result = invoke("explain", "--policy", policy_file, "--events", ledger, "--citizen", "c2")
+    result = invoke("explain", "--policy", policy_file, "--events", handmade_ledger, "--citizen", "c2")
     assert "held at C" in result.output and "'drunk'" in result.output
 
 
-def test_explain_unknown_citizen(ledger, policy_file):
-    result = invoke("explain", "--policy", policy_file, "--events", ledger, "--citizen", "nobody")
+def test_explain_unknown_citizen(handmade_ledger, policy_file):
+    result = invoke("explain", "--policy", policy_file, "--events", handmade_ledger, "--citizen", "nobody")
     assert result.exit_code == 1 and "nobody" in result.output
 
 
-def test_unknown_policy_names_the_presets(ledger, tmp_path):
-    result = invoke("score", "-p", "nonesuch", "-e", ledger, "-o", tmp_path / "o.csv")
+def test_unknown_policy_names_the_presets(handmade_ledger, tmp_path):
+    result = invoke("score", "-p", "nonesuch", "-e", handmade_ledger, "-o", tmp_path / "o.csv")
     assert result.exit_code == 1 and "taz-2018" in result.output
 
 
@@ -119,3 +122,43 @@ def test_every_command_has_help_text():
     for path, cmd in walk(get_command(app)):
         assert cmd.help, f"command {' '.join(path)} has no help"
         assert invoke(*path, "--help").exit_code == 0
+
+
+# The hand-written ledger above exercises every clause of a small policy; a simulated run is what
+# users score: its events.parquet carries the simulator's extra columns (actor_id, wrongful, ...)
+# and kinds only the commercial score counts.
+
+
+def test_score_of_a_simulated_run_is_its_citizens_scores(simulated_runs, tmp_path):
+    run = simulated_runs("taz-2018")
+    out = tmp_path / "scores.parquet"
+    result = invoke("score", "--policy", "taz-2018", "--events", run.path / "events.parquet", "--out", out)
+    assert result.exit_code == 0, result.output
+    got = pl.read_parquet(out).select("citizen_id", "score", pl.col("class").cast(pl.String)).sort("citizen_id")
+    expected = (run.citizens.join(run.events.select("citizen_id").unique(), on="citizen_id")
+                .select("citizen_id", "score", "class").sort("citizen_id"))
+    assert got.equals(expected)
+    rules = {r.kind for r in load_policy("taz-2018").rules}
+    unscored = run.events.filter(~pl.col("kind").is_in(list(rules))).group_by("kind").len().sort(
+        ["len", "kind"], descending=[True, False])
+    assert unscored.height  # the commercial score's kinds
+    said = " ".join(result.output.split())  # the warning wraps at the console's width
+    assert f"{unscored['len'].sum():,} events of kinds no rule scores" in said
+    for kind, n in unscored.head(10).iter_rows():
+        assert f"{kind} ({n:,})" in said
+
+
+def test_explain_a_simulated_citizen_lists_their_camera_events(simulated_runs):
+    run = simulated_runs("taz-2018")
+    cams = run.events.filter(pl.col("source") == "camera").group_by("citizen_id").len()
+    citizen = (run.citizens.filter(pl.col("class") == "D").join(cams, on="citizen_id")
+               .sort(["len", "citizen_id"], descending=[True, False]).row(0, named=True))
+    mine = run.events.filter(pl.col("citizen_id") == citizen["citizen_id"]).sort("day", "event_id")
+    result = invoke("explain", "--policy", "taz-2018", "--events", run.path / "events.parquet",
+                    "--citizen", citizen["citizen_id"], "--limit", "0")
+    assert result.exit_code == 0, result.output
+    # As of the ledger's last day (the run's), as the simulator scored it.
+    assert f"as of day {run.events['day'].max()}: score {citizen['score']}, class D" in result.output
+    for e in mine.filter(pl.col("source") == "camera").iter_rows(named=True):
+        line = next(line for line in result.output.splitlines() if e["event_id"] in line)
+        assert e["kind"] in line and e["source_ref"] in line and f"{e['confidence']:.3f}" in line

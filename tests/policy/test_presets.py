@@ -16,10 +16,13 @@ def test_the_four_presets_ship():
 
 
 @pytest.mark.parametrize("name", ["accountable", "rongcheng", "sesame", "taz-2018"])
-def test_every_preset_loads_and_names_itself(name):
+def test_every_preset_loads_names_itself_and_shows_citizens_their_score(name):
     policy = load_policy(name)
     assert policy.name == name
-    assert policy.rules and policy.grants
+    # MISSION.md: the citizen sees the score in an app, and every point carries a reason for them.
+    citizen = policy.grant_for("citizen")
+    assert citizen is not None and {"score", "class"} <= set(citizen.fields)
+    assert [r.id for r in policy.rules if not r.reason.strip()] == []
 
 
 def test_taz_2018_reproduces_the_report():

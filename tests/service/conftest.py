@@ -24,9 +24,9 @@ SOURCES = {
 }
 
 
-def make_keys(db, tag: str = "") -> dict[str, str]:
-    """One key per role; the citizen key is bound to CITIZEN, senders to SOURCES."""
-    return {role: create_key(db, role=role, name=f"{role}{tag}", citizen=CITIZEN if role == "citizen" else None,
+def make_keys(db, tag: str = "", citizen: str = CITIZEN) -> dict[str, str]:
+    """One key per role, named after it; the citizen key is bound to `citizen`, senders to SOURCES."""
+    return {role: create_key(db, role=role, name=f"{role}{tag}", citizen=citizen if role == "citizen" else None,
                              sources=SOURCES.get(role, ()) if role in SENDING_ROLES else ())
             for role in ROLES}
 
@@ -38,10 +38,18 @@ def auth(secret: str, purpose: str | None = None) -> dict[str, str]:
     return headers
 
 
-def event(i, citizen=CITIZEN, kind="traffic.red_light", day=1, source="camera", **extra) -> dict:
+def handmade_event(i, citizen=CITIZEN, kind="traffic.red_light", day=1, source="camera", **extra) -> dict:
+    """A hand-made event, for what no simulated run shows on purpose: ingestion mechanics (re-sends,
+    batches, NDJSON), malformed input and precise edge cases of the rules. Tests of what the
+    product answers about citizens use a simulated run (`run_world`)."""
     return {"event_id": f"e-{i}", "citizen_id": citizen, "kind": kind, "day": day, "source": source, **extra}
 
 
+event = handmade_event  # the name test_fuzz.py imports
+
+
+# `make_service`, `service`, `client` and `send`: an empty database that a test fills with hand-made
+# events (see `handmade_event`).
 @pytest.fixture
 def make_service(tmp_path):
     opened = []
@@ -82,23 +90,76 @@ def send(client, keys):
     return send
 
 
-def _pg_reachable() -> str | None:
-    try:
-        import psycopg
+class RunWorld:
+    """A service over a private copy of a simulated run loaded by `socialcredit db load`, started
+    under a TestClient, with one key per role (the citizen key bound to `citizen`)."""
 
-        with psycopg.connect(PG_BASE, connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure means: no PostgreSQL here
-        return f"{type(exc).__name__}: {exc}".strip()
+    def __init__(self, loaded, service: Service, citizen: str, client: TestClient):
+        self.loaded, self.service, self.citizen, self.client = loaded, service, citizen, client
+        self.policy = service.policy
+        self.keys = make_keys(service.db, citizen=citizen)
+
+    def call(self, method: str, path: str, role: str, purpose: str | None = None, **kwargs):
+        headers = {"Authorization": f"Bearer {self.keys[role]}"}
+        if purpose is not None:
+            headers["X-Purpose"] = purpose
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def log(self) -> list[dict]:
+        """The bound citizen's look-up log, newest first, as the citizen reads it (not itself logged)."""
+        r = self.call("GET", f"/api/citizens/{self.citizen}/lookups", "citizen")
+        assert r.status_code == 200, r.text
+        return r.json()["lookups"]
+
+
+def open_world(loaded, folder: Path, citizen: str | None = None) -> RunWorld:
+    """A RunWorld over a copy (in `folder`) of `loaded`; the citizen key is bound to `citizen`, by
+    default the citizen in the run's lowest class with the most camera events. Close it with
+    `close_world`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    service = Service.open(loaded.copy(folder))
+    if citizen is None:
+        present = loaded.citizens["class"].drop_nulls().unique().to_list()
+        worst = max(present, key=service.policy.class_names.index)
+        citizen = loaded.citizen(**{"class": worst})["citizen_id"]
+    client = TestClient(create_app(service))
+    client.__enter__()  # starts the service's threads, as a server does
+    return RunWorld(loaded, service, citizen, client)
+
+
+def close_world(world: RunWorld) -> None:
+    world.client.__exit__(None, None, None)
+    world.service.close()
+
+
+@pytest.fixture
+def run_world(loaded_runs, tmp_path):
+    """`run_world(policy, citizen=None)`: a RunWorld over the suite's run under `policy`."""
+    opened = []
+
+    def make(policy: str = "taz-2018", citizen: str | None = None) -> RunWorld:
+        opened.append(open_world(loaded_runs(policy), tmp_path / f"world-{len(opened)}", citizen))
+        return opened[-1]
+
+    yield make
+    for world in opened:
+        close_world(world)
 
 
 @pytest.fixture
 def pg_url():
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    why = _pg_reachable()
-    if why:
-        pytest.skip(f"PostgreSQL not reachable at {PG_BASE} ({why}); set SOCIALCREDIT_TEST_PG")
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards.
+
+    PostgreSQL is part of the suite, not an option: a server that does not answer fails the test
+    (`make test` starts the machine's server first; deselect with `-m "not postgresql"` on purpose).
+    """
     import psycopg
+
+    try:
+        psycopg.connect(PG_BASE, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is expected at {PG_BASE} and does not answer ({type(exc).__name__}: "
+                    f"{exc}); start it (make services) or point SOCIALCREDIT_TEST_PG at one", pytrace=False)
 
     schema = f"sc_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_BASE, autocommit=True) as conn:

@@ -1,12 +1,14 @@
-"""Authorisation: every role against every endpoint, and no field outside the grant."""
+"""Authorisation: every role against every endpoint, and no field outside the grant, over the
+suite's taz-2018 run loaded by `socialcredit db load` (the citizen: the run's class-D citizen with
+the most camera events)."""
 
+import polars as pl
 import pytest
-from fastapi.testclient import TestClient
 
 from socialcredit.policy import ROLES, load_policy
-from socialcredit.service import create_app, revoke_key
+from socialcredit.service import revoke_key
 
-from .conftest import CITIZEN, auth, event, make_keys
+from .conftest import auth, close_world, handmade_event, open_world
 
 SENDERS = {"agency": ("traffic.red_light", "camera"), "security": ("traffic.red_light", "camera"),
            "platform": ("online.party_newspaper_visit", "browsing")}
@@ -27,43 +29,39 @@ ALLOWED = {
 TAZ = load_policy("taz-2018")
 
 
-def call(client, endpoint, role, secret, n):
-    h = auth(secret, "audit 1")
+def call(world, endpoint, role, n):
+    client, citizen = world.client, world.citizen
+    h = auth(world.keys[role], "audit 1")
     if endpoint == "events":
         kind, source = SENDERS.get(role, ("traffic.red_light", "camera"))
-        return client.post("/api/events", json=[event(f"{role}-{n}", kind=kind, source=source)], headers=h)
-    path = f"/api/citizens/{CITIZEN}"
+        e = handmade_event(f"{role}-{n}", citizen=citizen, kind=kind, source=source, day=world.service.day)
+        return client.post("/api/events", json=[e], headers=h)
+    path = f"/api/citizens/{citizen}"
+    event_id = world.loaded.events_of(citizen)["event_id"][0]
     gets = {"citizen": path, "history": path + "/history", "lookups": path + "/lookups",
             "profile": path + "/profile", "stats": "/api/stats"}
     if endpoint in gets:
         return client.get(gets[endpoint], headers=h)
-    posts = {"appeal": ("/api/appeals", {"event_id": "e-0", "reason": "not me"}),
+    posts = {"appeal": ("/api/appeals", {"event_id": event_id, "reason": "not me"}),
              "decision": ("/api/appeals/1/decision", {"upheld": True}),
-             "gate": ("/api/gates/subway", {"citizen_id": CITIZEN}),
-             "flight": ("/api/flights/check", {"citizen_id": CITIZEN}),
-             "loan": ("/api/loans/quote", {"citizen_id": CITIZEN, "amount": 100})}
+             "gate": ("/api/gates/subway", {"citizen_id": citizen}),
+             "flight": ("/api/flights/check", {"citizen_id": citizen}),
+             "loan": ("/api/loans/quote", {"citizen_id": citizen, "amount": 100})}
     url, body = posts[endpoint]
     return client.post(url, json=body, headers=h)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from socialcredit.service import Service
-
-    service = Service.open(f"sqlite:///{tmp_path_factory.mktemp('access')}/sc.db", "taz-2018")
-    service.ledger.set_day(100)
-    keys = make_keys(service.db)
-    with TestClient(create_app(service)) as client:
-        client.post("/api/events", json=[event(0, source_ref="cam-x-subway-1")], headers=auth(keys["agency"]))
-        yield client, keys, service
-    service.close()
+def world(loaded_runs, tmp_path_factory):
+    w = open_world(loaded_runs("taz-2018"), tmp_path_factory.mktemp("access"))
+    yield w
+    close_world(w)
 
 
 @pytest.mark.parametrize("endpoint", sorted(ALLOWED))
 @pytest.mark.parametrize("role", ROLES)
 def test_role_against_endpoint(world, role, endpoint):
-    client, keys, _ = world
-    r = call(client, endpoint, role, keys[role], f"{endpoint}")
+    r = call(world, endpoint, role, f"{endpoint}")
     if role not in ALLOWED[endpoint]:
         assert r.status_code == 403, (r.status_code, r.text)
         assert r.json()["error"]
@@ -85,15 +83,15 @@ def test_role_against_endpoint(world, role, endpoint):
 
 
 def test_a_citizen_reads_only_themself(world):
-    client, keys, _ = world
-    for path in ("", "/history", "/lookups"):
-        r = client.get(f"/api/citizens/someone-else{path}", headers=auth(keys["citizen"]))
+    other = world.loaded.citizen(**{"class": "A"})["citizen_id"]
+    for path in ("", "/history", "/lookups", "/profile"):
+        r = world.client.get(f"/api/citizens/{other}{path}", headers=auth(world.keys["citizen"]))
         assert r.status_code == 403 and "only its own citizen" in r.json()["error"]
 
 
 def test_missing_unknown_and_revoked_keys_get_401(world):
-    client, keys, service = world
-    url = f"/api/citizens/{CITIZEN}"
+    client, service = world.client, world.service
+    url = f"/api/citizens/{world.citizen}"
     assert client.get(url).status_code == 401
     assert client.get(url, headers={"Authorization": "Basic abc"}).status_code == 401
     assert client.get(url, headers=auth("sc_not-a-key")).status_code == 401
@@ -107,31 +105,32 @@ def test_missing_unknown_and_revoked_keys_get_401(world):
 
 
 def test_senders_only_send_their_bound_sources(world):
-    client, keys, _ = world
-    r = client.post("/api/events", json=[event("x1", source="camera"), event("x2", source="courts")],
-                    headers=auth(keys["security"]))
+    rows = [handmade_event(n, citizen=world.citizen, source=source)
+            for n, source in (("x1", "camera"), ("x2", "courts"))]
+    r = world.client.post("/api/events", json=rows, headers=auth(world.keys["security"]))
     assert r.status_code == 403
     assert r.json() == {"error": r.json()["error"], "row": 2, "field": "source"}
 
 
 def test_unknown_citizen_is_404_for_a_granted_role(world):
-    client, keys, _ = world
-    assert client.get("/api/citizens/nobody", headers=auth(keys["bank"], "mortgage")).status_code == 404
+    assert world.loaded.citizens.filter(pl.col("citizen_id") == "nobody").height == 0
+    r = world.client.get("/api/citizens/nobody", headers=auth(world.keys["bank"], "mortgage"))
+    assert r.status_code == 404 and "no citizen 'nobody'" in r.json()["error"]
 
 
-def test_accountable_grants_class_only_with_a_purpose(make_service):
-    service = make_service("accountable")
-    keys = make_keys(service.db)
-    with TestClient(create_app(service)) as client:
-        client.post("/api/events", json=[event(1, confidence=0.99)], headers=auth(keys["agency"]))
-        url = f"/api/citizens/{CITIZEN}"
-        r = client.get(url, headers=auth(keys["bank"]))
-        assert r.status_code == 403 and "purpose" in r.json()["error"]
-        assert set(client.get(url, headers=auth(keys["bank"], "mortgage")).json()) == {"citizen_id", "day", "class"}
-        r = client.get(url, headers=auth(keys["employer"], "hiring"))
-        assert r.status_code == 403 and "no look-ups" in r.json()["error"]
-        r = client.get(url + "/profile", headers=auth(keys["agency"], "case"))
-        assert r.status_code == 403 and "'profile'" in r.json()["error"]
-        flight = client.post("/api/flights/check", json={"citizen_id": CITIZEN},
-                             headers=auth(keys["airline"], "booking")).json()
-        assert set(flight) == {"citizen_id", "flight", "may_board", "decision"}
+def test_accountable_grants_class_only_with_a_purpose(run_world):
+    world = run_world("accountable")
+    url = f"/api/citizens/{world.citizen}"
+    r = world.call("GET", url, "bank")
+    assert r.status_code == 403 and "purpose" in r.json()["error"]
+    body = world.call("GET", url, "bank", "mortgage").json()
+    citizen = world.loaded.citizens.filter(pl.col("citizen_id") == world.citizen).row(0, named=True)
+    assert body == {"citizen_id": world.citizen, "day": world.service.day, "class": citizen["class"]}
+    r = world.call("GET", url, "employer", "hiring")
+    assert r.status_code == 403 and "no look-ups" in r.json()["error"]
+    r = world.call("GET", url + "/profile", "agency", "case")
+    assert r.status_code == 403 and "'profile'" in r.json()["error"]
+    flight = world.call("POST", "/api/flights/check", "airline", "booking", json={"citizen_id": world.citizen}).json()
+    assert set(flight) == {"citizen_id", "flight", "may_board", "decision"}
+    own = world.call("GET", url + "/profile", "citizen")  # accountable grants the citizen their own profile
+    assert own.status_code == 200 and own.json()["sightings"] == citizen["sightings"]

@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 
 from socialcredit.service import Settings, create_app
 
-from .conftest import DAY, auth, event, make_keys
+from .conftest import DAY, auth, make_keys
+from .conftest import handmade_event as event  # malformed input is made by hand
 
 
 def nothing_stored(service):

@@ -1,6 +1,8 @@
 """The service's CLI commands: keys create and revoke, db load, help texts."""
 
 import json
+from importlib.resources import files
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -8,8 +10,10 @@ from typer.testing import CliRunner
 
 from socialcredit.cli import app
 from socialcredit.engine import score_ledger
-from socialcredit.events import read_events
+from socialcredit.events import validate_events
+from socialcredit.policy import load_policy
 from socialcredit.service import Database, Service, authenticate
+from tests.conftest import simulate_run
 
 runner = CliRunner()
 
@@ -48,37 +52,126 @@ def test_keys_create_refuses_bad_bindings(tmp_path, args, words):
     assert result.exit_code == 1 and words in result.output
 
 
-def test_db_load_reads_a_run_folder(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    pl.DataFrame({"citizen_id": ["a", "b", "c"], "age": [30.0, 41.0, 67.0], "region": ["x", "y", "x"]}
-                 ).write_parquet(run / "citizens.parquet")
-    pl.DataFrame({"event_id": ["1", "2", "3"], "citizen_id": ["a", "a", "b"],
-                  "kind": ["traffic.red_light", "civic.heroic_act", "traffic.red_light"],
-                  "day": pl.Series([3, 5, 9], dtype=pl.Int32), "source": ["camera", "community", "camera"],
-                  "source_ref": ["cam-x-subway-1", None, "cam-y-mall-2"], "confidence": [0.9, None, 0.4],
-                  "true_actor": ["a", "a", "c"]}).write_parquet(run / "events.parquet")
-    (run / "manifest.json").write_text(json.dumps({"policy": "rongcheng", "seed": 1}))
-    url = f"sqlite:///{tmp_path}/load.db"
-    result = runner.invoke(app, ["db", "load", str(run), "--db", url])
-    assert result.exit_code == 0, result.output
-    assert "3 citizens and 3 events" in result.output
+def scores_of(url: str) -> pl.DataFrame:
+    db = Database.open(url)
+    try:
+        return db.frame("SELECT citizen_id, score, class FROM scores", (),
+                        {"citizen_id": pl.String, "score": pl.Int64, "class": pl.String}).sort("citizen_id")
+    finally:
+        db.close()
+
+
+def the_run_says(run) -> pl.DataFrame:
+    return run.citizens.select("citizen_id", "score", "class").sort("citizen_id")
+
+
+@pytest.mark.parametrize("policy", ["taz-2018", "rongcheng"])
+def test_db_load_scores_a_real_run_under_the_policy_it_was_simulated_with(loaded_runs, tmp_path, policy):
+    """`socialcredit simulate --policy P` then `socialcredit db load RUN`: the database holds P and
+    every citizen's score and class are those of the run's citizens.parquet (the same engine)."""
+    loaded = loaded_runs(policy)
+    run = loaded.run
+    assert run.manifest["policies"] == {"town": policy}
+    assert f"loaded {run.citizens.height:,} citizens and {run.events.height:,} events" in loaded.load_output
+    assert f"(policy '{policy}')" in loaded.load_output
+    url = loaded.copy(tmp_path)
     service = Service.open(url)
-    assert service.policy.name == "rongcheng" and service.day == 9
-    scores = dict(service.db.execute("SELECT citizen_id, score FROM scores"))
-    expected = score_ledger(service.policy, read_events(run / "events.parquet"), as_of=9).scores
-    assert scores == dict(expected.select("citizen_id", "score").iter_rows())
-    assert scores["a"] == 1000 - 5 + 30
-    assert service._status("c") == (1000, "A", 2)  # loaded, no events: the start
-    attributes = json.loads(service.db.execute("SELECT attributes FROM citizens WHERE citizen_id = 'b'")[0][0])
-    assert attributes == {"age": 41.0, "region": "y"}
-    service.close()
-    again = runner.invoke(app, ["db", "load", str(run), "--db", url])
-    assert again.exit_code == 0
-    assert Database.open(url).execute("SELECT COUNT(*) FROM events")[0][0] == 3
+    try:
+        assert service.policy.name == policy and service.day == loaded.day == run.manifest["days"] - 1
+        citizen = loaded.citizen(**{"class": "D"} if policy == "taz-2018" else {})
+        attributes = json.loads(service.db.execute("SELECT attributes FROM citizens WHERE citizen_id = ?",
+                                                   (citizen["citizen_id"],))[0][0])
+        row = run.citizens.filter(pl.col("citizen_id") == citizen["citizen_id"]).row(0, named=True)
+        assert attributes == {k: v for k, v in row.items() if k != "citizen_id"}
+        profile = service.db.execute("SELECT age_estimate, sightings, by_place FROM camera_profiles "
+                                     "WHERE citizen_id = ?", (citizen["citizen_id"],))[0]
+        assert (profile[0], profile[1]) == (row["profile_age"], row["sightings"])
+        assert json.loads(profile[2]) == {p: row[f"moves_{p}"] for p in ("street", "mall", "subway")}
+    finally:
+        service.close()
+    assert scores_of(url).equals(the_run_says(run))
+    again = runner.invoke(app, ["db", "load", str(run.path), "--db", url])  # loading twice changes nothing
+    assert again.exit_code == 0, again.output
+    assert Database.open(url).execute("SELECT COUNT(*) FROM events")[0][0] == run.events.height
+    assert scores_of(url).equals(the_run_says(run))
+
+
+@pytest.mark.parametrize("policy", ["taz-2018", "rongcheng", "accountable"])
+def test_the_suites_runs_hold_what_the_service_tests_need(simulated_runs, policy):
+    """Cameras, false matches, class D and daily caps happen in the runs the service tests load."""
+    run = simulated_runs(policy)
+    cameras = run.events.filter(pl.col("source") == "camera")
+    assert cameras.height > 1000 and cameras["wrongful"].sum() > 50
+    assert set(cameras["source_ref"]) == {"street", "mall", "subway"}
+    assert run.events.height < 100_000  # small enough to load in a second
+    if policy != "accountable":
+        assert run.citizens.filter(pl.col("class") == "D").height > 50
+    statuses = score_ledger(load_policy(policy), validate_events(run.events.select(
+        "event_id", "citizen_id", "kind", "day", "source", "source_ref", "confidence"))).decisions["status"]
+    if policy == "rongcheng":
+        assert (statuses == "cap").sum() > 0
+
+
+def test_db_load_refuses_a_database_of_another_policy(loaded_runs, tmp_path):
+    url = loaded_runs("rongcheng").copy(tmp_path)
+    result = runner.invoke(app, ["db", "load", str(loaded_runs("taz-2018").path), "--db", url])
+    assert result.exit_code == 1
+    assert "holds scores under policy 'rongcheng', not 'taz-2018'" in result.output
+
+
+def policy_file(folder: Path, name: str = "town-scheme") -> Path:
+    """rongcheng under another name, as a TOML file of the user's."""
+    text = (files("socialcredit.policy") / "presets" / "rongcheng.toml").read_text(encoding="utf-8")
+    path = folder / "policies" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace('name = "rongcheng"', f'name = "{name}"', 1), encoding="utf-8")
+    return path
+
+
+def test_db_load_finds_a_toml_policy_the_run_names_by_a_relative_path(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    policy_file(project)
+    monkeypatch.chdir(project)  # as a user runs `socialcredit simulate --policy policies/town-scheme.toml`
+    run = simulate_run(Path("runs/town"), "policies/town-scheme.toml", population=1000, days=20)
+    assert run.manifest["policies"] == {"town": "policies/town-scheme.toml"}
+    for where, args in ((project, []), (tmp_path, [])):  # from the project, then from elsewhere
+        monkeypatch.chdir(where)
+        url = f"sqlite:///{tmp_path}/load-{where.name}.db"
+        result = runner.invoke(app, ["db", "load", str(project / "runs" / "town"), "--db", url, *args])
+        assert result.exit_code == 0, result.output
+        assert "(policy 'town-scheme' from " in result.output and "town-scheme.toml)" in result.output
+        assert Service.open(url).policy.name == "town-scheme"
+        assert scores_of(url).equals(the_run_says(run))
+    (project / "policies" / "town-scheme.toml").rename(tmp_path / "moved.toml")
+    url = f"sqlite:///{tmp_path}/gone.db"
+    result = runner.invoke(app, ["db", "load", str(project / "runs" / "town"), "--db", url])
+    assert result.exit_code == 1
+    assert "scored with the policy file 'policies/town-scheme.toml', which is not here" in result.output
+    assert f"{project / 'runs' / 'town' / 'policies' / 'town-scheme.toml'}" in result.output  # what it tried
+    assert "pass --policy" in result.output
+    result = runner.invoke(app, ["db", "load", str(project / "runs" / "town"), "--db", url,
+                                 "--policy", str(tmp_path / "moved.toml")])
+    assert result.exit_code == 0, result.output
+    assert scores_of(url).equals(the_run_says(run))
+
+
+def test_db_load_asks_which_policy_when_the_run_has_several(tmp_path):
+    run = simulate_run(tmp_path / "run", None, scenario="pilot-regions-2018", population=2000, days=3)
+    scored = {p for p in run.manifest["policies"].values() if p}
+    assert scored == {"rongcheng", "taz-2018"}
+    url = f"sqlite:///{tmp_path}/several.db"
+    result = runner.invoke(app, ["db", "load", str(run.path), "--db", url])
+    assert result.exit_code == 1
+    assert "scores its regions with 2 policies" in result.output and "pass --policy" in result.output
+    assert "rongcheng" in result.output and "taz-2018" in result.output
+    assert not Database.open(url).execute("SELECT 1 FROM events")  # nothing loaded
+    result = runner.invoke(app, ["db", "load", str(run.path), "--db", url, "--policy", "rongcheng"])
+    assert result.exit_code == 0, result.output
+    assert Service.open(url).policy.name == "rongcheng"
 
 
 def test_db_load_refuses_bad_events_by_row(tmp_path):
+    # Malformed input, which the simulator never writes: a hand-made events.parquet.
     run = tmp_path / "run"
     run.mkdir()
     pl.DataFrame({"event_id": ["1", "1"], "citizen_id": ["a", "a"], "kind": ["k", "k"], "day": [1, 2]}

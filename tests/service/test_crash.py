@@ -11,6 +11,7 @@ from socialcredit.engine import score_ledger
 from socialcredit.events import validate_events
 from socialcredit.policy import load_policy
 from socialcredit.service import Database, create_key
+from socialcredit.service._service import PLACE_TYPES
 
 from .conftest import auth
 
@@ -18,8 +19,9 @@ BATCH = 2000
 
 
 def batch(n: int) -> list[dict]:
+    """Hand-made batches: the crash test needs many batches that say which batch each event is of."""
     return [{"event_id": f"b{n}-{i}", "citizen_id": f"c-{(n * 7 + i) % 500}", "kind": "traffic.red_light",
-             "day": 1 + i % 50, "source": "camera", "source_ref": f"cam-x-street-{i % 9}"}
+             "day": 1 + i % 50, "source": "camera", "source_ref": PLACE_TYPES[i % 3]}
             for i in range(BATCH)]
 
 

@@ -22,8 +22,10 @@ from socialcredit.service import (
     create_key,
     revoke_key,
 )
+from socialcredit.service._service import PLACE_TYPES
 
-from .conftest import CITIZEN, DAY, auth, event, make_keys
+from .conftest import CITIZEN, DAY, auth, make_keys
+from .conftest import handmade_event as event
 
 ROLES_TO_TRY = ("citizen", "bank", "employer", "agency", "analyst", "airline")
 
@@ -269,7 +271,9 @@ def test_ingest_keeps_the_inbox_body_readable_as_events(make_service):
     service = make_service()
     keys = make_keys(service.db)
     agency = authenticate(service.db, keys["agency"])
-    rows = [event(i, citizen=f"c-{i % 3}", source_ref=f"cam-x-subway-{i}", confidence=0.5 + i / 100) for i in range(30)]
+    # The references a simulated run holds (place types) and a live feed's camera names, all distinct.
+    refs = [*PLACE_TYPES, None] + [f"cam-town-subway-{i}" for i in range(26)]
+    rows = [event(i, citizen=f"c-{i % 3}", source_ref=refs[i], confidence=0.5 + i / 100) for i in range(30)]
     batch, n = service.ledger.ingest(agency, "\n".join(json.dumps(r) for r in rows).encode())
     assert n == 30
     while service.ledger.project():

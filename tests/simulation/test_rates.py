@@ -2,10 +2,11 @@
 
 import math
 
+import numpy as np
 import polars as pl
 import pytest
 
-from socialcredit.simulation import simulate
+from socialcredit.simulation import load_scenario, simulate
 from socialcredit.simulation._kinds import KINDS
 
 QUIET = {"behaviour.conformity": 0.0, "behaviour.deterrence": 0.0}
@@ -39,15 +40,76 @@ def test_platforms_see_their_customers_and_banks_half_of_the_rest(rate_run):
     assert abs(observed - expected) < 4 * math.sqrt(true * 0.25)
 
 
-def test_census_defaults_shape_the_population(rate_run):
-    c = rate_run.citizens
-    assert abs(c["male"].mean() - 105 / 205) < 0.02
-    assert abs((c["age"] < 15).mean() - 0.18) < 0.02
-    assert abs((c["age"] >= 60).mean() - 0.19) < 0.02
-    assert abs(c["urban"].mean() - 0.8) < 0.02  # one-town: mostly urban
-    assert abs(c["platform_member"].mean() - 800 / 1410) < 0.02
-    children = c.filter(pl.col("age") < 18)
-    assert children["parent"].is_not_null().mean() > 0.5
+# MISSION.md, "Population defaults" (7th national census, 2020) and "Facts from the report".
+CENSUS = {"male": 105 / 205, "age 0-14": 0.18, "age 60+": 0.19, "platform_member": 800 / 1410}
+CENSUS_N = 200_000
+
+
+@pytest.fixture(scope="module")
+def census_run(tmp_path_factory):
+    """One day of 200,000 citizens: the population as drawn, before anyone acts."""
+    out = tmp_path_factory.mktemp("census") / "run"
+    return simulate(population=CENSUS_N, days=1, seed=12, out=out)
+
+
+def test_the_town_scenario_configures_the_census_defaults():
+    population = load_scenario("one-town").population
+    assert population.male_share == pytest.approx(CENSUS["male"], abs=5e-5)
+    assert population.age_0_14 == CENSUS["age 0-14"]
+    assert 1 - population.age_0_14 - population.age_15_59 == pytest.approx(CENSUS["age 60+"])
+    assert population.platform_share == pytest.approx(CENSUS["platform_member"], abs=5e-5)
+
+
+def test_census_defaults_shape_the_population(census_run):
+    """Each share is a binomial proportion of n = 200,000 draws: the tolerance is
+    4 * sqrt(p (1 - p) / n), about 0.0045 for p near one half. A male share of 0.5 instead of
+    105/205 (0.0122 off) lies 11 standard errors away."""
+    c = census_run.citizens
+    assert c.height == CENSUS_N
+    urban = load_scenario("one-town").regions[0].urban  # one-town: ASSUMPTION, mostly urban
+    measured = {"male": c["male"].mean(), "age 0-14": (c["age"] < 15).mean(),
+                "age 60+": (c["age"] >= 60).mean(), "platform_member": c["platform_member"].mean(),
+                "urban": c["urban"].mean()}
+    for name, p in {**CENSUS, "urban": urban}.items():
+        tolerance = 4 * math.sqrt(p * (1 - p) / CENSUS_N)
+        assert abs(measured[name] - p) < tolerance, (name, measured[name], p, tolerance)
+    # Within each age band the years are equally likely (0-14, 15-59, 60-89): a chi-square test on
+    # the counts per year against the band's share spread evenly (df = 90 - 1; 4 SD above the mean).
+    counts = c.group_by("age").len().sort("age")
+    assert counts["age"].to_list() == list(range(90))
+    share = np.concatenate([np.full(15, 0.18 / 15), np.full(45, 0.63 / 45), np.full(30, 0.19 / 30)])
+    expected = share * CENSUS_N
+    chi2 = (((counts["len"].to_numpy() - expected) ** 2) / expected).sum()
+    assert chi2 < 89 + 4 * math.sqrt(2 * 89), chi2
+
+
+def test_young_citizens_find_a_parent_at_the_rate_the_household_draw_gives(census_run):
+    """Under-25s get a parent by 8 draws of a citizen of their block (same region), taking the
+    first one 20 to 45 years older: P(parent) = 1 - (1 - q)^8 with q the block's share of such
+    ages. The count of those with a parent is within 4 SE (sum of p (1 - p)) of its expectation;
+    every parent is of the child's block and 20-45 years older."""
+    block = census_run.manifest["block_size"]
+    c = census_run.citizens.with_columns(
+        index=pl.col("citizen_id").str.slice(1).cast(pl.Int64)).with_columns(
+        block=pl.col("index") // block)
+    expected, variance = 0.0, 0.0
+    for part in c.partition_by("block"):
+        ages = np.bincount(part["age"].to_numpy(), minlength=256)
+        young = part.filter(pl.col("age") < 25)
+        for a, n in young.group_by("age").len().iter_rows():
+            q = ages[a + 20: a + 46].sum() / part.height
+            p_parent = 1 - (1 - q) ** 8
+            expected += n * p_parent
+            variance += n * p_parent * (1 - p_parent)
+    young = c.filter(pl.col("age") < 25)
+    observed = young["parent"].is_not_null().sum()
+    assert abs(observed - expected) < 4 * math.sqrt(variance), (observed, expected)
+    assert c.filter(pl.col("age") >= 25)["parent"].is_null().all()
+    parents = young.filter(pl.col("parent").is_not_null()).join(
+        c.select(parent="citizen_id", parent_age="age", parent_block="block"), on="parent")
+    assert parents.height == observed
+    assert (parents["parent_block"] == parents["block"]).all()
+    assert ((parents["parent_age"] - parents["age"]).is_between(20, 45)).all()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import socket
@@ -12,13 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from socialcredit.service import Service, authenticate, create_key
+from socialcredit.service import Service, create_key
 
-DAY = 100
-CITIZEN = "c-1"
 SOCIALCREDIT = str(Path(sys.executable).parent / "socialcredit")
 ROLES = {  # role -> key name; senders get their sources below
-    "citizen": "citizen-c-1", "agency": "credit-office", "security": "guard-co", "bank": "first-bank",
+    "citizen": "the-citizen", "agency": "credit-office", "security": "guard-co", "bank": "first-bank",
     "employer": "big-factory", "landlord": "home-rentals", "airline": "sky-air", "analyst": "analyst",
 }
 SOURCES = {"agency": ["camera", "traffic-police", "browsing", "community"], "security": ["camera"]}
@@ -55,20 +52,6 @@ def stop(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
-def events() -> list[dict]:
-    """Camera red lights and a littering for the citizen, a newspaper bot for c-2, a red light for c-3."""
-    rows = [{"event_id": f"e-{i:02d}", "citizen_id": CITIZEN, "kind": "traffic.red_light", "day": 10 + i,
-             "source": "camera", "source_ref": f"cam-town-street-{i}", "confidence": 0.91 + i / 200}
-            for i in range(12)]
-    rows.append({"event_id": "e-litter", "citizen_id": CITIZEN, "kind": "public.littering", "day": 40,
-                 "source": "camera", "source_ref": "cam-town-mall-2", "confidence": 0.998})
-    rows += [{"event_id": f"bot-{d}", "citizen_id": "c-2", "kind": "online.party_newspaper_visit", "day": d,
-              "source": "browsing"} for d in range(60)]
-    rows.append({"event_id": "c3-1", "citizen_id": "c-3", "kind": "traffic.red_light", "day": 5,
-                 "source": "traffic-police"})
-    return rows
-
-
 def taz_with_appeals(tmp: Path) -> Path:
     """The reported scheme with appeals allowed (taz-2018 itself has none), so one site shows everything."""
     text = (files("socialcredit.policy") / "presets" / "taz-2018.toml").read_text(encoding="utf-8")
@@ -80,34 +63,43 @@ def taz_with_appeals(tmp: Path) -> Path:
 
 
 class Site:
-    """`socialcredit serve` in a subprocess over a database with a few citizens and a key per role."""
+    """`socialcredit serve` in a subprocess over a simulated run that `socialcredit db load` loaded
+    (scored with a TOML policy: taz-2018 with appeals), with a key per role. The citizen key is the
+    run's class-D citizen with the most camera events."""
 
-    def __init__(self, tmp: Path):
-        self.db_url = f"sqlite:///{tmp}/web.db"
+    def __init__(self, tmp: Path, loaded):
+        self.loaded = loaded
+        self.db_url = loaded.copy(tmp)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "server.log"
-        policy = str(taz_with_appeals(tmp))
-        service = Service.open(self.db_url, policy)
+        self.citizen = loaded.citizen(**{"class": "D"})
+        self.other = loaded.citizen(**{"class": "A"})  # a citizen the sanctions do not reach
+        service = Service.open(self.db_url)  # the policy file the database remembers from the load
         try:
-            service.ledger.set_day(DAY)
+            self.policy = service.policy
+            self.day = service.day
             self.keys = {role: create_key(service.db, role=role, name=name,
-                                          citizen=CITIZEN if role == "citizen" else None,
+                                          citizen=self.citizen["citizen_id"] if role == "citizen" else None,
                                           sources=SOURCES.get(role, ()))
                          for role, name in ROLES.items()}
-            service.ingest(authenticate(service.db, self.keys["agency"]), json.dumps(events()).encode())
         finally:
             service.close()
-        self.proc = subprocess.Popen([SOCIALCREDIT, "serve", "--db", self.db_url, "--port", str(self.port),
-                                      "--policy", policy],
+        # No --policy: `serve` opens the database with the policy file it was loaded under.
+        self.proc = subprocess.Popen([SOCIALCREDIT, "serve", "--db", self.db_url, "--port", str(self.port)],
                                      stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      env={**os.environ, "NO_COLOR": "1"})
         wait_for(self.url, self.proc, self.log)
 
 
+@pytest.fixture(scope="session")
+def appeals_policy(tmp_path_factory) -> Path:
+    return taz_with_appeals(tmp_path_factory.mktemp("policy"))
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    s = Site(tmp_path_factory.mktemp("site"))
+def site(tmp_path_factory, loaded_runs, appeals_policy):
+    s = Site(tmp_path_factory.mktemp("site"), loaded_runs(str(appeals_policy)))
     yield s
     stop(s.proc)
 

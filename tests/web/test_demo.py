@@ -3,10 +3,21 @@
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
+import polars as pl
+import pytest
+
+from socialcredit.engine import score_ledger
+from socialcredit.events import validate_events
+from socialcredit.policy import load_policy
+from socialcredit.service._service import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
+from socialcredit.simulation import Run
 
 from .conftest import SOCIALCREDIT, free_port, stop, wait_for
+
+ENGINE_COLUMNS = ["event_id", "citizen_id", "kind", "day", "source", "source_ref", "confidence"]
 
 KEY_LINE = re.compile(r"^  (\w+)\s+(\S+)\s+(sc_\S+)$", re.M)
 
@@ -33,19 +44,53 @@ def test_demo_serves_a_tiny_town_with_working_keys_and_a_live_feed(tmp_path, pag
             assert r.status_code == 200, (role, path, r.text)
             return r.json()
 
-        own = call("citizen", "GET", f"/api/citizens/{citizen}")
-        assert own["class"] in ("AAA", "AA", "A", "B", "C", "D")
-        assert call("citizen", "GET", f"/api/citizens/{citizen}/history")["events"]
-        assert "rate" in call("bank", "POST", "/api/loans/quote", "demo loan", json={"citizen_id": citizen})
-        assert "may_board" in call("airline", "POST", "/api/flights/check", "demo flight", json={"citizen_id": citizen})
-        assert call("security", "POST", "/api/gates/subway", "demo gate", json={"citizen_id": citizen})["decision"]
-        assert set(call("employer", "GET", f"/api/citizens/{citizen}", "demo hire")) == {
-            "citizen_id", "day", "score", "class", "sanctions"}
+        run_dir = Path(re.search(r"simulated in [\d.]+ s -> (\S+)$", text, re.M).group(1))
+        run = Run(run_dir)
+        policy = load_policy(run.manifest["policies"]["town"])
+        # The printed citizen is the rule's: one in the lowest class the run reached.
+        row = run.citizens.filter(pl.col("citizen_id") == citizen).row(0, named=True)
+        worst = max(run.citizens["class"].drop_nulls().unique(), key=policy.class_names.index)
+        assert row["class"] == worst
+
         before = call("analyst", "GET", "/api/stats")["events"]
+        assert before >= run.events.height  # the whole run was loaded (and perhaps a live batch)
         deadline = time.monotonic() + 30
         while call("agency", "GET", "/api/stats")["events"] <= before:  # the live feed moves the ledger
             assert time.monotonic() < deadline, "the live feed sent nothing"
             time.sleep(0.5)
+
+        # What the citizen sees is the engine's score over the run's events and the live ones since.
+        for _ in range(5):
+            own = call("citizen", "GET", f"/api/citizens/{citizen}")
+            history = call("citizen", "GET", f"/api/citizens/{citizen}/history")["events"]
+            if call("citizen", "GET", f"/api/citizens/{citizen}") == own:
+                break  # no live event of the citizen came in between
+        ids = {e["event_id"] for e in history}
+        assert ids >= set(run.events.filter(pl.col("citizen_id") == citizen)["event_id"])
+        live = pl.DataFrame([e for e in history if e["event_id"].startswith("live-")],
+                            schema=dict.fromkeys(ENGINE_COLUMNS)).with_columns(citizen_id=pl.lit(citizen))
+        ledger = pl.concat([run.events.filter(pl.col("citizen_id") == citizen).select(ENGINE_COLUMNS),
+                            live.select(ENGINE_COLUMNS)], how="diagonal_relaxed")
+        scored = score_ledger(policy, validate_events(ledger), as_of=own["day"]).scores.row(0, named=True)
+        assert (own["score"], own["class"]) == (scored["score"], str(scored["class"]))
+        if live.height == 0:
+            assert (own["score"], own["class"]) == (row["score"], row["class"])
+        klass = own["class"]
+        idx = policy.class_names.index(klass)
+        sanctions = [s.name for s in policy.sanctions if idx >= policy.class_names.index(s.class_) and not s.held_days]
+        assert [s["name"] for s in own["sanctions"]] == sanctions
+
+        quote = call("bank", "POST", "/api/loans/quote", "demo loan", json={"citizen_id": citizen})
+        assert (quote["approved"], quote["sanctions"]) == (True, sanctions)  # taz-2018 refuses no loan
+        assert quote["rate"] == pytest.approx(LOAN_BASE_RATE + LOAN_CLASS_SPREAD * idx)  # no AAA within 30 days
+        flight = call("airline", "POST", "/api/flights/check", "demo flight", json={"citizen_id": citizen})
+        assert flight["may_board"] == ("flight-ban" not in sanctions)
+        gate = call("security", "POST", "/api/gates/subway", "demo gate", json={"citizen_id": citizen})
+        assert gate["decision"] == ("stop" if "subway-gate-stop" in sanctions else "pass")
+        grant = policy.grant_for("employer").fields
+        employer = call("employer", "GET", f"/api/citizens/{citizen}", "demo hire")
+        assert set(employer) == {"citizen_id", "day", *(f for f in ("score", "class", "benefits", "sanctions")
+                                                         if f in grant)}
 
         page.goto(f"{url}/dashboard")
         page.get_by_label("API key").fill(keys["analyst"][1])

@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 
 from socialcredit.policy import list_presets, load_policy
@@ -28,5 +30,16 @@ def test_gauge_bands_cover_the_range_and_the_needle_moves():
     assert len(gauge(policy, 1000)["arcs"]) == len(policy.classes)
 
 
-def test_public_surface_is_sorted():
-    assert public == sorted(public) and page_routes and run_demo
+def test_public_surface_is_sorted_and_page_routes_serve_the_three_areas(tmp_path):
+    import socialcredit.web as web
+    from socialcredit.service import Service
+
+    assert public == sorted(public) == ["page_routes", "run_demo"]
+    assert all(callable(getattr(web, name)) for name in public)
+    assert inspect.signature(run_demo).parameters["population"].default == 100_000  # what README says make run runs
+    service = Service.open(f"sqlite:///{tmp_path}/pages.db")
+    try:
+        paths = {route.path for route in page_routes(service).routes}
+    finally:
+        service.close()
+    assert {"/", "/app", "/portal", "/dashboard", "/portal/check", "/app/signin"} <= paths

@@ -135,9 +135,9 @@ def create_app(service: Service) -> FastAPI:
         return service.history(key, citizen_id, purpose)
 
     @app.get("/api/citizens/{citizen_id}/lookups", tags=["look-ups"])
-    def get_lookups(citizen_id: str, key: Key):
-        """Who looked this citizen up (the citizen and analysts only)."""
-        return service.lookups(key, citizen_id)
+    def get_lookups(citizen_id: str, key: Key, purpose: Purpose = None):
+        """Who looked this citizen up (the citizen and analysts only); an analyst's reading is logged."""
+        return service.lookups(key, citizen_id, purpose)
 
     @app.get("/api/citizens/{citizen_id}/profile", tags=["look-ups"])
     def get_profile(citizen_id: str, key: Key, purpose: Purpose = None):

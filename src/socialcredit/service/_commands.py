@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from socialcredit.policy import PolicyError
+from socialcredit.policy import PolicyError, list_presets
 from socialcredit.service._db import DEFAULT_URL, Database
 from socialcredit.service._errors import ServiceError
 from socialcredit.service._keys import create_key, revoke_key
@@ -29,6 +29,11 @@ _err = Console(stderr=True)
 def _fail(message: str) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+def _shown(url: str) -> str:
+    """A database URL fit to print: never a password."""
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)
 
 
 def _open(url: str, policy: str | None) -> Service:
@@ -54,7 +59,7 @@ def serve(
     try:
         if day is not None:
             service.ledger.set_day(day)
-        shown = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", db)  # never print a password
+        shown = _shown(db)
         _out.print(f"serving policy '{service.policy.name}' from {shown}, day {service.day}, "
                    f"on http://{host}:{port} (OpenAPI at /docs)")
         app = create_app(service)
@@ -84,19 +89,67 @@ def db_load(
     db: DbOption = DEFAULT_URL,
     policy: PolicyOption = None,
 ) -> None:
-    """Load a simulation run's citizens and events (the service day moves up to its last day)."""
-    manifest = run_dir / "manifest.json"
-    if policy is None and manifest.is_file():
-        policy = json.loads(manifest.read_text(encoding="utf-8")).get("policy")
+    """Load a simulation run's citizens and events (the service day moves up to its last day).
+
+    Scored with the run's state policy (the manifest's `policies`) unless --policy says otherwise.
+    """
+    if policy is None:
+        try:
+            policy = run_policy(run_dir)
+        except ServiceError as exc:
+            raise _fail(str(exc)) from None
     service = _open(db, policy)
     try:
         loaded = service.load_run(run_dir)
+        name = service.policy.name
     except ServiceError as exc:
         raise _fail(str(exc)) from None
     finally:
         service.close()
+    origin = f" from {policy}" if policy and policy not in list_presets() else ""
     _out.print(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events from {run_dir} "
-               f"into {db}")
+               f"into {_shown(db)} (policy '{name}'{origin})", highlight=False, soft_wrap=True)
+
+
+def run_policy(run_dir: Path) -> str | None:
+    """The state policy a run was scored with, as a preset name or a policy file that exists here.
+
+    From the manifest's `policies` (region -> preset name or TOML path, none for an unscored
+    region): one policy is used; several are an error asking for --policy. A relative path is
+    taken as the simulator was given it (from the folder it ran in), so it is looked for from the
+    current folder, then from the run folder and each folder above it; the error says where it
+    looked. None: the run has no manifest (use the default).
+    """
+    manifest = Path(run_dir) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        policies = json.loads(manifest.read_text(encoding="utf-8")).get("policies")
+    except (ValueError, AttributeError):
+        raise ServiceError(f"{manifest}: not a run manifest (unreadable JSON object)") from None
+    if not isinstance(policies, dict):
+        raise ServiceError(f"{manifest} names no 'policies' (region -> policy): pass --policy")
+    names = sorted({p for p in policies.values() if p})
+    if not names:
+        raise ServiceError(f"{manifest}: no region of the run is scored (every policy is empty); "
+                           f"pass --policy")
+    if len(names) > 1:
+        regions = "; ".join(f"{r}: {p}" for r, p in policies.items() if p)
+        raise ServiceError(f"run {run_dir} scores its regions with {len(names)} policies ({regions}); the "
+                           f"service holds one: pass --policy with the one to load it under")
+    (name,) = names
+    if name in list_presets():
+        return name
+    path = Path(name)
+    tried = [path]
+    if not path.is_absolute():  # from here, then from the run folder and each folder above it
+        run = Path(run_dir).resolve()
+        tried += [folder / path for folder in (run, *run.parents)]
+    for candidate in tried:
+        if candidate.is_file():
+            return str(candidate)
+    raise ServiceError(f"run {run_dir} was scored with the policy file '{name}', which is not here "
+                       f"(tried {', '.join(str(t) for t in tried)}): pass --policy with its path")
 
 
 def keys_create(

@@ -36,9 +36,13 @@ _SCHEMA = [
         id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS class_history_citizen ON class_history (citizen_id, day)",
     "CREATE TABLE IF NOT EXISTS citizens (citizen_id TEXT PRIMARY KEY, attributes TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS profiles (
-        citizen_id TEXT PRIMARY KEY, age {real}, age_estimate {real}, age_uncertainty {real},
-        flags TEXT)""",
+    # The camera profile a simulation run's data centre holds (see Ledger.load_run): its age
+    # estimate, the estimate's standard error, sightings, and sightings by place type (JSON).
+    # (Databases made before it may hold an unused `profiles` table, which nothing wrote but
+    # hand-made citizen tables.)
+    """CREATE TABLE IF NOT EXISTS camera_profiles (
+        citizen_id TEXT PRIMARY KEY, age_estimate {real}, age_uncertainty {real},
+        sightings INTEGER NOT NULL, by_place TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS appeals (
         id {serial}, event_id TEXT NOT NULL, citizen_id TEXT NOT NULL, reason TEXT NOT NULL,
         status TEXT NOT NULL, filed_at TEXT NOT NULL, decided_at TEXT, decided_by TEXT,

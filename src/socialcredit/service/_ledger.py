@@ -497,7 +497,8 @@ class Ledger:
                 self.set_day(int(events["day"].max()))
         with self.write() as cur:
             if citizens_file.is_file():
-                loaded["citizens"] = self._load_citizens(cur, pl.read_parquet(citizens_file), citizens_file)
+                loaded["citizens"] = self._load_citizens(cur, pl.read_parquet(citizens_file), citizens_file,
+                                                         _age_noise(run_dir))
             if events is not None:
                 state = self._sync(cur)
                 stored = self.db.insert_frame(cur, "events", events.with_columns(batch=pl.lit(0, pl.Int64)),
@@ -514,7 +515,7 @@ class Ledger:
                 loaded["events"] = events.height
         return loaded
 
-    def _load_citizens(self, cur, citizens: pl.DataFrame, origin: Path) -> int:
+    def _load_citizens(self, cur, citizens: pl.DataFrame, origin: Path, age_noise: float | None) -> int:
         if "citizen_id" not in citizens.columns:
             raise Invalid(f"{origin}: missing column citizen_id", field="citizen_id")
         citizens = citizens.with_columns(pl.col("citizen_id").cast(pl.String))
@@ -522,15 +523,62 @@ class Ledger:
         encoded = (pl.struct(attributes).struct.json_encode() if attributes else pl.lit("{}"))
         self.db.insert_frame(cur, "citizens", citizens.select("citizen_id", attributes=encoded),
                              conflict="ON CONFLICT (citizen_id) DO UPDATE SET attributes = excluded.attributes")
-        profile_cols = [c for c in ("age", "age_estimate", "age_uncertainty", "flags") if c in citizens.columns]
-        if profile_cols:
-            profiles = citizens.select("citizen_id", *[
-                pl.col(c).cast(pl.String) if c == "flags" else pl.col(c).cast(pl.Float64)
-                for c in profile_cols])
-            updates = ", ".join(f"{c} = excluded.{c}" for c in profile_cols)
-            self.db.insert_frame(cur, "profiles", profiles,
-                                 conflict=f"ON CONFLICT (citizen_id) DO UPDATE SET {updates}")
+        # Every loaded citizen has a score from the start (the start score until an event moves
+        # it), so that class counts and look-ups cover the citizens with no event too.
+        start = citizens.select("citizen_id", score=pl.lit(self.compiled.policy.start, pl.Int64),
+                                **{"class": pl.lit(self.class_names[self.start_class])},
+                                class_idx=pl.lit(self.start_class, pl.Int32), as_of=pl.lit(self.day, pl.Int32))
+        if self.db.insert_frame(cur, "scores", start, conflict="ON CONFLICT (citizen_id) DO NOTHING"):
+            if self._delta is not None:
+                self._delta.valid = False  # which citizens were new is not known: count again
+            self._bump(cur)
+        profiles = camera_profiles(citizens, age_noise)
+        if profiles is not None:
+            self.db.insert_frame(cur, "camera_profiles", profiles, conflict=(
+                "ON CONFLICT (citizen_id) DO UPDATE SET age_estimate = excluded.age_estimate, "
+                "age_uncertainty = excluded.age_uncertainty, sightings = excluded.sightings, "
+                "by_place = excluded.by_place"))
         return citizens.height
+
+
+def camera_profiles(citizens: pl.DataFrame, age_noise: float | None) -> pl.DataFrame | None:
+    """The camera profiles of a run's citizens.parquet, None if it has none.
+
+    The simulator's data centre keeps, per citizen, `profile_age` (its age estimate, null if never
+    seen), `sightings` and `moves_<placetype>` (sightings by place type, each capped at 31). The
+    estimate is the running mean of one observation per sighting, each off by a triangular error
+    on [-age_noise_years, +age_noise_years] (variance noise^2 / 6), so its standard error after n
+    sightings is noise / sqrt(6 n); without the run's manifest the uncertainty is unknown (null).
+    The true age (`age`) and the estimate's error (`profile_age_error`) are the simulation's own
+    knowledge, not the data centre's: they stay out of the profile.
+    """
+    if "profile_age" not in citizens.columns or "sightings" not in citizens.columns:
+        return None
+    places = [c.removeprefix("moves_") for c in citizens.columns if c.startswith("moves_")]
+    seen = pl.col("sightings") > 0
+    uncertainty = (pl.lit(None, pl.Float64) if age_noise is None else
+                   (age_noise / (6.0 * pl.col("sightings").cast(pl.Float64)).sqrt()).round(2))
+    by_place = (pl.struct([pl.col(f"moves_{p}").cast(pl.Int64).alias(p) for p in places]).struct.json_encode()
+                if places else pl.lit("{}"))
+    return citizens.select(
+        "citizen_id",
+        age_estimate=pl.when(seen).then(pl.col("profile_age").cast(pl.Float64)),
+        age_uncertainty=pl.when(seen & pl.col("profile_age").is_not_null()).then(uncertainty),
+        sightings=pl.col("sightings").cast(pl.Int64),
+        by_place=by_place,
+    )
+
+
+def _age_noise(run_dir: Path) -> float | None:
+    """The run's camera age noise (scenario sensors.age_noise_years), None without a manifest."""
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        noise = json.loads(manifest.read_text(encoding="utf-8"))["scenario"]["sensors"]["age_noise_years"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(noise) if isinstance(noise, int | float) else None
 
 
 class _Write:

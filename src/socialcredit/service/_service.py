@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -17,7 +15,7 @@ import polars as pl
 
 from socialcredit.engine import CompiledPolicy, explain
 from socialcredit.events import EVENT_SCHEMA
-from socialcredit.policy import Consequence, Grant, Policy, load_policy
+from socialcredit.policy import Consequence, Grant, Policy, list_presets, load_policy
 from socialcredit.service._db import DEFAULT_URL, Database
 from socialcredit.service._errors import Conflict, Forbidden, Invalid, NotFound
 from socialcredit.service._keys import ApiKey, now
@@ -26,14 +24,15 @@ from socialcredit.service._ledger import Ledger
 log = logging.getLogger("socialcredit.service")
 
 APPEAL_STATUSES = ("open", "upheld", "rejected")
-# Camera events: source "camera", source_ref "cam-<region>-<placetype>-<n>" (e.g. cam-rc-subway-17).
+# Camera events have source "camera". Their source_ref names the place type: the simulator writes
+# the bare place type ("street", "mall", "subway"); a live feed may name its camera
+# "cam-<region>-<placetype>-<n>" (e.g. cam-rc-subway-17). Anything else is place type "unknown".
 CAMERA_SOURCE = "camera"
+PLACE_TYPES = ("street", "mall", "subway")  # the simulator's place types (simulation/_kinds.py PLACES)
 # Loans (ASSUMPTION, the report gives no rates): 4% for the top class, +0.5 points per class below,
 # minus a benefit's `loan_rate_discount`; a sanction with `loan_allowed = false` refuses the loan.
 LOAN_BASE_RATE = 0.04
 LOAN_CLASS_SPREAD = 0.005
-# Camera age estimates (ASSUMPTION): +-6 years at the first sighting, shrinking with 1/sqrt(n + 1).
-AGE_UNCERTAINTY_FIRST = 6.0
 # The projector waits at most this long for batches being received before it projects.
 PROJECT_DEFER_S = 2.0
 # ... and while batches keep coming: a batch acknowledged less than this long ago counts as arriving.
@@ -90,11 +89,26 @@ class Service:
     @classmethod
     def open(cls, url: str = DEFAULT_URL, policy: str | Policy | None = None, *,
              settings: Settings | None = None) -> Service:
-        """Open (and create) the database at `url` with a policy (default: the one it holds)."""
+        """Open (and create) the database at `url` with a policy (default: the one it holds).
+
+        A policy from a TOML file is remembered with its path, so that the database opens again
+        without naming the file.
+        """
         db = Database.open(url)
+        file = None
         if not isinstance(policy, Policy):
-            policy = load_policy(policy or db.get_meta("policy") or "taz-2018")
-        return cls(db, policy, settings=settings)
+            if policy is None:
+                stored = db.get_meta("policy")
+                policy = (db.get_meta("policy_file") if stored not in list_presets() else None) or stored
+            policy = policy or "taz-2018"
+            if policy not in list_presets():
+                file = str(Path(policy).resolve())
+            policy = load_policy(policy)
+        service = cls(db, policy, settings=settings)
+        if file is not None and db.get_meta("policy_file") != file:
+            with db.transaction() as cur:
+                db.set_meta(cur, "policy_file", file)
+        return service
 
     @property
     def day(self) -> int:
@@ -202,6 +216,7 @@ class Service:
 
     def _record(self, key: ApiKey, citizen_id: str, purpose: str | None, fields: list[str],
                 endpoint: str, log: list | None) -> None:
+        purpose = (purpose or "").strip() or None  # a blank purpose is no purpose
         row = (citizen_id, key.name, key.role, purpose, ",".join(fields), endpoint, now(), self.day)
         if log is None:
             self._log.write([row])
@@ -309,12 +324,18 @@ class Service:
         self._record(key, citizen_id, purpose, fields, "history", log)
         return out
 
-    def lookups(self, key: ApiKey, citizen_id: str) -> dict:
-        """Who looked this citizen up (GDPR Art. 15); the citizen themself and analysts only."""
+    def lookups(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
+        """Who looked this citizen up (GDPR Art. 15); the citizen themself and analysts only.
+
+        An analyst reading the log is itself an access: it goes through the analyst's grant (a
+        purpose where the grant requires one) and is logged.
+        """
         if key.role not in ("citizen", "analyst"):
             raise Forbidden("only the citizen and analysts may see who looked a citizen up")
         if key.role == "citizen" and key.citizen_id != citizen_id:
             raise Forbidden("a citizen key may read only its own citizen")
+        if key.role != "citizen":
+            self._grant(key, citizen_id, purpose, "the look-up log")
         self._log.flush()  # the look-ups answered so far, including those still in the queue
         rows = self.db.log.frame(
             "SELECT at, day, key_name, role, purpose, fields, endpoint FROM lookups "
@@ -322,45 +343,61 @@ class Service:
             {"at": pl.String, "day": pl.Int32, "who": pl.String, "role": pl.String,
              "purpose": pl.String, "fields": pl.String, "endpoint": pl.String})
         rows = rows.with_columns(pl.col("fields").str.split(","))
-        if key.role != "citizen":  # an analyst reading the log is itself an access to log
-            self._record(key, citizen_id, None, ["lookups"], "lookups", None)
+        if key.role != "citizen":
+            self._record(key, citizen_id, purpose, ["lookups"], "lookups", None)
         return {"citizen_id": citizen_id, "lookups": rows.to_dicts()}
 
     def profile(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
                 log: list | None = None) -> dict:
-        """The camera profile from the data centre (agency and security only); logged."""
-        if key.role not in ("agency", "security"):
-            raise Forbidden("only agency and security keys may read camera profiles")
+        """The camera profile from the data centre, for roles whose grant has 'profile'; logged.
+
+        A citizen loaded from a simulation run starts from the run's camera profile (the age
+        estimate, its uncertainty, sightings by place type: see `Ledger.load_run`); the camera
+        events sent since (not loaded with the run) add to the sightings, and a voided run event
+        takes its sighting out again. Without a loaded profile, the camera events are the sightings
+        and there is no age estimate.
+        """
         grant = self._grant(key, citizen_id, purpose, "a profile")
         self._require(grant, "profile", "camera profile")
         _, _, idx = self._status(citizen_id)
-        cams = self.db.frame("SELECT day, source_ref, confidence FROM events WHERE citizen_id = ? "
-                             "AND source = ? AND voided = 0 ORDER BY day, event_id",
+        cams = self.db.frame("SELECT day, source_ref, confidence, batch, voided FROM events "
+                             "WHERE citizen_id = ? AND source = ? ORDER BY day, event_id",
                              (citizen_id, CAMERA_SOURCE),
-                             {"day": pl.Int32, "camera": pl.String, "confidence": pl.Float64})
-        parts = pl.col("camera").fill_null("").str.split("-")
-        cams = cams.with_columns(place_type=pl.when(parts.list.len() >= 4).then(parts.list.get(2, null_on_oob=True))
-                                 .otherwise(pl.lit("unknown")))
-        by_place = cams.group_by("place_type").agg(sightings=pl.len()).sort("place_type")
-        stored = self.db.execute("SELECT age, age_estimate, age_uncertainty, flags FROM profiles "
+                             {"day": pl.Int32, "camera": pl.String, "confidence": pl.Float64,
+                              "batch": pl.Int64, "voided": pl.Int32})
+        cams = cams.with_columns(place_type=place_type(pl.col("camera")))
+        stored = self.db.execute("SELECT age_estimate, age_uncertainty, sightings, by_place FROM camera_profiles "
                                  "WHERE citizen_id = ?", (citizen_id,))
-        age, estimate, uncertainty, flags = stored[0] if stored else (None, None, None, None)
-        if estimate is None and age is not None:
-            uncertainty = AGE_UNCERTAINTY_FIRST / math.sqrt(cams.height + 1)
-            estimate = round(age + uncertainty * _wobble(citizen_id, cams.height), 1)
+        by_place: dict[str, int] = {}
+        if stored:
+            estimate, uncertainty, sightings, places = stored[0]
+            by_place = {p: int(n) for p, n in json.loads(places).items()}
+            # The run's camera events are in its profile already: only those sent since count on
+            # top; a voided run event is a sighting taken out.
+            added = cams.filter((pl.col("batch") > 0) & (pl.col("voided") == 0))
+            removed = cams.filter((pl.col("batch") == 0) & (pl.col("voided") != 0))
+            sightings = max(0, int(sightings) + added.height - removed.height)
+        else:
+            estimate = uncertainty = None
+            added = cams.filter(pl.col("voided") == 0)
+            removed = cams.clear()
+            sightings = added.height
+        for frame, sign in ((added, 1), (removed, -1)):
+            for place, n in frame.group_by("place_type").len().iter_rows():
+                by_place[place] = max(0, by_place.get(place, 0) + sign * n)
+        counted = cams.filter(pl.col("voided") == 0)
         _, sanctions = self.consequences(citizen_id, idx)
-        flag_list = [f for f in (flags or "").split(",") if f]
-        flag_list += [f"sanction:{s['name']}" for s in sanctions]
+        flag_list = [f"sanction:{s['name']}" for s in sanctions]
         if any(_stops_at_gate(s) for s in sanctions):
             flag_list.append("stop-at-subway-gate")
-        last = cams.row(-1, named=True) if cams.height else None
+        last = counted.select("day", "camera", "confidence").row(-1, named=True) if counted.height else None
         self._record(key, citizen_id, purpose, ["profile"], "profile", log)
         return {
             "citizen_id": citizen_id, "day": self.day,
             "age_estimate": estimate,
-            "age_uncertainty": None if uncertainty is None else round(uncertainty, 2),
-            "sightings": cams.height,
-            "sightings_by_place_type": dict(by_place.iter_rows()),
+            "age_uncertainty": uncertainty,
+            "sightings": sightings,
+            "sightings_by_place_type": {p: n for p, n in sorted(by_place.items()) if n},
             "last_seen": last,
             "flags": flag_list,
         }
@@ -572,10 +609,13 @@ def _blacklist(sanctions: list[dict]) -> dict:
     return {"listed": bool(bans), "bans": bans}
 
 
-def _wobble(citizen_id: str, sightings: int) -> float:
-    """A stable offset in [-1, 1] per citizen and number of sightings: the estimate wavers, then settles."""
-    digest = hashlib.blake2b(f"{citizen_id}:{sightings}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest) / 2**63 - 1.0
+def place_type(ref: pl.Expr) -> pl.Expr:
+    """The place type of camera references (see CAMERA_SOURCE): a bare place type as the simulator
+    writes it, or the last but one part of cam-<region>-<placetype>-<n> (a region may hold dashes)."""
+    parts = ref.fill_null("").str.split("-")
+    return (pl.when(ref.is_in(PLACE_TYPES)).then(ref)
+            .when((parts.list.len() >= 4) & (parts.list.first() == "cam")).then(parts.list.get(-2, null_on_oob=True))
+            .otherwise(pl.lit("unknown")))
 
 
 _LOG_INSERT = ("INSERT INTO lookups (citizen_id, key_name, role, purpose, fields, endpoint, at, day) "

@@ -148,41 +148,59 @@ def _effect(ctab, pint, eff_held, region_policy, region, stot, capcnt, since, a,
 
 
 @nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
-def _class_change(pint, held, hist_s, fifo, fifo_len, matured, since, sdays, bdays,
-                  a, r, p, old, new, t):
-    """Keep class counts, the held-days clock and the maturity queues in step; False when full."""
+def _class_change(pint, hist_s, band0, changed, a, r, p, old, new):
+    """Keep class counts in step; note a citizen whose band changes, for `_settle_bands`.
+
+    Held days count whole days, like the engine's classes (as of a day) and the service's class
+    history: a citizen who leaves a band and comes back within one day (points that expire in the
+    morning, a new offence later that day) never left it. So the held-days clock only moves at the
+    end of the day, from the band the citizen had when the day began to the band they end it in.
+    """
     hist_s[r, old] -= 1
     hist_s[r, new] += 1
-    ob = _band(pint, p, old)
-    nb_ = _band(pint, p, new)
-    if ob == nb_:
-        return True
-    s = np.int64(since[a])
-    if ob > 0:
-        days = t - s - pint[p, P_HMIN_B + ob - 1]
-        if days > 0:
-            if ob == 2:
-                sdays[a] = min(np.int64(sdays[a]) + days, 65535)
-            else:
-                bdays[a] = min(np.int64(bdays[a]) + days, 65535)
-        for j in range(MAX_HELD):
-            h = held[p, ob - 1, j]
-            if h > 0 and t - s >= h:
-                matured[r, ob - 1, j] -= 1
-    since[a] = t
-    if nb_ > 0 and held[p, nb_ - 1, 0] > 0:
-        b = nb_ - 1
-        n = fifo_len[b]
-        k = n - 1
-        while k >= 0 and fifo[b, 2 * k + 1] == t:  # a same-day re-entry keeps one entry
-            if fifo[b, 2 * k] == a:
-                return True
-            k -= 1
-        if 2 * n + 2 > fifo.shape[1]:
-            return False
-        fifo[b, 2 * n] = a
-        fifo[b, 2 * n + 1] = t
-        fifo_len[b] = n + 1
+    if band0[a] == 0 and _band(pint, p, old) != _band(pint, p, new):
+        band0[a] = 1 + _band(pint, p, old)
+        n = changed[0] + 1
+        changed[n] = a
+        changed[0] = n
+
+
+@nb.njit(inline="always", cache=True, _nrt=False, error_model="numpy")
+def _settle_bands(ctab, pint, held, region, region_policy, stot, capcnt, fifo, fifo_len, matured,
+                  since, sdays, bdays, band0, changed, t):
+    """End of day t: move the held-days clock, the maturity queues and the days under benefits and
+    sanctions of the citizens whose band differs from the morning's; False when a queue is full."""
+    for q in range(1, changed[0] + 1):
+        a = changed[q]
+        ob = np.int64(band0[a]) - 1
+        band0[a] = 0
+        r = np.int64(region[a])
+        p = region_policy[r]
+        nb_ = _band(pint, p, _klass(ctab, pint, p, stot[a], capcnt[a]))
+        if ob == nb_:
+            continue
+        s = np.int64(since[a])
+        if ob > 0:
+            days = t - s - pint[p, P_HMIN_B + ob - 1]
+            if days > 0:
+                if ob == 2:
+                    sdays[a] = min(np.int64(sdays[a]) + days, 65535)
+                else:
+                    bdays[a] = min(np.int64(bdays[a]) + days, 65535)
+            for j in range(MAX_HELD):
+                h = held[p, ob - 1, j]
+                if h > 0 and t - s >= h:
+                    matured[r, ob - 1, j] -= 1
+        since[a] = t
+        if nb_ > 0 and held[p, nb_ - 1, 0] > 0:
+            b = nb_ - 1
+            n = fifo_len[b]
+            if 2 * n + 2 > fifo.shape[1]:
+                return False
+            fifo[b, 2 * n] = a
+            fifo[b, 2 * n + 1] = t
+            fifo_len[b] = n + 1
+    changed[0] = 0
     return True
 
 
@@ -343,8 +361,8 @@ def _poisson(lam, key, n):
 def _score(scheme, p, k, a, actor, r, t, D, rules, people, books, metrics):
     """Apply one counted event's points to citizen `a` under `scheme`; False when a buffer is full."""
     points, expires, capcls, ctab, pint, held = rules
-    total, capcnt, learned, since, sdays, bdays, wrong = people
-    hist_s, hist_c, fifo, fifo_len, matured, exp_buf, exp_head, exp_len, peer_pen = books
+    total, capcnt, learned, wrong = people
+    hist_s, hist_c, band0, changed, exp_buf, exp_head, exp_len, peer_pen = books
     pts = points[p, k]
     cap_before = capcnt[a] if scheme == 0 else 0
     old = _klass(ctab, pint, p, total[a], cap_before)
@@ -363,9 +381,8 @@ def _score(scheme, p, k, a, actor, r, t, D, rules, people, books, metrics):
         exp_len[0] = n + 1
     new = _klass(ctab, pint, p, total[a], capcnt[a] if scheme == 0 else 0)
     if scheme == 0:
-        if new != old and not _class_change(pint, held, hist_s, fifo, fifo_len, matured, since,
-                                            sdays, bdays, a, r, p, old, new, t):
-            return False
+        if new != old:
+            _class_change(pint, hist_s, band0, changed, a, r, p, old, new)
         metrics[t, r, M_KIND + 4 * k + 3] += 1
         if a != actor:
             wrong[a] = min(max(np.int64(wrong[a]) + pts, -32768), 32767)
@@ -392,7 +409,7 @@ def _kind_pass(k, t, D, seed, block, key, rmax, inv_kv, n_active_bots, fp, regio
     driver, min_age, max_age, base, rural = kt
     obs_type, obs_src, obs_prob, obs_plat = obs
     (hist_s, hist_c, fifo, fifo_len, matured, exp_head, exp_len, exp_buf, peer_pen, ptr, cap_s,
-     cap_c, touched, bots, ev, ev_conf, _, _, _) = books
+     cap_c, touched, bots, ev, ev_conf, _, _, _, band0, changed) = books
     n_regions = region_lo.shape[0] - 1
     draw = 0
     n_touched, n_bots, n_ev, seq = count[0], count[1], count[2], count[3]
@@ -538,9 +555,9 @@ def _kind_pass(k, t, D, seed, block, key, rmax, inv_kv, n_active_bots, fp, regio
                     cap_n[att] += 1
                 if not _score(scheme, p, k, att, actor, ra, t, D,
                               (points, expires, capcls, ctab, pint, held),
-                              (total, capcnt, learned, since, sdays, bdays, wrong),
-                              (hist_s, hist_c, fifo, fifo_len, matured, exp_buf, exp_head,
-                               exp_len, peer_pen), metrics):
+                              (total, capcnt, learned, wrong),
+                              (hist_s, hist_c, band0, changed, exp_buf, exp_head, exp_len,
+                               peer_pen), metrics):
                     return False
                 counted |= 1 << scheme
                 if (scheme == 0 and k == K_NEWSPAPER and points[p, k] > 0
@@ -592,7 +609,7 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
     _populate(seed, block, fp, region_lo, region_urban, group_cum, age, flags, region, gd,
               traits, parent)
     (hist_s, hist_c, fifo, fifo_len, matured, exp_head, exp_len, exp_buf, peer_pen, ptr, cap_s,
-     cap_c, touched, bots, ev, ev_conf, count, order, seg) = scratch
+     cap_c, touched, bots, ev, ev_conf, count, order, seg, band0, changed) = scratch
     inv_kv, inv_stream = rinv
     _order_citizens(region_lo, region, traits, age, order, seg)
     n_bots = 0
@@ -619,32 +636,8 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
     for t in range(D):
         seq = 0
         sample_key = stream_key(seed, block, t, S_SAMPLE)
-        # Points that expire today leave the score before today's events.
-        e = exp_head[t]
-        while e >= 0:
-            a = exp_buf[0, e]
-            k = exp_buf[1, e] % 64
-            scheme = exp_buf[1, e] // 64
-            r = np.int64(region[a])
-            if scheme == 0:
-                p = region_policy[r]
-                old = _klass(ctab, pint, p, stot[a], capcnt[a])
-                stot[a] -= points[p, k]
-                if capcls[p, k]:
-                    capcnt[a] -= 1
-                new = _klass(ctab, pint, p, stot[a], capcnt[a])
-                if new != old and not _class_change(pint, held, hist_s, fifo, fifo_len, matured,
-                                                    since, sdays, bdays, a, r, p, old, new, t):
-                    return OVERFLOW
-            else:
-                old = _klass(ctab, pint, comm, ctot[a], 0)
-                ctot[a] -= points[comm, k]
-                new = _klass(ctab, pint, comm, ctot[a], 0)
-                if new != old:
-                    hist_c[r, old] -= 1
-                    hist_c[r, new] += 1
-            e = exp_buf[2, e]
-        # Held-days clocks that mature today.
+        # Held-days clocks that mature today: citizens in the band since the end of day t - h
+        # (counted before today's changes, which `_settle_bands` takes off at the end of the day).
         for p in range(pint.shape[0]):
             for b in range(2):
                 for j in range(MAX_HELD):
@@ -660,6 +653,30 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
                             matured[r, b, j] += 1
                         q += 1
                     ptr[p, b, j] = q
+        # Points that expire today leave the score before today's events.
+        e = exp_head[t]
+        while e >= 0:
+            a = exp_buf[0, e]
+            k = exp_buf[1, e] % 64
+            scheme = exp_buf[1, e] // 64
+            r = np.int64(region[a])
+            if scheme == 0:
+                p = region_policy[r]
+                old = _klass(ctab, pint, p, stot[a], capcnt[a])
+                stot[a] -= points[p, k]
+                if capcls[p, k]:
+                    capcnt[a] -= 1
+                new = _klass(ctab, pint, p, stot[a], capcnt[a])
+                if new != old:
+                    _class_change(pint, hist_s, band0, changed, a, r, p, old, new)
+            else:
+                old = _klass(ctab, pint, comm, ctot[a], 0)
+                ctot[a] -= points[comm, k]
+                new = _klass(ctab, pint, comm, ctot[a], 0)
+                if new != old:
+                    hist_c[r, old] -= 1
+                    hist_c[r, new] += 1
+            e = exp_buf[2, e]
         # Acts of every kind, observed (or not) by the sensors, scored as they are attributed.
         for k in range(N_KINDS):
             key = stream_key(seed, block, t, 1 + k)
@@ -672,6 +689,10 @@ def run_block(seed, block, D, fp, region_lo, region_policy, region_urban, covera
                 return OVERFLOW
             n_bots, n_ev, seq = count[1], count[2], count[3]
         n_active_bots = n_bots
+        # The day's band changes move the held-days clocks (consequences below read them).
+        if not _settle_bands(ctab, pint, held, region, region_policy, stot, capcnt, fifo, fifo_len,
+                             matured, since, sdays, bdays, band0, changed, t):
+            return OVERFLOW
         # Passive sightings: cameras see people going about their day and refine profiles.
         top = fp[FP_PASSIVE]
         if top > 0.0:

@@ -97,6 +97,8 @@ def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> tuple[np.ndarray
         np.zeros(8, np.int64),  # counters handed between the day loop and the kind passes
         np.empty(size, np.int64),  # the block's citizens ordered by region, deviance level, age
         np.empty(n_regions * LEVELS * AGES + 1, np.int64),  # where each (region, level, age) starts
+        np.zeros(size, np.uint8),  # 1 + the band a citizen began the day in, once it changed
+        np.zeros(size + 1, np.int64),  # how many citizens changed band today, then who
     )
 
 

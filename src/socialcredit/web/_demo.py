@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import socket
 import threading
@@ -18,6 +17,7 @@ import typer
 from socialcredit.analysis import write_report
 from socialcredit.policy import PolicyError
 from socialcredit.service import Service, ServiceError, create_app, create_key
+from socialcredit.service._commands import run_policy
 from socialcredit.simulation import SimulationError, simulate
 
 HOST = "127.0.0.1"
@@ -68,9 +68,9 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
     db_path = out / "demo.db"
     for stale in out.glob("demo.db*"):  # a fresh database each time: new keys, no old look-ups
         stale.unlink()
-    # The service holds one policy: that of the run's first region (one-town has one region).
-    policies = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["policies"]
-    service = Service.open(f"sqlite:///{db_path}", next(iter(policies.values())))
+    # The service holds one policy: the run's, as `socialcredit db load` finds it (a scenario that
+    # scores its regions with several policies is refused with their names).
+    service = Service.open(f"sqlite:///{db_path}", run_policy(run_dir))
     try:
         echo(f"loading the run into {db_path} ...")
         started = time.perf_counter()

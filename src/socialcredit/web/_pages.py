@@ -37,7 +37,6 @@ ACTIONS = {
     "agency": ("lookup", "Case look-up", None),
     "analyst": ("lookup", "Look-up", None),
 }
-PROFILE_ROLES = ("agency", "security")
 STATUS_TEXT = {
     "counted": "counted",
     "unknown_kind": "not scored: no rule for this kind",
@@ -161,7 +160,8 @@ def page_routes(service: Service) -> APIRouter:
         action = ACTIONS.get(key.role)
         appeals = _open_appeals(service, key) if key.role == "agency" else []
         return render(request, "portal.html", code, key=key, action=action, appeals=appeals,
-                      profile_allowed=key.role in PROFILE_ROLES, **context)
+                      profile_allowed="profile" in getattr(service.policy.grant_for(key.role), "fields", ()),
+                      **context)
 
     @router.get("/portal", response_class=HTMLResponse)
     def portal(request: Request, decided: str | None = None):

@@ -1,0 +1,110 @@
+"""`make mutate`: run mutmut (configured in pyproject.toml), then score the mutants and explain survivors.
+
+Every surviving mutant must either be killed by a test or be listed in scripts/mutation-equivalents.toml
+with a one-line reason why it is equivalent (it cannot change behaviour). A survivor listed there is
+matched by its function and the line the mutation wrote, not by mutmut's number, so the list keeps
+working when mutants are renumbered. Exits 1 while any survivor is unexplained, and writes the
+summary to mutants/summary.md.
+
+    python scripts/mutate.py                 # run every mutant (reuses mutmut's cache)
+    python scripts/mutate.py --report-only   # only score the last run
+    python scripts/mutate.py NAME...         # run some mutants again (mutmut's names, globs allowed)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTMUT = [sys.executable, "-m", "mutmut"]
+EQUIVALENTS = ROOT / "scripts" / "mutation-equivalents.toml"
+RESULT = re.compile(r"^\s*(\S+__mutmut_\d+): (.+)$")
+KILLED = {"killed", "timeout", "segfault"}  # a timeout or crash is a detected change too
+
+
+def main(argv: list[str]) -> int:
+    """Run (unless --report-only), score, write the summary; 1 while a survivor is unexplained."""
+    report_only = "--report-only" in argv
+    names = [a for a in argv if a != "--report-only"]
+    if not report_only:
+        subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, check=False)
+    results = _results()
+    if not results:
+        print("mutate: no mutmut results; run without --report-only first", file=sys.stderr)
+        return 1
+    equivalents = _equivalents()
+    survivors = sorted(name for name, status in results.items() if status == "survived")
+    explained, unexplained = {}, {}
+    for name in survivors:
+        diff = _show(name)
+        reason = _reason(name, diff, equivalents)
+        (explained if reason else unexplained)[name] = (reason, diff)
+    counts = Counter(results.values())
+    tried = sum(n for status, n in counts.items() if status != "not checked")
+    killed = sum(counts[s] for s in KILLED)
+    score = killed / max(tried - len(explained), 1)
+    lines = [f"# Mutation score: {killed} of {tried - len(explained)} non-equivalent mutants killed "
+             f"({score:.1%}); {len(explained)} equivalent, {len(unexplained)} unexplained survivors",
+             "", "| status | mutants |", "| --- | --- |"]
+    lines += [f"| {status} | {n} |" for status, n in sorted(counts.items())]
+    per_file = Counter(name.split(".x")[0] for name in survivors)
+    if per_file:
+        lines += ["", "Survivors per module: " + ", ".join(f"{m} {n}" for m, n in sorted(per_file.items()))]
+    if explained:
+        lines += ["", "## Equivalent survivors", ""]
+        lines += [f"- `{name}`: {reason}" for name, (reason, _) in explained.items()]
+    if unexplained:
+        lines += ["", "## Unexplained survivors (add a test, or a reason to scripts/mutation-equivalents.toml)", ""]
+        for name, (_, diff) in unexplained.items():
+            lines += [f"### {name}", "```diff", diff.strip(), "```"]
+    text = "\n".join(lines) + "\n"
+    (ROOT / "mutants").mkdir(exist_ok=True)
+    (ROOT / "mutants" / "summary.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 1 if unexplained else 0
+
+
+def _results() -> dict[str, str]:
+    done = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    return {m.group(1): m.group(2).strip() for line in done.stdout.splitlines() if (m := RESULT.match(line))}
+
+
+def _show(name: str) -> str:
+    return subprocess.run([*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True,
+                          check=False).stdout
+
+
+def _function(name: str) -> str:
+    """`socialcredit.engine._batch.x_score_ledger__mutmut_3` -> `socialcredit.engine._batch.score_ledger`."""
+    module, _, rest = name.partition(".x")
+    return f"{module}.{rest.rsplit('__mutmut_', 1)[0].strip('_ǁ').replace('ǁ', '.')}"
+
+
+def _written(diff: str) -> str:
+    """Return the lines the mutation wrote, whitespace-normalised."""
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return " ".join(" ".join(added).split())
+
+
+def _equivalents() -> list[dict]:
+    if not EQUIVALENTS.is_file():
+        return []
+    return tomllib.loads(EQUIVALENTS.read_text(encoding="utf-8")).get("equivalent", [])
+
+
+def _reason(name: str, diff: str, equivalents: list[dict]) -> str | None:
+    function, written = _function(name), _written(diff)
+    for entry in equivalents:
+        if entry["function"] == function and " ".join(entry["mutant"].split()) == written:
+            return entry["reason"]
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
