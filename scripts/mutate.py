@@ -13,9 +13,11 @@ summary to mutants/summary.md.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -32,7 +34,11 @@ def main(argv: list[str]) -> int:
     report_only = "--report-only" in argv
     names = [a for a in argv if a != "--report-only"]
     if not report_only:
-        subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, check=False)
+        # Each mutant's tests run in a fresh process: the simulated runs the service tests load
+        # (the simulator is not mutated) are made once for the whole mutation run.
+        with tempfile.TemporaryDirectory(prefix="sc-mutate-runs-") as runs:
+            env = {**os.environ, "SOCIALCREDIT_TEST_RUN_CACHE": runs}
+            subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, check=False, env=env)
     results = _results()
     if not results:
         print("mutate: no mutmut results; run without --report-only first", file=sys.stderr)

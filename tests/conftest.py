@@ -185,12 +185,31 @@ class LoadedRun:
         return self.events.filter(pl.col("citizen_id") == citizen_id).sort("day", "event_id")
 
 
+# `make mutate` runs the service's tests once per mutant, each time in a fresh process; it points
+# this at a folder of its own so that the runs (the simulator is not mutated) are simulated once.
+RUN_CACHE = os.environ.get("SOCIALCREDIT_TEST_RUN_CACHE")
+
+
 def simulate_run(folder, policy: str, **extra):
     """One small run under `policy` (a preset name or a TOML path) with the suite's overrides."""
-    from socialcredit.simulation import simulate
+    from socialcredit.simulation import Run, simulate
 
     overrides = {**RUN_OVERRIDES, **RUN_POLICY_OVERRIDES.get(policy, {}), **extra.pop("overrides", {})}
-    return simulate(**{**RUN_SIZE, **extra}, out=folder, policy=policy, events="all", overrides=overrides)
+    args = {**RUN_SIZE, **extra, "policy": policy, "events": "all", "overrides": overrides}
+    if RUN_CACHE:
+        import hashlib
+        import json
+        import shutil
+        from pathlib import Path
+
+        text = Path(policy).read_text(encoding="utf-8") if policy.endswith(".toml") else policy
+        key = hashlib.sha256(json.dumps([args, text], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        cached = Path(RUN_CACHE) / key
+        if not (cached / "manifest.json").is_file():
+            simulate(**args, out=Path(RUN_CACHE) / f".{key}-{os.getpid()}").path.rename(cached)
+        shutil.copytree(cached, folder)
+        return Run.open(folder)
+    return simulate(**args, out=folder)
 
 
 def db_load(run_dir, db_url: str, *args: str) -> str:

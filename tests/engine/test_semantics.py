@@ -1,5 +1,6 @@
 """Each clause of the scoring semantics, on ledgers small enough to check by hand."""
 
+import polars as pl
 import pytest
 
 from socialcredit.engine import STATUS_NAMES, score_ledger
@@ -125,3 +126,30 @@ def test_one_row_per_citizen_sorted_by_id(small_policy):
 def test_empty_ledger_scores_nobody(small_policy):
     result = score_ledger(small_policy, events([ev("1", "a", "k.reward", 0)]).clear())
     assert result.scores.height == 0
+
+
+def test_strict_names_every_unknown_kind_sorted_up_to_ten(small_policy):
+    rows = [ev(str(i), "a", f"k.unknown{i:02d}", 0) for i in range(12, 0, -1)]
+    with pytest.raises(EventError) as caught:
+        score_ledger(small_policy, events(rows), strict=True)
+    assert caught.value.column == "kind"
+    assert str(caught.value) == ("unknown event kind(s) with no rule in policy 'small': "
+                                 + ", ".join(f"k.unknown{i:02d}" for i in range(1, 11)))
+
+
+def test_an_empty_ledger_scores_no_one_as_of_day_0(small_policy):
+    from socialcredit.events import EVENT_SCHEMA, validate_events
+
+    result = score_ledger(small_policy, validate_events(pl.DataFrame(schema=EVENT_SCHEMA)))
+    assert (result.as_of, result.scores.height, result.status_counts()["counted"]) == (0, 0, 0)
+
+
+def test_unknown_kinds_beside_a_single_rule_score_nothing():
+    from socialcredit.policy import parse_policy
+
+    one = parse_policy('name = "one"\ntitle = "t"\nstart = 10\nmin = 0\nmax = 20\n[[class]]\nname = "A"\n'
+                       'min = 10\n[[class]]\nname = "B"\n[[rule]]\nid = "r"\nkind = "k.r"\npoints = -1\n'
+                       'reason = "r"\nexpires_after_days = 2\n')
+    result, s = scored(one, [ev("1", "a", "k.other", 0), ev("2", "b", "k.r", 0)], as_of=5)
+    assert s == {"a": (10, "A"), "b": (10, "A")}
+    assert list(result.decisions["status"]) == ["unknown_kind", "expired"]

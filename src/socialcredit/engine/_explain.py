@@ -45,7 +45,7 @@ def explain(policy: Policy | CompiledPolicy, events: pl.DataFrame, citizen_id: s
         counted.group_by("rule", "reason")
         .agg(points=pl.col("points").sum(), events=pl.len())
         .with_columns(effect=pl.when(pl.col("points") < 0).then(pl.lit("lowered"))
-                      .otherwise(pl.lit("raised")))
+                      .when(pl.col("points") > 0).then(pl.lit("raised")).otherwise(pl.lit("none")))
         .sort([pl.col("points").abs(), "rule"], descending=[True, False])
         .head(MAX_FACTORS)
         .select("rule", "reason", "effect", "points", "events")

@@ -78,7 +78,7 @@ class LoanIn(_Body):
 
 # Light routes run on the event loop: a few indexed reads cost less than two hops to the thread pool
 # and back. Routes that score or scan (history, profile, events, appeals) run in the thread pool.
-# Look-ups are logged without waiting: the log is written in group commits (see _LookupLog).
+# Look-ups are logged without waiting: the log is written in group commits (see LookupLog).
 async def _caller(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
     return authenticate(request.app.state.service.db, credentials.credentials if credentials else None)

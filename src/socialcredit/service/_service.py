@@ -16,10 +16,12 @@ import polars as pl
 from socialcredit.engine import CompiledPolicy, explain
 from socialcredit.events import EVENT_SCHEMA
 from socialcredit.policy import Consequence, Grant, Policy, list_presets, load_policy
+from socialcredit.service._access import Access, log_row, shown
 from socialcredit.service._db import DEFAULT_URL, Database
 from socialcredit.service._errors import Conflict, Forbidden, Invalid, NotFound
 from socialcredit.service._keys import ApiKey, now
 from socialcredit.service._ledger import Ledger
+from socialcredit.service._lookup_log import LookupLog
 
 log = logging.getLogger("socialcredit.service")
 
@@ -66,19 +68,15 @@ class Service:
             raise Conflict(f"{db.url} holds scores under policy '{stored}', not '{policy.name}'; "
                            f"use --policy {stored} or another database")
         self.ledger = Ledger(db, self.compiled)
-        # Looked up on every request (the policy is immutable): as dicts, not scans of its lists.
-        self._grants = {g.role: g for g in reversed(policy.grants)}  # the first grant of a role wins
+        self.access = Access(policy)
         self._class_index = {name: i for i, name in reversed(list(enumerate(policy.class_names)))}
-        # The fields a look-up shows, per role (the grant filter, computed once).
-        self._lookup_fields = {role: [f for f in _LOOKUP_FIELDS if f in g.fields]
-                               for role, g in self._grants.items()}
         # Per class: the benefits and sanctions a citizen in it may hold (the others need no history).
         self._candidates = [
             [(c, better, self._class_index[c.class_])
              for items, better in ((policy.benefits, True), (policy.sanctions, False)) for c in items
              if (idx <= self._class_index[c.class_] if better else idx >= self._class_index[c.class_])]
             for idx in range(len(policy.class_names))]
-        self._log = _LookupLog(self)
+        self._log = LookupLog(db)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -122,7 +120,7 @@ class Service:
         self.ledger.warm()
         while self.ledger.project():
             pass
-        self._log = _LookupLog(self)
+        self._log = LookupLog(self.db)
         self._threads = [threading.Thread(target=self._project_loop, name="projector", daemon=True),
                          self._log.start()]
         for t in self._threads:
@@ -198,26 +196,9 @@ class Service:
 
     # -- access -----------------------------------------------------------------------------------
 
-    def _grant(self, key: ApiKey, citizen_id: str, purpose: str | None, what: str) -> Grant:
-        """The caller's grant for a look-up of `citizen_id`, or the reason it is refused."""
-        grant = self._grants.get(key.role)
-        if grant is None:
-            raise Forbidden(f"policy '{self.policy.name}' grants role '{key.role}' no look-ups")
-        if key.role == "citizen" and key.citizen_id != citizen_id:
-            raise Forbidden("a citizen key may read only its own citizen")
-        if key.role != "citizen" and grant.purpose_required and not (purpose or "").strip():
-            raise Forbidden(f"role '{key.role}' must state a purpose (X-Purpose header) for {what}")
-        return grant
-
-    def _require(self, grant: Grant, field: str, what: str) -> None:
-        if field not in grant.fields:
-            raise Forbidden(f"policy '{self.policy.name}' does not let role '{grant.role}' see "
-                            f"'{field}' ({what})")
-
     def _record(self, key: ApiKey, citizen_id: str, purpose: str | None, fields: list[str],
                 endpoint: str, log: list | None) -> None:
-        purpose = (purpose or "").strip() or None  # a blank purpose is no purpose
-        row = (citizen_id, key.name, key.role, purpose, ",".join(fields), endpoint, now(), self.day)
+        row = log_row(key, citizen_id, purpose, fields, endpoint, self.day)
         if log is None:
             self._log.write([row])
         else:
@@ -266,9 +247,9 @@ class Service:
     def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
                log: list | None = None) -> dict:
         """Score, class, benefits, sanctions, reasons and blacklist, as the grant allows; logged."""
-        self._grant(key, citizen_id, purpose, "a look-up")
+        self.access.grant(key, citizen_id, purpose, "a look-up")
         score, klass, idx = self._status(citizen_id)
-        fields = self._lookup_fields[key.role]
+        fields = self.access.lookup_fields[key.role]
         if not fields:
             raise Forbidden(f"policy '{self.policy.name}' lets role '{key.role}' see no score fields")
         out: dict = {"citizen_id": citizen_id, "day": self.day}
@@ -305,7 +286,7 @@ class Service:
     def history(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
                 log: list | None = None) -> dict:
         """Reason codes and every event with its points and provenance, as the grant allows; logged."""
-        grant = self._grant(key, citizen_id, purpose, "a history")
+        grant = self.access.grant(key, citizen_id, purpose, "a history")
         fields = [f for f in ("reasons", "history") if f in grant.fields]
         if not fields:
             raise Forbidden(f"policy '{self.policy.name}' does not let role '{key.role}' see "
@@ -335,7 +316,7 @@ class Service:
         if key.role == "citizen" and key.citizen_id != citizen_id:
             raise Forbidden("a citizen key may read only its own citizen")
         if key.role != "citizen":
-            self._grant(key, citizen_id, purpose, "the look-up log")
+            self.access.grant(key, citizen_id, purpose, "the look-up log")
         self._log.flush()  # the look-ups answered so far, including those still in the queue
         rows = self.db.log.frame(
             "SELECT at, day, key_name, role, purpose, fields, endpoint FROM lookups "
@@ -357,8 +338,8 @@ class Service:
         takes its sighting out again. Without a loaded profile, the camera events are the sightings
         and there is no age estimate.
         """
-        grant = self._grant(key, citizen_id, purpose, "a profile")
-        self._require(grant, "profile", "camera profile")
+        grant = self.access.grant(key, citizen_id, purpose, "a profile")
+        self.access.require(grant, "profile", "camera profile")
         _, _, idx = self._status(citizen_id)
         cams = self.db.frame("SELECT day, source_ref, confidence, batch, voided FROM events "
                              "WHERE citizen_id = ? AND source = ? ORDER BY day, event_id",
@@ -408,7 +389,7 @@ class Service:
                            endpoint: str) -> tuple[Grant, int, list[dict], list[dict]]:
         if key.role != role:
             raise Forbidden(f"only {role} keys may call {endpoint}")
-        grant = self._grant(key, citizen_id, purpose, endpoint)
+        grant = self.access.grant(key, citizen_id, purpose, endpoint)
         _, _, idx = self._status(citizen_id)
         benefits, sanctions = self.consequences(citizen_id, idx)
         return grant, idx, benefits, sanctions
@@ -425,7 +406,7 @@ class Service:
         out = {"citizen_id": citizen_id, "gate": gate, "decision": "stop" if stops else "pass"}
         if "sanctions" in grant.fields:
             out["because"] = stops
-        self._record(key, citizen_id, purpose, ["decision", *_shown(grant, "sanctions")], "gate", log)
+        self._record(key, citizen_id, purpose, ["decision", *shown(grant, "sanctions")], "gate", log)
         return out
 
     def flight_check(self, key: ApiKey, citizen_id: str, flight: str | None, purpose: str | None, *,
@@ -441,7 +422,7 @@ class Service:
         if "benefits" in grant.fields:
             out["discount"] = sum(float(b["parameters"].get("flight_discount", 0)) for b in benefits)
         self._record(key, citizen_id, purpose,
-                     ["decision", *_shown(grant, "sanctions", "benefits")], "flight", log)
+                     ["decision", *shown(grant, "sanctions", "benefits")], "flight", log)
         return out
 
     def loan_quote(self, key: ApiKey, citizen_id: str, amount: float | None, purpose: str | None, *,
@@ -463,7 +444,7 @@ class Service:
         if "benefits" in grant.fields:
             out["benefits"] = [b["name"] for b in discounts]
         self._record(key, citizen_id, purpose,
-                     ["decision", *_shown(grant, "sanctions", "benefits")], "loan", log)
+                     ["decision", *shown(grant, "sanctions", "benefits")], "loan", log)
         return out
 
     # -- appeals ----------------------------------------------------------------------------------
@@ -568,7 +549,6 @@ def _lower_priority(nice: int) -> None:
         pass
 
 
-_LOOKUP_FIELDS = ("score", "class", "benefits", "sanctions", "reasons", "blacklist")
 _PLAIN_FIELDS = frozenset(("score", "class", "reasons"))
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
@@ -596,10 +576,6 @@ def _consequence(c: Consequence, since: int) -> dict:
             "held_days": c.held_days, "description": c.description, "parameters": dict(c.parameters)}
 
 
-def _shown(grant: Grant, *fields: str) -> list[str]:
-    return [f for f in fields if f in grant.fields]
-
-
 def _stops_at_gate(sanction: dict) -> bool:
     return "subway" in sanction["name"] or "stop_probability" in sanction["parameters"]
 
@@ -616,158 +592,3 @@ def place_type(ref: pl.Expr) -> pl.Expr:
     return (pl.when(ref.is_in(PLACE_TYPES)).then(ref)
             .when((parts.list.len() >= 4) & (parts.list.first() == "cam")).then(parts.list.get(-2, null_on_oob=True))
             .otherwise(pl.lit("unknown")))
-
-
-_LOG_INSERT = ("INSERT INTO lookups (citizen_id, key_name, role, purpose, fields, endpoint, at, day) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-# The look-up log's group commit: rows queued by look-ups are written together this often.
-LOG_INTERVAL_S = 0.05
-
-
-# The journal is emptied once it holds this much and every row in it is in the log database.
-JOURNAL_RESET_BYTES = 1 << 20
-
-
-class _LookupLog:
-    """The look-up log, written in group commits by one thread; a look-up never waits for a commit.
-
-    A look-up appends its row to a journal file (one write call, no fsync: it survives the
-    server's crash, as the SIGKILL test checks) and queues it, and is answered; the writer commits
-    everything queued every LOG_INTERVAL_S into the log database (a file of its own on SQLite, so
-    the projector's long transactions on the main file never hold it up) together with how far
-    the journal is in it. On start, the rows of the journal past that point (answered, not yet
-    committed when the server stopped) are committed first. `flush` waits until all rows queued so
-    far are committed (the log's readers call it first); `stop` writes what is left. On PostgreSQL
-    there is no local journal: a crash can lose the rows of the last LOG_INTERVAL_S plus one commit.
-    Without the writer thread (a Service not started), rows are written at once.
-    """
-
-    def __init__(self, service: Service):
-        self._service = service
-        self._lock = threading.Lock()  # guards _rows, _queued, _running and the journal
-        self._rows: list[tuple] = []
-        self._queued = 0  # rows queued since start
-        self._written = 0  # rows durable since start
-        self._done = threading.Condition()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._running = False
-        db = service.db
-        self._journal = Path(f"{db.path}-log.journal") if db.dialect == "sqlite" else None
-        self._fd: int | None = None
-        self._end = 0  # the journal's size: the offset just past the last row queued
-
-    def write(self, rows: list[tuple]) -> None:
-        if not rows:
-            return
-        with self._lock:
-            if self._running:
-                if self._fd is not None:
-                    data = "".join(json.dumps(row) + "\n" for row in rows).encode()
-                    os.write(self._fd, data)
-                    self._end += len(data)
-                self._rows.extend(rows)
-                self._queued += len(rows)
-                return
-        self._insert(rows)
-
-    def _replay(self) -> None:
-        """Commit the journal's rows that a stop left out of the log database, then empty it."""
-        assert self._journal is not None
-        data = self._journal.read_bytes() if self._journal.exists() else b""
-        done = int(self._service.db.log.get_meta("journal_committed", "0"))
-        rows = []
-        for line in data[done:].splitlines() if done <= len(data) else []:
-            try:
-                rows.append(tuple(json.loads(line)))
-            except ValueError:  # a line cut short by the crash: its look-up was never answered
-                log.warning("look-up journal: skipped a damaged line")
-        self._insert(rows, journal_at=len(data))
-        self._reset_journal()
-
-    def flush(self, timeout: float = 30.0) -> None:
-        with self._lock:
-            if not self._running:
-                return
-            target = self._queued
-        self._wake.set()
-        with self._done:
-            if not self._done.wait_for(lambda: self._written >= target or not self._running, timeout):
-                raise RuntimeError("the look-up log could not be written in time")
-
-    def _insert(self, rows: list[tuple], journal_at: int | None = None) -> None:
-        log_db = self._service.db.log
-        with log_db.transaction() as cur:
-            if rows:
-                log_db.executemany(cur, _LOG_INSERT, rows)
-            if journal_at is not None:  # in the same transaction: replay never writes a row twice
-                log_db.set_meta(cur, "journal_committed", str(journal_at))
-
-    def _reset_journal(self) -> None:
-        """Empty the journal (every row in it is committed); truncate first, so that a crash in
-        between leaves a committed offset past the end, which means: nothing to replay."""
-        assert self._journal is not None
-        with open(self._journal, "wb"):
-            pass
-        self._insert([], journal_at=0)
-        self._end = 0
-
-    def _commit_queued(self) -> None:
-        with self._lock:
-            rows, self._rows = self._rows, []
-            target = self._queued
-            end = self._end
-        if rows:
-            try:
-                self._insert(rows, journal_at=end if self._fd is not None else None)
-            except Exception:  # kept for the next round, in order
-                log.exception("writing the look-up log failed; retrying")
-                with self._lock:
-                    self._rows[:0] = rows
-                return
-        with self._lock:
-            if self._fd is not None and self._end == end and end >= JOURNAL_RESET_BYTES:
-                os.ftruncate(self._fd, 0)
-                self._insert([], journal_at=0)
-                self._end = 0
-        with self._done:
-            self._written = target
-            self._done.notify_all()
-
-    def start(self) -> threading.Thread:
-        if self._journal is not None:
-            self._replay()
-            self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with self._lock:
-            self._running = True
-            self._stopping = False
-        return threading.Thread(target=self.run, name="lookup-log", daemon=True)
-
-    def run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(LOG_INTERVAL_S)
-            self._wake.clear()
-            self._commit_queued()
-        for _ in range(3):  # the rows left at a clean stop
-            with self._lock:
-                if not self._rows:
-                    break
-            self._commit_queued()
-        with self._lock:
-            self._running = False
-            rows, self._rows = self._rows, []
-            end = self._end
-        try:
-            if rows:  # last try; an error here is reported by the caller of stop
-                self._insert(rows, journal_at=end if self._fd is not None else None)
-            if self._fd is not None:  # all committed: the next start has nothing to replay
-                os.close(self._fd)
-                self._fd = None
-                self._reset_journal()
-        finally:
-            with self._done:
-                self._done.notify_all()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
