@@ -52,6 +52,10 @@ def main(argv: list[str]) -> int:
         (explained if reason else unexplained)[name] = (reason, diff)
     counts = Counter(results.values())
     tried = sum(n for status, n in counts.items() if status != "not checked")
+    if tried == 0:
+        print("mutate: no mutant was tried (see mutmut's output above: its clean test run must pass)",
+              file=sys.stderr)
+        return 1
     killed = sum(counts[s] for s in KILLED)
     score = killed / max(tried - len(explained), 1)
     lines = [f"# Mutation score: {killed} of {tried - len(explained)} non-equivalent mutants killed "

@@ -202,7 +202,7 @@ def simulate_run(folder, policy: str, **extra):
         import shutil
         from pathlib import Path
 
-        text = Path(policy).read_text(encoding="utf-8") if policy.endswith(".toml") else policy
+        text = Path(policy).read_text(encoding="utf-8") if str(policy).endswith(".toml") else policy
         key = hashlib.sha256(json.dumps([args, text], sort_keys=True, default=str).encode()).hexdigest()[:16]
         cached = Path(RUN_CACHE) / key
         if not (cached / "manifest.json").is_file():
