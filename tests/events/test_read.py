@@ -84,3 +84,61 @@ def test_unknown_file_type_and_missing_file(tmp_path):
         read_events(write(tmp_path, "csv").rename(tmp_path / "e.xlsx"))
     with pytest.raises(EventError, match="no such file"):
         read_events(tmp_path / "nope.csv")
+
+
+def test_jsonl_is_ndjson_whatever_the_case_of_the_suffix(tmp_path):
+    for name in ("events.jsonl", "EVENTS.JSONL", "events.NDJSON"):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+        assert read_events(path).to_dicts() == ROWS, name
+
+
+def test_csv_ids_stay_text_with_their_leading_zeros(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("event_id,citizen_id,kind,day,confidence\n007,0042,k,3,1\n")
+    assert read_events(path).select("event_id", "citizen_id", "confidence").row(0) == ("007", "0042", 1.0)
+
+
+def test_ndjson_skips_blank_lines_and_keeps_keys_first_seen_late(tmp_path):
+    rows = [{"event_id": f"e{i}", "citizen_id": "c", "kind": "k", "day": 1} for i in range(150)]
+    rows[-1]["source_ref"] = "mall"  # a key only the 150th row has
+    path = tmp_path / "e.ndjson"
+    path.write_text("\n".join(json.dumps(r) for r in rows[:75]) + "\n\n   \n"
+                    + "\n".join(json.dumps(r) for r in rows[75:]) + "\n")
+    frame = read_events(path)
+    assert frame.height == 150 and frame["source_ref"].to_list() == [None] * 149 + ["mall"]
+
+
+def test_an_empty_ndjson_file_is_an_empty_ledger(tmp_path):
+    path = tmp_path / "e.ndjson"
+    path.write_text("\n")
+    frame = read_events(path)
+    assert frame.height == 0 and frame.schema == pl.Schema(EVENT_SCHEMA)
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    (json.dumps(ROWS[0]) + "\n\n{not json\n", 3, "not valid JSON"),
+    (json.dumps(ROWS[0]) + "\n[1, 2]\n", 2, "expected a JSON object"),
+])
+def test_a_bad_ndjson_line_is_named_by_file_and_line(tmp_path, text, line, words):
+    path = tmp_path / "e.ndjson"
+    path.write_text(text)
+    with pytest.raises(EventError) as info:
+        read_events(path)
+    assert info.value.row == line
+    assert str(info.value).startswith(f"{path}: line {line}: {words}")
+
+
+def test_errors_name_the_file(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("event_id,citizen_id,kind,day\ne1,c1,k,soon\n")
+    with pytest.raises(EventError, match="^" + str(path) + ": row 1, column day: expected a whole number"):
+        read_events(path)
+    broken = tmp_path / "e.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(EventError, match="^" + str(broken) + ": cannot be read: "):
+        read_events(broken)
+    with pytest.raises(EventError) as info:
+        read_events(write(tmp_path, "csv").rename(tmp_path / "e.xlsx"))
+    assert str(info.value) == (f"{tmp_path / 'e.xlsx'}: unknown event file type '.xlsx' "
+                               "(use .csv, .parquet, .ndjson, .jsonl)")

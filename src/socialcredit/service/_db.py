@@ -29,8 +29,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS scores (
         citizen_id TEXT PRIMARY KEY, score BIGINT NOT NULL, class TEXT NOT NULL,
         class_idx INTEGER NOT NULL, as_of INTEGER NOT NULL, stale_from INTEGER)""",
-    # Re-scoring by the day moving on follows the scoring state's schedule, not `stale_from` (it is
-    # no longer kept up to date); its index was an extra random write per score.
+    # `stale_from` is no longer written (re-scoring by the day follows the scoring state's
+    # schedule); the column stays so that databases made before keep opening.
     "DROP INDEX IF EXISTS scores_stale",
     """CREATE TABLE IF NOT EXISTS class_history (
         id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from socialcredit.engine import CompiledPolicy, ScoreState, Status, score_ledger
+from socialcredit.engine import CompiledPolicy, ScoreState, score_ledger
 from socialcredit.events import EVENT_SCHEMA, EventError, validate_events
 from socialcredit.service._db import Database
 from socialcredit.service._errors import Conflict, Forbidden, Invalid, TooLarge
@@ -390,7 +390,7 @@ class Ledger:
         self.db.insert_frame(cur, "scores", new.select("citizen_id", "score", "class", "class_idx", "as_of"),
                              conflict="ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, "
                                       "class = excluded.class, class_idx = excluded.class_idx, "
-                                      "as_of = excluded.as_of, stale_from = NULL")
+                                      "as_of = excluded.as_of")
 
     def rescore(self, cur, citizen_ids: pl.Series, *, fresh: pl.DataFrame | None = None) -> None:
         """Re-score these citizens from their whole ledger, as of the service day, in `cur`.
@@ -420,18 +420,12 @@ class Ledger:
             db.insert_frame(cur, "class_history", changed.select("citizen_id", day="as_of", class_idx="class_idx"))
         db.insert_frame(cur, "scores", new, conflict=(
             "ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, class = excluded.class, "
-            "class_idx = excluded.class_idx, as_of = excluded.as_of, stale_from = excluded.stale_from"))
+            "class_idx = excluded.class_idx, as_of = excluded.as_of"))
 
     def _scores(self, ledger: pl.DataFrame, citizen_ids: pl.Series) -> pl.DataFrame:
-        """Score, class and the next day it changes by itself (an expiry), per citizen."""
+        """Score and class per citizen, as of the service day."""
         c = self.compiled
         result = score_ledger(c, ledger, as_of=self.day)
-        rule = np.where(result.rule >= 0, result.rule, 0)
-        expires = c.expires[rule]
-        lasting = (result.status == Status.COUNTED) & (expires > 0)
-        stale = (pl.DataFrame({"citizen_id": ledger["citizen_id"],
-                               "stale_from": ledger["day"].to_numpy() + expires})
-                 .filter(pl.Series(lasting)).group_by("citizen_id").agg(pl.col("stale_from").min()))
         scored = result.scores.with_columns(class_idx=pl.col("class").to_physical().cast(pl.Int32),
                                             **{"class": pl.col("class").cast(pl.String)})
         # Citizens whose every event was voided are back at the start.
@@ -440,9 +434,7 @@ class Ledger:
                                    **{"class": pl.lit(self.class_names[self.start_class])},
                                    class_idx=pl.lit(self.start_class, pl.Int32))
         return (pl.concat([scored, start], how="diagonal_relaxed")
-                .join(stale, on="citizen_id", how="left")
-                .select("citizen_id", "score", "class", "class_idx",
-                        as_of=pl.lit(self.day, pl.Int32), stale_from=pl.col("stale_from").cast(pl.Int32)))
+                .select("citizen_id", "score", "class", "class_idx", as_of=pl.lit(self.day, pl.Int32)))
 
     def set_day(self, day: int) -> None:
         """Move the service day forward and re-score the citizens whose points expired by then."""

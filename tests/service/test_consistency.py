@@ -1,0 +1,111 @@
+"""The service's tables agree with the engine after every kind of write, on SQLite and PostgreSQL.
+
+After loading a simulated run, ingesting, re-sending, voiding an event on appeal (and rejecting
+another appeal), moving the day past expiries and loading the run again: every stored score and
+class is the engine's over the ledger's unvoided events as of the service day, every loaded citizen
+without events is at the start, each citizen's last class history entry is their class, and the
+statistics the writes keep up to date equal a count of the tables.
+"""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from socialcredit.engine import score_ledger
+from socialcredit.events import EVENT_SCHEMA
+from socialcredit.service import Service, authenticate, create_key
+
+from ..conftest import db_load
+from .conftest import handmade_event
+
+EVENTS_SQL = "SELECT event_id, citizen_id, kind, day, source, source_ref, confidence FROM events WHERE voided = 0"
+
+
+def assert_tables_agree_with_the_engine(service: Service, citizens: set[str]) -> None:
+    db = service.db
+    ledger = db.frame(EVENTS_SQL, (), EVENT_SCHEMA)
+    engine = score_ledger(service.policy, ledger, as_of=service.day).scores
+    stored = db.frame("SELECT citizen_id, score, class, class_idx FROM scores", (),
+                      {"citizen_id": pl.String, "score": pl.Int64, "class": pl.String, "class_idx": pl.Int32})
+    names = service.policy.class_names
+    assert stored["citizen_id"].is_unique().all()
+    assert set(stored["citizen_id"]) == citizens | set(ledger["citizen_id"])
+    assert stored["class"].to_list() == [names[i] for i in stored["class_idx"]]
+    joined = engine.join(stored, on="citizen_id", how="left", suffix="_stored")
+    wrong = joined.filter((pl.col("score") != pl.col("score_stored"))
+                          | (pl.col("class").cast(pl.String) != pl.col("class_stored")))
+    assert wrong.height == 0, wrong.head(5)
+    start = service.ledger.start_class
+    quiet = stored.join(engine, on="citizen_id", how="anti")
+    assert (quiet["score"] == service.policy.start).all() and (quiet["class_idx"] == start).all()
+    # The class history ends in each citizen's class; without one, the citizen is in the start class.
+    history = db.frame("SELECT citizen_id, day, class_idx FROM class_history ORDER BY id", (),
+                       {"citizen_id": pl.String, "day": pl.Int32, "class_idx": pl.Int32})
+    last = history.group_by("citizen_id", maintain_order=True).last()
+    ends = stored.join(last, on="citizen_id", how="left", suffix="_last")
+    assert (ends["class_idx_last"].fill_null(start) == ends["class_idx"]).all()
+    assert (history["day"] <= service.day).all()
+    # The statistics kept up to date by the writes equal a count of the tables.
+    per_day, classes = service.ledger.counts()
+    assert per_day == dict(ledger.group_by("day").len().iter_rows())
+    assert classes == np.bincount(stored["class_idx"].to_numpy(), minlength=len(names)).tolist()
+
+
+def exercise(service: Service, run, citizens: set[str]) -> None:
+    """Every kind of write, each followed by the check."""
+    service.ledger.counts()  # counted once: from here on the writes keep the counts
+    assert_tables_agree_with_the_engine(service, citizens)
+    agency = authenticate(service.db, create_key(service.db, role="agency", name="consistency-agency",
+                                                 sources=["camera", "courts", "community", "traffic-police"]))
+    day = service.day
+    known = sorted(citizens)[:3]
+    batch = [handmade_event(f"new-{i}", citizen=c, kind=kind, day=day, source=source, confidence=0.995)
+             for i, (c, (kind, source)) in enumerate(zip(
+                 known * 3, [("traffic.red_light", "camera"), ("court.judgment_default", "courts"),
+                             ("civic.heroic_act", "community")] * 3, strict=True))]
+    batch.append(handmade_event("new-stranger", citizen="someone-new", kind="court.judgment_default", day=day,
+                                source="courts"))
+    service.ingest(agency, json.dumps(batch).encode())
+    assert_tables_agree_with_the_engine(service, citizens)
+    service.ingest(agency, json.dumps(batch).encode())  # a re-send changes nothing
+    assert_tables_agree_with_the_engine(service, citizens)
+
+    if service.policy.appeals:
+        counted = run.events.filter(pl.col("state_points") < 0).sort("event_id")
+        first, second = counted.row(0, named=True), counted.row(1, named=True)
+        for row, upheld in ((first, True), (second, False)):
+            citizen = authenticate(service.db, create_key(
+                service.db, role="citizen", name=f"appellant-{row['event_id']}", citizen=row["citizen_id"]))
+            appeal = service.file_appeal(citizen, row["event_id"], "that was not me")
+            decided = service.decide_appeal(agency, appeal["id"], upheld, "checked")
+            assert decided["status"] == ("upheld" if upheld else "rejected")
+            assert_tables_agree_with_the_engine(service, citizens)
+        voided = service.db.execute("SELECT event_id FROM events WHERE voided = 1")
+        assert [r[0] for r in voided] == [first["event_id"]]
+
+    service.ledger.set_day(day + 400)  # past every expiry of the presets but the longest
+    assert_tables_agree_with_the_engine(service, citizens)
+    service.load_run(run.path)  # loaded before: nothing new, nothing counted twice
+    assert_tables_agree_with_the_engine(service, citizens)
+
+
+@pytest.mark.parametrize("policy", ["accountable", "rongcheng"])
+def test_sqlite_tables_agree_with_the_engine_after_every_write(loaded_runs, tmp_path, policy):
+    loaded = loaded_runs(policy)
+    service = Service.open(loaded.copy(tmp_path))
+    try:
+        exercise(service, loaded.run, set(loaded.citizens["citizen_id"]))
+    finally:
+        service.close()
+
+
+def test_postgresql_tables_agree_with_the_engine_after_every_write(simulated_runs, pg_url):
+    run = simulated_runs("accountable")
+    db_load(run.path, pg_url)
+    service = Service.open(pg_url)
+    try:
+        exercise(service, run, set(run.citizens["citizen_id"]))
+    finally:
+        service.close()
