@@ -96,6 +96,79 @@ def test_db_load_scores_a_real_run_under_the_policy_it_was_simulated_with(loaded
     assert scores_of(url).equals(the_run_says(run))
 
 
+def stored_profiles(url: str) -> pl.DataFrame:
+    db = Database.open(url)
+    try:
+        return db.frame("SELECT citizen_id, age_estimate, age_uncertainty, sightings, by_place FROM camera_profiles",
+                        (), {"citizen_id": pl.String, "age_estimate": pl.Float64, "age_uncertainty": pl.Float64,
+                             "sightings": pl.Int64, "by_place": pl.String}).sort("citizen_id")
+    finally:
+        db.close()
+
+
+def test_db_load_stores_every_citizen_and_the_data_centres_camera_profile_of_each(loaded_runs, tmp_path):
+    """The whole tables, citizen by citizen: attributes are the row of citizens.parquet; the profile
+    holds the simulated estimate (`profile_age`, none if never seen), its standard error from the
+    run's age noise (noise / sqrt(6 n) after n sightings), the sightings and their places."""
+    loaded = loaded_runs("taz-2018")
+    run, url = loaded.run, loaded.copy(tmp_path)
+    noise = run.manifest["scenario"]["sensors"]["age_noise_years"]
+    db = Database.open(url)
+    attributes = dict(db.execute("SELECT citizen_id, attributes FROM citizens"))
+    db.close()
+    rows = {row["citizen_id"]: row for row in run.citizens.iter_rows(named=True)}
+    assert attributes.keys() == rows.keys()
+    assert all(json.loads(attributes[c]) == {k: v for k, v in row.items() if k != "citizen_id"}
+               for c, row in rows.items())
+    profiles = stored_profiles(url)
+    assert profiles["citizen_id"].to_list() == sorted(rows)
+    places = sorted(c.removeprefix("moves_") for c in run.citizens.columns if c.startswith("moves_"))
+    assert places == ["mall", "street", "subway"]
+    seen = 0
+    for profile in profiles.iter_rows(named=True):
+        row = rows[profile["citizen_id"]]
+        n = row["sightings"]
+        assert profile["sightings"] == n
+        assert json.loads(profile["by_place"]) == {p: row[f"moves_{p}"] for p in places}
+        if n == 0:
+            assert profile["age_estimate"] is None and profile["age_uncertainty"] is None
+        else:
+            seen += 1
+            assert profile["age_estimate"] == row["profile_age"] is not None
+            assert profile["age_uncertainty"] == round(noise / (6 * n) ** 0.5, 2)
+    assert 0 < seen < profiles.height
+
+
+@pytest.mark.parametrize("manifest", [None, "not json", {"scenario": {}},
+                                      {"scenario": {"sensors": {"age_noise_years": "three"}}}])
+def test_without_the_runs_age_noise_a_profiles_uncertainty_is_unknown(loaded_runs, tmp_path, manifest):
+    run = loaded_runs("taz-2018").run
+    folder = tmp_path / "citizens-only"
+    folder.mkdir()
+    run.citizens.write_parquet(folder / "citizens.parquet")
+    if manifest is not None:
+        (folder / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    url = f"sqlite:///{tmp_path}/profiles.db"
+    service = Service.open(url)
+    try:
+        assert service.ledger.load_run(folder) == {"citizens": run.citizens.height, "events": 0}
+    finally:
+        service.close()
+    profiles = stored_profiles(url)
+    assert profiles.height == run.citizens.height and profiles["age_uncertainty"].null_count() == profiles.height
+    assert profiles["age_estimate"].null_count() == (run.citizens["sightings"] == 0).sum()
+
+
+def test_db_load_refuses_a_folder_without_a_run(tmp_path):
+    service = Service.open(f"sqlite:///{tmp_path}/empty.db")
+    try:
+        with pytest.raises(Exception, match="neither citizens.parquet nor events.parquet found"):
+            service.ledger.load_run(tmp_path)
+        assert service.db.execute("SELECT COUNT(*) FROM citizens")[0][0] == 0
+    finally:
+        service.close()
+
+
 @pytest.mark.parametrize("policy", ["taz-2018", "rongcheng", "accountable"])
 def test_the_suites_runs_hold_what_the_service_tests_need(simulated_runs, policy):
     """Cameras, false matches, class D and daily caps happen in the runs the service tests load."""

@@ -547,15 +547,14 @@ def camera_profiles(citizens: pl.DataFrame, age_noise: float | None) -> pl.DataF
     if "profile_age" not in citizens.columns or "sightings" not in citizens.columns:
         return None
     places = [c.removeprefix("moves_") for c in citizens.columns if c.startswith("moves_")]
-    seen = pl.col("sightings") > 0
     uncertainty = (pl.lit(None, pl.Float64) if age_noise is None else
                    (age_noise / (6.0 * pl.col("sightings").cast(pl.Float64)).sqrt()).round(2))
     by_place = (pl.struct([pl.col(f"moves_{p}").cast(pl.Int64).alias(p) for p in places]).struct.json_encode()
                 if places else pl.lit("{}"))
     return citizens.select(
         "citizen_id",
-        age_estimate=pl.when(seen).then(pl.col("profile_age").cast(pl.Float64)),
-        age_uncertainty=pl.when(seen & pl.col("profile_age").is_not_null()).then(uncertainty),
+        age_estimate=pl.col("profile_age").cast(pl.Float64),  # null for a citizen never seen
+        age_uncertainty=pl.when(pl.col("profile_age").is_not_null()).then(uncertainty),
         sightings=pl.col("sightings").cast(pl.Int64),
         by_place=by_place,
     )

@@ -1,0 +1,202 @@
+"""The look-up log in-process: journal first, group commits, replay after a crash exactly once.
+
+The end-to-end SIGKILL test is in test_hot_path.py; here each step of the journal's life is checked
+directly: what is in the journal and the log database after a write, a commit, a clean stop, a crash
+at any point (including inside the journal's reset) and a failed commit.
+"""
+
+import json
+import logging
+import os
+
+import pytest
+
+from socialcredit.service import Database, _lookup_log
+from socialcredit.service._lookup_log import LookupLog
+
+
+def _row(n: int) -> tuple:
+    return (f"c{n}", "bank-key", "bank", "mortgage", "score,class", "lookup", f"2026-01-01T00:00:{n:02d}", n)
+
+
+def _logged(db) -> list[tuple]:
+    return [tuple(r) for r in db.log.execute(
+        "SELECT citizen_id, key_name, role, purpose, fields, endpoint, at, day FROM lookups ORDER BY id")]
+
+
+def _journal(db) -> bytes:
+    return LookupLog(db)._journal.read_bytes()
+
+
+def _committed(db) -> int:
+    return int(db.log.get_meta("journal_committed", "0"))
+
+
+def _crash(log: LookupLog) -> None:
+    """The process dies: the journal file stays as written, nothing queued is committed."""
+    os.close(log._fd)
+
+
+@pytest.fixture
+def db(tmp_path):
+    db = Database.open(f"sqlite:///{tmp_path}/log.db")
+    yield db
+    db.close()
+
+
+def test_without_the_writer_rows_are_committed_at_once(db):
+    log = LookupLog(db)
+    log.write([])
+    assert _logged(db) == []
+    log.write([_row(1), _row(2)])
+    assert _logged(db) == [_row(1), _row(2)]
+    log.flush()  # not running: returns at once
+    assert not LookupLog(db)._journal.exists()
+
+
+def test_a_write_is_in_the_journal_before_it_is_committed_and_a_commit_records_how_far(db):
+    log = LookupLog(db)
+    log.start()  # the writer thread is not run: commits happen only when called
+    log.write([_row(1), _row(2)])
+    journal = _journal(db)
+    assert [tuple(json.loads(line)) for line in journal.splitlines()] == [_row(1), _row(2)]
+    assert _logged(db) == []
+    log._commit_queued()
+    assert _logged(db) == [_row(1), _row(2)] and _committed(db) == len(journal)
+    log.write([_row(3)])
+    assert _committed(db) == len(journal) < len(_journal(db))
+    _crash(log)
+
+
+def test_after_a_crash_the_uncommitted_rows_are_committed_once_and_the_journal_emptied(db):
+    log = LookupLog(db)
+    log.start()
+    log.write([_row(1), _row(2), _row(3)])
+    log._commit_queued()
+    log.write([_row(4)])
+    log.write([_row(5)])
+    _crash(log)
+    assert _logged(db) == [_row(n) for n in (1, 2, 3)]
+    restarted = LookupLog(db)
+    restarted.start()
+    assert _logged(db) == [_row(n) for n in range(1, 6)]
+    assert _journal(db) == b"" and _committed(db) == 0
+    _crash(restarted)
+    LookupLog(db).start()
+    assert _logged(db) == [_row(n) for n in range(1, 6)]
+
+
+def test_a_line_cut_short_by_the_crash_is_skipped_with_a_warning(db, caplog):
+    log = LookupLog(db)
+    log.start()
+    log.write([_row(1), _row(2)])
+    _crash(log)
+    with open(log._journal, "ab") as f:
+        f.write(json.dumps(_row(3)).encode()[:20])
+    with caplog.at_level(logging.WARNING, logger="socialcredit.service"):
+        LookupLog(db).start()
+    assert _logged(db) == [_row(1), _row(2)]
+    assert "skipped a damaged line" in caplog.text
+
+
+def test_a_crash_inside_the_reset_replays_nothing(db):
+    """The reset truncates before it records offset 0: a committed offset past the end means all is in."""
+    log = LookupLog(db)
+    log.start()
+    log.write([_row(1), _row(2)])
+    log._commit_queued()
+    _crash(log)
+    with open(log._journal, "wb"):
+        pass  # truncated; the crash came before `journal_committed` was set to 0
+    log._journal.write_bytes(json.dumps(_row(9)).encode() + b"\n")  # a shorter journal than the offset
+    assert _committed(db) > len(_journal(db))
+    LookupLog(db).start()
+    assert _logged(db) == [_row(1), _row(2)]
+
+
+def test_a_journal_past_its_size_limit_is_emptied_once_all_of_it_is_committed(db, monkeypatch):
+    monkeypatch.setattr(_lookup_log, "JOURNAL_RESET_BYTES", 3 * len(json.dumps(_row(1))))
+    log = LookupLog(db)
+    log.start()
+    log.write([_row(1), _row(2)])
+    log._commit_queued()
+    assert len(_journal(db)) == _committed(db) > 0  # under the limit: kept
+    log.write([_row(3), _row(4)])
+    log._commit_queued()
+    assert _journal(db) == b"" and _committed(db) == 0
+    log.write([_row(5)])  # appended at the start of the emptied file
+    _crash(log)
+    LookupLog(db).start()
+    assert _logged(db) == [_row(n) for n in range(1, 6)]
+
+
+def test_a_failed_commit_keeps_the_rows_in_order_for_the_next_round(db, monkeypatch, caplog):
+    log = LookupLog(db)
+    log.start()
+    log.write([_row(1), _row(2)])
+    insert = log._insert
+    calls = []
+
+    def failing_once(rows, journal_at=None):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise OSError("disk full")
+        insert(rows, journal_at)
+
+    monkeypatch.setattr(log, "_insert", failing_once)
+    with caplog.at_level(logging.ERROR, logger="socialcredit.service"):
+        log._commit_queued()
+    assert _logged(db) == [] and "retrying" in caplog.text
+    log.write([_row(3)])
+    log._commit_queued()
+    assert _logged(db) == [_row(1), _row(2), _row(3)] and _committed(db) == len(_journal(db))
+    _crash(log)
+
+
+def test_flush_waits_for_the_writer_and_gives_up_when_it_does_not_write(db):
+    log = LookupLog(db)
+    log.start()
+    log.write([_row(1)])
+    with pytest.raises(RuntimeError, match="could not be written in time"):
+        log.flush(timeout=0.2)  # the writer thread was never run
+    _crash(log)
+
+    log = LookupLog(db)
+    thread = log.start()
+    thread.start()
+    log.write([_row(2)])
+    log.flush()
+    assert _logged(db) == [_row(1), _row(2)]
+    log.stop()
+    thread.join(10)
+
+
+def test_a_clean_stop_commits_everything_and_leaves_nothing_to_replay(db):
+    log = LookupLog(db)
+    thread = log.start()
+    thread.start()
+    log.write([_row(1), _row(2)])
+    log.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert _logged(db) == [_row(1), _row(2)]
+    assert _journal(db) == b"" and _committed(db) == 0 and log._fd is None
+    log.write([_row(3)])  # stopped: written at once
+    assert _logged(db)[-1] == _row(3)
+    LookupLog(db).start()
+    assert len(_logged(db)) == 3
+
+
+def test_postgresql_keeps_no_journal_and_commits_in_groups(pg_url):
+    db = Database.open(pg_url)
+    log = LookupLog(db)
+    assert log._journal is None
+    thread = log.start()
+    thread.start()
+    log.write([_row(1)])
+    log.write([_row(2)])
+    log.flush()
+    assert _logged(db) == [_row(1), _row(2)]
+    log.stop()
+    thread.join(10)
+    db.close()
