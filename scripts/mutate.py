@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         # Each mutant's tests run in a fresh process: the simulated runs the service tests load
         # (the simulator is not mutated) are made once for the whole mutation run.
         with tempfile.TemporaryDirectory(prefix="sc-mutate-runs-") as runs:
-            env = {**os.environ, "SOCIALCREDIT_TEST_RUN_CACHE": runs}
+            env = {**os.environ, "SOCIALCREDIT_TEST_RUN_CACHE": runs, "HYPOTHESIS_PROFILE": "mutate"}
             subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, check=False, env=env)
     results = _results()
     if not results:

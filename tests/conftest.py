@@ -12,6 +12,8 @@ from socialcredit.policy import parse_policy
 settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("explore", max_examples=1000, deadline=None, print_blob=True)
+# `make mutate` runs the tests once per mutant: the same derandomised examples, fewer of them.
+settings.register_profile("mutate", parent=settings.get_profile("ci"), max_examples=40)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Tests that need a real PostgreSQL or a real browser carry a marker (from the fixture they use),

@@ -42,12 +42,25 @@ def test_bad_rows_are_named_and_nothing_is_stored(send, service, rows, row, fiel
     nothing_stored(service)
 
 
-@pytest.mark.parametrize("body", [b"[{", b"{not json}", b"\xff\xfe", b"", b"   ", b'{"a": 1}\n[', b"42",
-                                  b'"text"', b"[[1, 2]]", b"null"])
-def test_malformed_bodies_are_422(client, keys, service, body):
+@pytest.mark.parametrize(("body", "row", "error"), [
+    (b"[{", None, "malformed JSON at line 1, column 3: Expecting property name enclosed in double quotes"),
+    (b'[{"event_id": "a"},\n {"event_id": }]', None, "malformed JSON at line 2, column 15: Expecting value"),
+    (b"{not json}", 1, "row 1: malformed JSON at column 2: Expecting property name enclosed in double quotes"),
+    (b'{"a": 1}\n\n[', 2, "row 2: malformed JSON at column 2: Expecting value"),  # blank lines are no rows
+    (b"\xff\xfe", None, "body is not UTF-8 (byte 0)"),
+    (b'[{"event_id": "caf\xc3\xa9\xff"}]', None, "body is not UTF-8 (byte 20)"),
+    (b"", None, "empty body: send a JSON array or NDJSON lines of events"),
+    (b"  \n ", None, "empty body: send a JSON array or NDJSON lines of events"),
+    (b"42", 1, "row 1: expected a JSON object, got a number"),
+    (b'{"a": 1}\n"text"', 2, "row 2: expected a JSON object, got text"),
+    (b"[[1, 2]]", 1, "row 1: expected a JSON object, got an array"),
+    (b"null", 1, "row 1: expected a JSON object, got null"),
+    (b'[{"event_id": "a"}, true]', 2, "row 2: expected a JSON object, got true or false"),
+])
+def test_malformed_bodies_are_422_with_what_and_where(client, keys, service, body, row, error):
     r = client.post("/api/events", content=body, headers=auth(keys["agency"]))
     assert r.status_code == 422, (body, r.text)
-    assert r.json()["error"]
+    assert r.json()["error"] == error and r.json().get("row") == row
     nothing_stored(service)
 
 

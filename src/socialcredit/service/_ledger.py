@@ -95,11 +95,9 @@ def _diagnose(body: bytes, is_array: bool) -> None:
         raise Invalid(f"body is not UTF-8 (byte {exc.start})") from None
     if is_array:
         try:
-            rows = json.loads(text)
+            rows = json.loads(text)  # a list: the body starts with "["
         except json.JSONDecodeError as exc:
             raise Invalid(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-        if not isinstance(rows, list):
-            raise Invalid("expected a JSON array of events")
     else:
         rows = []
         for lineno, line in enumerate((ln for ln in text.splitlines() if ln.strip()), start=1):
@@ -110,12 +108,19 @@ def _diagnose(body: bytes, is_array: bool) -> None:
                               row=lineno) from None
     for i, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise Invalid(f"row {i}: expected a JSON object, got {type(row).__name__}", row=i)
+            raise Invalid(f"row {i}: expected a JSON object, got {_json_type(row)}", row=i)
         for field, types in _JSON_TYPES.items():
             value = row.get(field)
             if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
                 raise Invalid(f"row {i}, field {field}: expected {_JSON_NAMES[field]}, got {value!r}",
                               row=i, field=field)
+
+
+def _json_type(value) -> str:
+    """What a decoded JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    return {bool: "true or false", int: "a number", float: "a number", str: "text", list: "an array"}[type(value)]
 
 
 def check_batch(frame: pl.DataFrame, key: ApiKey, *, compiled: CompiledPolicy, day: int) -> pl.DataFrame:
