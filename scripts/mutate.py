@@ -108,12 +108,83 @@ def _equivalents() -> list[dict]:
     return tomllib.loads(EQUIVALENTS.read_text(encoding="utf-8")).get("equivalent", [])
 
 
+def _removed(diff: str) -> str:
+    """Return the lines the mutation replaced, whitespace-normalised."""
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    return " ".join(" ".join(removed).split())
+
+
 def _reason(name: str, diff: str, equivalents: list[dict]) -> str | None:
     function, written = _function(name), _written(diff)
     for entry in equivalents:
         if entry["function"] == function and " ".join(entry["mutant"].split()) == written:
             return entry["reason"]
+    before = _removed(diff)
+    for rule in _RULES:
+        if reason := rule(before, written):
+            return reason
     return None
+
+
+# Kinds of mutation that cannot change behaviour wherever they occur, recognised from the lines:
+# each rule gets the replaced and the written line and returns its reason, or None.
+_STRING = re.compile(r"""(?<![\w])[rbfu]*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""", re.IGNORECASE)
+_SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|WITH|BEGIN|ON CONFLICT)\b", re.IGNORECASE)
+_SQL_QUOTED = re.compile(r"'[^']*'")
+
+
+def _changed_strings(before: str, after: str) -> list[tuple[str, str]] | None:
+    """Return the string literals that differ, pairwise, when nothing else on the line does; else None."""
+    a, b = _STRING.findall(before), _STRING.findall(after)
+    if len(a) != len(b) or _STRING.sub('""', before) != _STRING.sub('""', after):
+        return None
+    return [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+
+
+def _sql_case(before: str, after: str) -> str | None:
+    changed = _changed_strings(before, after)
+    if changed and all(x.lower() == y.lower() and _SQL_START.match(x[1:])
+                       and _SQL_QUOTED.findall(x) == _SQL_QUOTED.findall(y) for x, y in changed):
+        return "SQL keywords and unquoted names are case-insensitive (its quoted values are unchanged)"
+    return None
+
+
+def _codec_case(before: str, after: str) -> str | None:
+    changed = _changed_strings(before, after)
+    if changed and all(x.lower() == y.lower() and _codec(x[1:-1]) and _codec(x[1:-1]) == _codec(y[1:-1])
+                       for x, y in changed):
+        return "codec names are case-insensitive: the same codec"
+    return None
+
+
+def _codec(name: str) -> str | None:
+    import codecs
+
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+# Database's statements, and the service's helpers that only pass their cursor on to them.
+_CURSOR_CALL = re.compile(r"(\.execute|\.frame|\.get_meta|\.set_meta|\._bump|\b_bump_keys)\(")
+
+
+def _transaction_cursor(before: str, after: str) -> str | None:
+    """`db.execute(..., cur)` with `cur` dropped or None: the same connection, the same transaction."""
+    if not _CURSOR_CALL.search(before) or "cur" not in before:
+        return None
+    squeeze = "".join
+    b, a = squeeze(before.split()), squeeze(after.split())
+    variants = {b.replace(",cur)", ",None)"), b.replace(",cur)", ",)"), b.replace(",cur)", ")"),
+                b.replace("(cur,", "(None,"), b.replace("cur=cur", "cur=None")}
+    if a in variants - {b}:
+        return ("without a cursor Database runs the statement on this thread's connection, the one "
+                "holding the transaction (SQLite and psycopg alike)")
+    return None
+
+
+_RULES = (_sql_case, _codec_case, _transaction_cursor)
 
 
 if __name__ == "__main__":

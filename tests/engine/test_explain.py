@@ -59,14 +59,15 @@ def test_explanation_defaults_to_the_ledgers_last_day(small_policy):
                                 ("camera", "seen by a camera", "lowered", -30, 1)]
 
 
-def test_a_rule_of_zero_points_is_a_factor_with_no_effect(small_policy):
+@pytest.mark.parametrize(("points", "effect"), [(0, "none"), (1, "raised"), (-1, "lowered")])
+def test_a_factors_effect_is_the_sign_of_its_points(small_policy, points, effect):
     from socialcredit.policy import parse_policy
     from tests.conftest import SMALL_POLICY
 
-    policy = parse_policy(SMALL_POLICY.replace("points = -1\n", "points = 0\n"), source="zero")
+    policy = parse_policy(SMALL_POLICY.replace("points = -1\n", f"points = {points}\n"), source="drunk")
     e = explain(policy, events([ev("d1", "k.drunk", 3), ev("c1", "k.capped", 3)]), "x")
     assert e.factors.rows() == [("capped", "capped and expiring", "lowered", -10, 1),
-                                ("drunk", "class held at C", "none", 0, 1)]
+                                ("drunk", "class held at C", effect, points, 1)]
 
 
 def test_a_citizen_without_events_is_a_key_error(small_policy):

@@ -1,6 +1,10 @@
 """Event files in three formats, and the errors that name row and column."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -142,3 +146,22 @@ def test_errors_name_the_file(tmp_path):
         read_events(write(tmp_path, "csv").rename(tmp_path / "e.xlsx"))
     assert str(info.value) == (f"{tmp_path / 'e.xlsx'}: unknown event file type '.xlsx' "
                                "(use .csv, .parquet, .ndjson, .jsonl)")
+
+
+def test_event_files_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """A sender's NDJSON with non-ASCII text reads the same under an ASCII locale (no UTF-8 mode)."""
+    path = tmp_path / "events.ndjson"
+    path.write_text(json.dumps({"event_id": "e1", "citizen_id": "Zhāng Wěi", "kind": "civic.heroic_act",
+                                "day": 3, "source": "community", "source_ref": "街道"}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    import socialcredit
+
+    env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": str(Path(socialcredit.__file__).parent.parent)}  # this very package (or its mutant)
+    code = ("import sys, json; from socialcredit.events import read_events; "
+            "print(json.dumps(read_events(sys.argv[1]).row(0, named=True)))")
+    done = subprocess.run([sys.executable, "-X", "utf8=0", "-c", code, str(path)], env=env,
+                          capture_output=True, text=True, encoding="utf-8", check=False)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert (row["citizen_id"], row["source_ref"]) == ("Zhāng Wěi", "街道")

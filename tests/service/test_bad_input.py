@@ -52,6 +52,7 @@ def test_bad_rows_are_named_and_nothing_is_stored(send, service, rows, row, fiel
     (b"", None, "empty body: send a JSON array or NDJSON lines of events"),
     (b"  \n ", None, "empty body: send a JSON array or NDJSON lines of events"),
     (b"42", 1, "row 1: expected a JSON object, got a number"),
+    (b"[4.5]", 1, "row 1: expected a JSON object, got a number"),
     (b'{"a": 1}\n"text"', 2, "row 2: expected a JSON object, got text"),
     (b"[[1, 2]]", 1, "row 1: expected a JSON object, got an array"),
     (b"null", 1, "row 1: expected a JSON object, got null"),

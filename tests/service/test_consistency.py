@@ -112,6 +112,11 @@ def exercise(service: Service, run, citizens: set[str]) -> None:
             check()
         voided = service.db.execute("SELECT event_id FROM events WHERE voided = 1")
         assert [r[0] for r in voided] == [first["event_id"]]
+        # A new event of the appellant: scored without the voided one (the state still holds it).
+        service.ingest(agency, json.dumps([handmade_event("after-appeal", citizen=first["citizen_id"],
+                                                          kind="civic.heroic_act", day=day,
+                                                          source="community")]).encode())
+        check()
 
     service.ledger.set_day(day + 400)  # past every expiry of the presets but the longest
     check()
@@ -149,5 +154,15 @@ def test_postgresql_tables_agree_with_the_engine_after_every_write(simulated_run
     service = Service.open(pg_url)
     try:
         exercise(service, run, set(run.citizens["citizen_id"]))
+    finally:
+        service.close()
+
+
+def test_a_new_database_counts_nothing_and_has_nothing_pending(tmp_path):
+    service = Service.open(f"sqlite:///{tmp_path}/new.db", "taz-2018")
+    try:
+        assert service.db.get_meta("ledger_gen") is None  # never written: no generation yet
+        assert service.ledger.counts() == ({}, [0] * len(service.policy.class_names))
+        assert service.ledger.pending() == 0
     finally:
         service.close()

@@ -15,11 +15,13 @@ def _batches(service, n: int) -> list[bytes]:
 
 def test_batches_are_pending_until_projected_and_projected_in_order(service, keys):
     agency = authenticate(service.db, keys["agency"])
-    for body in _batches(service, 3):
-        service.ingest(agency, body, wait=False)
+    batches = [service.ingest(agency, body, wait=False)["batch"] for body in _batches(service, 3)]
     assert service.ledger.pending() == 3
+    assert service.ledger.wait_projected(batches[0], 0.05) is False  # nobody projects: gives up in time
     assert service.ledger.project(max_batches=2) == 2
     assert service.ledger.pending() == 1
+    assert service.ledger.wait_projected(batches[1], 0.05) is True
+    assert service.ledger.wait_projected(batches[2], 0.05) is False
     stored = service.db.execute("SELECT batch, COUNT(*) FROM events GROUP BY batch ORDER BY batch")
     assert [tuple(r) for r in stored] == [(1, 3), (2, 3)]
     assert service.ledger.project() == 1 and service.ledger.pending() == 0 and service.ledger.project() == 0

@@ -16,41 +16,15 @@ from socialcredit import load_policy
 from socialcredit.simulation import simulate
 from tests.simulation._replay import consequences, daily_classes, holders
 
-CLASSES_NORTH = """
-[[class]]
-name = "AAA"
-min = 1012
-[[class]]
-name = "AA"
-min = 1004
-[[class]]
-name = "A"
-min = 996
-[[class]]
-name = "C"
-min = 988
-[[class]]
-name = "D"
-"""
-CLASSES_SOUTH = """
-[[class]]
-name = "AAA"
-min = 1010
-[[class]]
-name = "AA"
-min = 1003
-[[class]]
-name = "A"
-min = 997
-[[class]]
-name = "B"
-min = 993
-[[class]]
-name = "C"
-min = 988
-[[class]]
-name = "D"
-"""
+
+def classes(*bands: tuple[str, int | None]) -> str:
+    """[[class]] tables from (name, min) pairs, the last one open below (min None)."""
+    return "".join(f'\n[[class]]\nname = "{name}"\n' + ("" if low is None else f"min = {low}\n")
+                   for name, low in bands)
+
+
+CLASSES_NORTH = classes(("AAA", 1012), ("AA", 1004), ("A", 996), ("C", 988), ("D", None))
+CLASSES_SOUTH = classes(("AAA", 1010), ("AA", 1003), ("A", 997), ("B", 993), ("C", 988), ("D", None))
 RULES = """
 [[rule]]
 id = "red-light"

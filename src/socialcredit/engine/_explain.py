@@ -32,11 +32,11 @@ def explain(policy: Policy | CompiledPolicy, events: pl.DataFrame, citizen_id: s
             as_of: int | None = None) -> Explanation:
     """Explain one citizen's score as of `as_of` (default: the ledger's largest day)."""
     compiled = policy if isinstance(policy, CompiledPolicy) else CompiledPolicy.of(policy)
-    if as_of is None:
-        as_of = int(events["day"].max()) if events.height else 0
     mine = events.filter(pl.col("citizen_id") == citizen_id)
     if mine.height == 0:
         raise KeyError(f"citizen '{citizen_id}' has no events in the ledger")
+    if as_of is None:
+        as_of = int(events["day"].max())
     result = score_ledger(compiled, mine, as_of=as_of)
     row = result.scores.row(0, named=True)
     decisions = result.decisions.sort(["day", "event_id"])

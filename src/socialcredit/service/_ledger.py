@@ -465,8 +465,7 @@ class Ledger:
         self._count_days(pl.Series([int(r[0]) for r in rows], dtype=pl.Int64), -1)
         self.db.execute("UPDATE events SET voided = 1 WHERE event_id = ?", (event_id,), cur)
         self.rescore(cur, pl.Series([citizen_id]))
-        self._mutated = True
-        self._dirty.add(citizen_id)
+        self._dirty.add(citizen_id)  # the state still counts the event: re-score them from the ledger
         self._bump(cur)
 
     def warm(self) -> None:
