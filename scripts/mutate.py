@@ -129,7 +129,10 @@ def _reason(name: str, diff: str, equivalents: list[dict]) -> str | None:
 # Kinds of mutation that cannot change behaviour wherever they occur, recognised from the lines:
 # each rule gets the replaced and the written line and returns its reason, or None.
 _STRING = re.compile(r"""(?<![\w])[rbfu]*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""", re.IGNORECASE)
-_SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|WITH|BEGIN|ON CONFLICT)\b", re.IGNORECASE)
+# SQL text: a statement, or a piece of a conflict clause continued on the next line.
+_SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|WITH|BEGIN|ON CONFLICT\b|\w+ = excluded\.)",
+                        re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z_]+$")
 _SQL_QUOTED = re.compile(r"'[^']*'")
 
 
@@ -146,6 +149,15 @@ def _sql_case(before: str, after: str) -> str | None:
     if changed and all(x.lower() == y.lower() and _SQL_START.match(x[1:])
                        and _SQL_QUOTED.findall(x) == _SQL_QUOTED.findall(y) for x, y in changed):
         return "SQL keywords and unquoted names are case-insensitive (its quoted values are unchanged)"
+    return None
+
+
+def _table_case(before: str, after: str) -> str | None:
+    """`db.insert_frame(cur, "scores", ...)` with the table's name in capitals: SQL names it unquoted."""
+    changed = _changed_strings(before, after)
+    if changed and ".insert_frame(" in before and all(x.lower() == y.lower() and _NAME.match(x[1:-1])
+                                                       for x, y in changed):
+        return "insert_frame puts the table's name unquoted into SQL, where names are case-insensitive"
     return None
 
 
@@ -184,7 +196,7 @@ def _transaction_cursor(before: str, after: str) -> str | None:
     return None
 
 
-_RULES = (_sql_case, _codec_case, _transaction_cursor)
+_RULES = (_sql_case, _table_case, _codec_case, _transaction_cursor)
 
 
 if __name__ == "__main__":

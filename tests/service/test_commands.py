@@ -13,7 +13,8 @@ from socialcredit.engine import score_ledger
 from socialcredit.events import validate_events
 from socialcredit.policy import load_policy
 from socialcredit.service import Database, Service, authenticate
-from tests.conftest import simulate_run
+from socialcredit.service._errors import Invalid
+from tests.conftest import db_load, simulate_run
 
 runner = CliRunner()
 
@@ -72,9 +73,10 @@ def test_db_load_scores_a_real_run_under_the_policy_it_was_simulated_with(loaded
     loaded = loaded_runs(policy)
     run = loaded.run
     assert run.manifest["policies"] == {"town": policy}
-    assert f"loaded {run.citizens.height:,} citizens and {run.events.height:,} events" in loaded.load_output
-    assert f"(policy '{policy}')" in loaded.load_output
-    url = loaded.copy(tmp_path)
+    url = f"sqlite:///{tmp_path}/loaded.db"  # loaded here, not copied: `make mutate` maps db load to this test
+    output = db_load(run.path, url)
+    assert f"loaded {run.citizens.height:,} citizens and {run.events.height:,} events" in output
+    assert f"(policy '{policy}')" in output
     service = Service.open(url)
     try:
         assert service.policy.name == policy and service.day == loaded.day == run.manifest["days"] - 1
@@ -110,8 +112,9 @@ def test_db_load_stores_every_citizen_and_the_data_centres_camera_profile_of_eac
     """The whole tables, citizen by citizen: attributes are the row of citizens.parquet; the profile
     holds the simulated estimate (`profile_age`, none if never seen), its standard error from the
     run's age noise (noise / sqrt(6 n) after n sightings), the sightings and their places."""
-    loaded = loaded_runs("taz-2018")
-    run, url = loaded.run, loaded.copy(tmp_path)
+    run = loaded_runs("taz-2018").run
+    url = f"sqlite:///{tmp_path}/loaded.db"
+    db_load(run.path, url)
     noise = run.manifest["scenario"]["sensors"]["age_noise_years"]
     db = Database.open(url)
     attributes = dict(db.execute("SELECT citizen_id, attributes FROM citizens"))
@@ -157,6 +160,60 @@ def test_without_the_runs_age_noise_a_profiles_uncertainty_is_unknown(loaded_run
     profiles = stored_profiles(url)
     assert profiles.height == run.citizens.height and profiles["age_uncertainty"].null_count() == profiles.height
     assert profiles["age_estimate"].null_count() == (run.citizens["sightings"] == 0).sum()
+
+
+def test_db_load_of_events_alone_loads_no_citizens_and_moves_the_day(loaded_runs, tmp_path):
+    run = loaded_runs("taz-2018").run
+    folder = tmp_path / "events-only"
+    folder.mkdir()
+    run.events.write_parquet(folder / "events.parquet")
+    service = Service.open(f"sqlite:///{tmp_path}/events.db", "taz-2018")
+    try:
+        assert service.ledger.load_run(folder) == {"citizens": 0, "events": run.events.height}
+        assert service.day == int(run.events["day"].max())
+        assert service.db.execute("SELECT COUNT(*) FROM citizens")[0][0] == 0
+    finally:
+        service.close()
+
+
+def test_db_load_names_the_file_row_and_field_of_bad_input_and_stores_nothing(loaded_runs, tmp_path):
+    run = loaded_runs("taz-2018").run
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    events = run.events.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(-3).otherwise(pl.col("day"))
+                                     .alias("day"))
+    events.write_parquet(folder / "events.parquet")
+    service = Service.open(f"sqlite:///{tmp_path}/bad.db", "taz-2018")
+    try:
+        with pytest.raises(Invalid) as refused:
+            service.ledger.load_run(folder)
+        assert str(folder / "events.parquet") in str(refused.value)
+        assert (refused.value.row, refused.value.field) == (5, "day")
+        run.citizens.drop("citizen_id").write_parquet(folder / "citizens.parquet")
+        (folder / "events.parquet").unlink()
+        with pytest.raises(Invalid, match=f"{folder / 'citizens.parquet'}: missing column citizen_id") as refused:
+            service.ledger.load_run(folder)
+        assert refused.value.field == "citizen_id"
+        assert service.db.execute("SELECT COUNT(*) FROM events")[0][0] == 0
+        assert service.db.execute("SELECT COUNT(*) FROM citizens")[0][0] == 0
+    finally:
+        service.close()
+
+
+def test_citizens_with_no_attributes_are_stored_with_none_and_start_scored(tmp_path):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    pl.DataFrame({"citizen_id": ["p1", "p2"]}).write_parquet(folder / "citizens.parquet")
+    service = Service.open(f"sqlite:///{tmp_path}/bare.db", "taz-2018")
+    try:
+        assert service.ledger.load_run(folder) == {"citizens": 2, "events": 0}
+        assert service.db.execute("SELECT citizen_id, attributes FROM citizens ORDER BY citizen_id") == [
+            ("p1", "{}"), ("p2", "{}")]
+        start = (service.policy.start, service.policy.class_names[service.ledger.start_class])
+        assert service.db.execute("SELECT score, class FROM scores") == [start, start]
+        assert service.db.execute("SELECT COUNT(*) FROM camera_profiles")[0][0] == 0
+    finally:
+        service.close()
 
 
 def test_db_load_refuses_a_folder_without_a_run(tmp_path):

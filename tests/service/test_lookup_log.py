@@ -96,7 +96,7 @@ def test_a_line_cut_short_by_the_crash_is_skipped_with_a_warning(db, caplog):
     with caplog.at_level(logging.WARNING, logger="socialcredit.service"):
         LookupLog(db).start()
     assert _logged(db) == [_row(1), _row(2)]
-    assert "skipped a damaged line" in caplog.text
+    assert caplog.messages == ["look-up journal: skipped a damaged line"]
 
 
 def test_a_crash_inside_the_reset_replays_nothing(db):
@@ -171,9 +171,29 @@ def test_flush_waits_for_the_writer_and_gives_up_when_it_does_not_write(db):
     thread.join(10)
 
 
-def test_a_clean_stop_commits_everything_and_leaves_nothing_to_replay(db):
+def test_a_crash_after_the_replay_committed_replays_nothing_again(db, monkeypatch):
     log = LookupLog(db)
-    thread = log.start()
+    log.start()
+    log.write([_row(1), _row(2)])
+    _crash(log)
+    replaying = LookupLog(db)
+
+    def crash(*_):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(replaying, "_reset_journal", crash)  # dies before the journal is emptied
+    with pytest.raises(SystemExit):
+        replaying.start()
+    assert _logged(db) == [_row(1), _row(2)] and _journal(db) != b""
+    LookupLog(db).start()
+    assert _logged(db) == [_row(1), _row(2)]
+
+
+def test_a_clean_stop_commits_everything_and_leaves_nothing_to_replay(db, caplog):
+    log = LookupLog(db)
+    with caplog.at_level(logging.WARNING, logger="socialcredit.service"):
+        thread = log.start()
+    assert caplog.messages == []  # a first start: no journal, nothing to say
     thread.start()
     log.write([_row(1), _row(2)])
     log.stop()

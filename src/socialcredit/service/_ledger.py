@@ -354,10 +354,9 @@ class Ledger:
     def _build(self, cur, day: int) -> ScoreState:
         """The state of the whole ledger (voided events left out), read in chunks."""
         state = ScoreState(self.compiled, as_of=day)
-        c = cur if cur is not None else self.db.connection().cursor()
-        c.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE voided = 0"))
+        cur.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE voided = 0"))
         while True:
-            chunk = c.fetchmany(_BUILD_CHUNK)
+            chunk = cur.fetchmany(_BUILD_CHUNK)
             if not chunk:
                 break
             state.apply(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))

@@ -70,7 +70,7 @@ class LookupLog:
         data = self._journal.read_bytes() if self._journal.exists() else b""
         done = int(self._db.log.get_meta("journal_committed", "0"))
         rows = []
-        for line in data[done:].splitlines() if done <= len(data) else []:
+        for line in data[done:].splitlines():  # none when a reset was cut short (done past the end)
             try:
                 rows.append(tuple(json.loads(line)))
             except ValueError:  # a line cut short by the crash: its look-up was never answered
