@@ -3,7 +3,7 @@
 import numpy as np
 import polars as pl
 
-from socialcredit.engine import ScoreState, score_ledger
+from socialcredit.engine import ScoreState, Status, score_ledger
 from socialcredit.events import validate_events
 from socialcredit.policy import parse_policy
 from tests.conftest import SMALL_POLICY, events
@@ -71,3 +71,12 @@ def test_an_event_expiring_after_one_day_counts_on_its_day_only():
     assert state.scores()["score"].item() == 990 and state.due(3).to_list() == ["a"]
     state.advance(3)
     assert state.scores()["score"].item() == 1000
+
+
+def test_the_first_event_of_a_batch_can_lose_to_the_cap():
+    """k.reward allows one a day: in one batch, the later id sent first is the one refused."""
+    batch = events([{"event_id": "r2", "citizen_id": "x", "kind": "k.reward", "day": 2},
+                    {"event_id": "r1", "citizen_id": "x", "kind": "k.reward", "day": 2}])
+    status = ScoreState(POLICY, as_of=3).apply(batch)
+    assert status.tolist() == [Status.CAP, Status.COUNTED]
+    assert score_ledger(POLICY, batch, as_of=3).decisions.sort("event_id")["status"].to_list() == ["counted", "cap"]
