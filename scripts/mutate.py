@@ -93,7 +93,8 @@ def _show(name: str) -> str:
 def _function(name: str) -> str:
     """`socialcredit.engine._batch.x_score_ledger__mutmut_3` -> `socialcredit.engine._batch.score_ledger`."""
     module, _, rest = name.partition(".x")
-    return f"{module}.{rest.rsplit('__mutmut_', 1)[0].strip('_ǁ').replace('ǁ', '.')}"
+    # `x_name`, `x__private` or `xǁClassǁmethod`: drop the one character after the x.
+    return f"{module}.{rest.rsplit('__mutmut_', 1)[0][1:].replace('ǁ', '.')}"
 
 
 def _written(diff: str) -> str:
