@@ -13,6 +13,7 @@ summary to mutants/summary.md.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import subprocess
@@ -97,10 +98,10 @@ def _function(name: str) -> str:
     return f"{module}.{rest.rsplit('__mutmut_', 1)[0][1:].replace('ǁ', '.')}"
 
 
-def _written(diff: str) -> str:
-    """Return the lines the mutation wrote, whitespace-normalised."""
-    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
-    return " ".join(" ".join(added).split())
+def _lines(diff: str, sign: str) -> str:
+    """Return the diff's lines starting with `sign` ("+": written, "-": replaced), whitespace-normalised."""
+    picked = [line[1:] for line in diff.splitlines() if line.startswith(sign) and not line.startswith(sign * 3)]
+    return " ".join(" ".join(picked).split())
 
 
 def _equivalents() -> list[dict]:
@@ -109,18 +110,12 @@ def _equivalents() -> list[dict]:
     return tomllib.loads(EQUIVALENTS.read_text(encoding="utf-8")).get("equivalent", [])
 
 
-def _removed(diff: str) -> str:
-    """Return the lines the mutation replaced, whitespace-normalised."""
-    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
-    return " ".join(" ".join(removed).split())
-
-
 def _reason(name: str, diff: str, equivalents: list[dict]) -> str | None:
-    function, written = _function(name), _written(diff)
+    function, written = _function(name), _lines(diff, "+")
     for entry in equivalents:
         if entry["function"] == function and " ".join(entry["mutant"].split()) == written:
             return entry["reason"]
-    before = _removed(diff)
+    before = _lines(diff, "-")
     for rule in _RULES:
         if reason := rule(before, written):
             return reason
@@ -171,8 +166,6 @@ def _codec_case(before: str, after: str) -> str | None:
 
 
 def _codec(name: str) -> str | None:
-    import codecs
-
     try:
         return codecs.lookup(name).name
     except LookupError:
