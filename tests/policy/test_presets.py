@@ -1,4 +1,4 @@
-"""The shipped presets load and say what MISSION.md says they must."""
+"""The shipped presets load and say what their sources (docs/sources.md) say they must."""
 
 import pytest
 
@@ -19,7 +19,7 @@ def test_the_four_presets_ship():
 def test_every_preset_loads_names_itself_and_shows_citizens_their_score(name):
     policy = load_policy(name)
     assert policy.name == name
-    # MISSION.md: the citizen sees the score in an app, and every point carries a reason for them.
+    # docs/sources.md#taz-2018: the citizen sees the score in an app, and every point carries a reason for them.
     citizen = policy.grant_for("citizen")
     assert citizen is not None and {"score", "class"} <= set(citizen.fields)
     assert [r.id for r in policy.rules if not r.reason.strip()] == []

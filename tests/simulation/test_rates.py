@@ -40,7 +40,7 @@ def test_platforms_see_their_customers_and_banks_half_of_the_rest(rate_run):
     assert abs(observed - expected) < 4 * math.sqrt(true * 0.25)
 
 
-# MISSION.md, "Population defaults" (7th national census, 2020) and "Facts from the report".
+# docs/sources.md#census-2020 (7th national census, 2020) and #taz-2018.
 CENSUS = {"male": 105 / 205, "age 0-14": 0.18, "age 60+": 0.19, "platform_member": 800 / 1410}
 CENSUS_N = 200_000
 
