@@ -1,5 +1,7 @@
 """Regions, consequences and the pilot-regions preset on a small population."""
 
+import math
+
 import polars as pl
 
 from socialcredit.simulation import simulate
@@ -35,3 +37,32 @@ def test_class_d_brings_job_loss_travel_bans_and_hurts_children(tmp_path):
     a = run.citizens.filter(pl.col("class") == "A")
     assert (a["loan_price"] == "standard").all() and (a["insurance"] == "standard").all()
     assert d["employed"].mean() < run.citizens.filter(pl.col("class") == "A")["employed"].mean()
+
+
+def _wrongful_share(tmp_path, population):
+    """Camera events pinned on an innocent, over all camera events (default gallery growth)."""
+    run = simulate(population=population, days=20, seed=12, out=tmp_path / f"n{population}",
+                   events="all", overrides={"behaviour.rates.traffic.red_light": 0.3,
+                                            "behaviour.deterrence": 0.0,
+                                            "region.0.coverage.street": 1.0, "sensors.fmr": 0.05})
+    camera = run.events.filter(pl.col("source") == "camera")
+    return camera.height, camera["wrongful"].sum(), run.manifest
+
+
+def test_a_sample_of_any_size_has_the_same_false_match_rate(tmp_path):
+    """The camera's gallery is the people the town stands for (738,600), not the citizens simulated,
+    so the share of camera events pinned on an innocent does not depend on the sample size.
+
+    The share p is about 0.011 here; with n1 ~ 48,000 and n2 ~ 190,000 camera events the SE of the
+    difference of the two shares is sqrt(p (1 - p) (1/n1 + 1/n2)) ~ 0.0005, and 4 SE ~ 19% of p.
+    A gallery taken from the simulated head count would make the rate 4 times as high in the larger
+    sample: about 60 SE away.
+    """
+    small, large = _wrongful_share(tmp_path, 10_000), _wrongful_share(tmp_path, 40_000)
+    (n1, w1, man1), (n2, w2, man2) = small, large
+    p1, p2 = w1 / n1, w2 / n2
+    p = (w1 + w2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    assert w1 > 200 and abs(p1 - p2) < 4 * se, (p1, p2, se)
+    assert man1["represents"] == man2["represents"] == 738_600
+    assert man1["people_per_citizen"] == 73.86 and man2["people_per_citizen"] == 18.465

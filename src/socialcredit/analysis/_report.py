@@ -122,8 +122,8 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None,
     man = run.manifest
     page = env.get_template("report.html.j2").render(
         title=f"Run report: {man['scenario']['title']}",
-        subtitle=(f"{man['population']:,} synthetic citizens, {man['days']} days, seed {man['seed']}, "
-                  f"policies: {run.label.split(' / ', 1)[1]}"),
+        subtitle=(f"{man['population']:,} synthetic citizens{_standing_for(man)}, {man['days']} days, "
+                  f"seed {man['seed']}, policies: {run.label.split(' / ', 1)[1]}"),
         sections=sections, plotlyjs=get_plotlyjs())
     target = Path(out) if out is not None else run.path / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +134,12 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None,
 # ----------------------------------------------------------------------------------------------
 # helpers
 
+
+def _standing_for(man: dict[str, Any]) -> str:
+    """Whom the sample stands for (runs written before the manifest said so: nothing)."""
+    if "represents" not in man:
+        return ""
+    return f" standing for {man['represents']:,} people ({man['people_per_citizen']:,.1f} each)"
 
 def _figure(fig: go.Figure, *, title: str, height: int = 380, **layout: Any) -> str:
     fig.update_layout(title=title, height=height, template="plotly_white",

@@ -95,7 +95,7 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
         "region_urban": np.array([r.urban for r in scenario.regions]),
         "coverage": np.array([[r.coverage.street, r.coverage.mall, r.coverage.subway]
                               for r in scenario.regions]),
-        "fmr": _fmr(scenario, np.diff(region_start)),
+        "fmr": _fmr(scenario, represented_sizes(scenario)),
         "group_cum": np.cumsum([g.share for g in scenario.population.groups]),
         "plat_share": np.array([scenario.sensors.platforms.browsing, scenario.sensors.platforms.games,
                                 scenario.sensors.platforms.social_media, 1.0]),
@@ -154,8 +154,16 @@ def _float_params(s: Scenario) -> np.ndarray:
     return fp
 
 
+def represented_sizes(s: Scenario) -> np.ndarray:
+    """The people each region stands for (its share of the scenario's represented population)."""
+    shares = np.array([r.share for r in s.regions])
+    return shares / shares.sum() * s.represents
+
+
 def _fmr(s: Scenario, region_sizes: np.ndarray) -> np.ndarray:
-    """False-match rate per region (its gallery: everyone in it) and demographic group."""
+    """False-match rate per region and demographic group. The gallery a camera searches is everyone
+    the region stands for (every ID card carries a photo), so the rate does not depend on how many
+    citizens a run simulates."""
     sen = s.sensors
     gallery = np.maximum(region_sizes, 1) / sen.reference_gallery
     base = sen.fmr * gallery ** sen.gallery_exponent

@@ -297,6 +297,10 @@ def _manifest(plan: Plan, mode: EventsMode, events: str, device: str, workers: i
         "commercial_policy": plan.scenario.commercial_policy,
         "seed": plan.seed,
         "population": plan.population,
+        # Each simulated citizen stands for this many people: counts times it are the represented
+        # population's (shares and per-head rates need no scaling).
+        "represents": plan.scenario.represents,
+        "people_per_citizen": plan.scenario.represents / plan.population,
         "days": plan.days,
         "block_size": plan.block_size,
         "blocks": plan.n_blocks,

@@ -34,7 +34,7 @@ class Coverage(BaseModel):
 
 
 class Region(BaseModel):
-    """A region: its share of the population, its policy (none: unscored), its cameras."""
+    """A region: its share of the represented population, its policy (none: unscored), its cameras."""
 
     model_config = _STRICT
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -178,6 +178,10 @@ class Scenario(BaseModel):
     title: str = Field(min_length=1)
     description: str | None = None
     block_size: int = Field(default=32_768, ge=64, le=65_535)
+    # The people the scenario stands for: a run of N citizens is a sample in which each stands for
+    # represents / N people, and everything that depends on how many people there are (the face
+    # gallery a camera searches, per-capita figures) uses these sizes, never N.
+    represents: int = Field(default=1_410_000_000, ge=1)
     commercial_policy: str | None = "sesame"
     regions: list[Region] = Field(alias="region", min_length=1, max_length=255)
     population: Population = Population()
