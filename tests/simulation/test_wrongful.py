@@ -8,8 +8,8 @@ import pytest
 from socialcredit.simulation import load_scenario, simulate
 
 FMR = 0.004  # the reference group's false-match rate here (gallery_exponent 0: no gallery growth)
-# NIST FRVT (docs/sources.md#nist-frvt-demographics-2019): false-match rates differ between demographic groups by a factor of 10
-# to 100; the one-town groups are named for the two ends of that range.
+# NIST FRVT (docs/sources.md#nist-frvt-demographics-2019): false-match rates differ between
+# demographic groups by a factor of 10 to 100; the one-town groups are named for the two ends.
 NIST = {"reference": 1.0, "ten-fold": 10.0, "hundred-fold": 100.0}
 
 
