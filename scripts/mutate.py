@@ -183,7 +183,8 @@ def _transaction_cursor(before: str, after: str) -> str | None:
     squeeze = "".join
     b, a = squeeze(before.split()), squeeze(after.split())
     variants = {b.replace(",cur)", ",None)"), b.replace(",cur)", ",)"), b.replace(",cur)", ")"),
-                b.replace("(cur,", "(None,"), b.replace("cur=cur", "cur=None")}
+                b.replace("(cur,", "(None,"), b.replace("(cur)", "(None)"), b.replace("(cur)", "()"),
+                b.replace("cur=cur", "cur=None")}
     if a in variants - {b}:
         return ("without a cursor Database runs the statement on this thread's connection, the one "
                 "holding the transaction (SQLite and psycopg alike)")
