@@ -11,7 +11,8 @@ from socialcredit.analysis import ReportError, write_report
 from socialcredit.cli import app
 
 SECTIONS = ["Overview", "Score distribution at the end", "Who falls into D and why", "Rewards and sanctions over time",
-            "Wrongful penalties", "Behaviour change", "Inequality", "Policy audit", "Policies side by side", "Method"]
+            "Wrongful penalties", "Behaviour change", "Inequality", "Policy audit", "Policies side by side",
+            "How this run compares with the published record", "Method"]
 
 
 @pytest.fixture(scope="module")

@@ -69,3 +69,71 @@ def test_a_cache_holding_a_key_sees_its_revocation_from_this_and_from_another_pr
         authenticate(served, second)
     added = create_key(cli, role="analyst", name="added")
     assert authenticate(served, added).role == "analyst"
+
+
+@pytest.mark.parametrize(("kwargs", "field", "message"), [
+    ({"role": "judge", "name": "k"}, "role",
+     "unknown role 'judge' (roles: citizen, agency, security, bank, employer, landlord, platform, travel, "
+     "airline, analyst)"),
+    ({"role": "bank", "name": ""}, "name", "a key needs a name"),
+    ({"role": "citizen", "name": "k"}, "citizen", "a citizen key must be bound to one citizen (--citizen)"),
+    ({"role": "bank", "name": "k", "citizen": "c-1"}, "citizen",
+     "only citizen keys are bound to a citizen, not bank keys"),
+    ({"role": "agency", "name": "k"}, "source",
+     "a agency key sends events and must be bound to its sources (--source)"),
+    ({"role": "bank", "name": "k", "sources": ["courts"]}, "source",
+     "bank keys send no events and take no --source (senders: agency, security, platform)"),
+])
+def test_a_key_that_cannot_be_made_is_refused_naming_the_field(tmp_path, kwargs, field, message):
+    from socialcredit.service._errors import Invalid
+
+    db = Database.open(f"sqlite:///{tmp_path}/k.db")
+    with pytest.raises(Invalid) as caught:
+        create_key(db, **kwargs)
+    assert str(caught.value) == message and caught.value.field == field
+    assert db.execute("SELECT count(*) FROM api_keys")[0][0] == 0
+
+
+def test_a_second_key_with_a_name_is_refused_and_the_first_kept(url):
+    from socialcredit.service._errors import Conflict
+
+    db = Database.open(url)
+    secret = create_key(db, role="bank", name="twice")
+    gen = db.get_meta("keys_gen")
+    with pytest.raises(Conflict) as caught:
+        create_key(db, role="analyst", name="twice")
+    assert str(caught.value) == "a key named 'twice' exists already" and caught.value.field == "name"
+    assert authenticate(db, secret).role == "bank" and db.get_meta("keys_gen") == gen
+
+
+def test_a_key_is_stored_as_a_hash_with_its_sources_and_citizen_and_bumps_the_generation(url):
+    db = Database.open(url)
+    gen = int(db.get_meta("keys_gen", "0"))
+    secret = create_key(db, role="agency", name="police", sources=["traffic-police", "courts", "courts"])
+    citizen = create_key(db, role="citizen", name="me", citizen="c-7")
+    assert re.fullmatch(r"sc_[A-Za-z0-9_-]{43}", secret)  # 32 random bytes, URL-safe base64
+    assert int(db.get_meta("keys_gen")) == gen + 2
+    rows = db.execute("SELECT name, hash, role, citizen_id, sources FROM api_keys ORDER BY name")
+    assert [r[0] for r in rows] == ["me", "police"]
+    assert secret not in {r[1] for r in rows} and citizen not in {r[1] for r in rows}
+    assert rows[1][2:] == ("agency", None, "courts,traffic-police")
+    assert rows[0][2:] == ("citizen", "c-7", "")
+    key = authenticate(db, secret)
+    assert key.name == "police" and set(key.sources) == {"courts", "traffic-police"}
+    assert authenticate(db, citizen).citizen_id == "c-7"
+
+
+def test_now_is_utc_whatever_the_machines_time_zone(monkeypatch):
+    import time
+
+    from socialcredit.service import _keys
+
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    monkeypatch.setattr(_keys, "_second", (-1, ""))  # not the text of a second formatted before
+    time.tzset()
+    try:
+        stamp = datetime.fromisoformat(now())
+        assert abs(stamp - datetime.now(UTC)) < timedelta(seconds=2)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -1,4 +1,4 @@
-"""The HTML report of a run: ten sections of plots and short text, one self-contained file."""
+"""The HTML report of a run: eleven sections of plots and short text, one self-contained file."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from socialcredit.analysis import _metrics as m
 from socialcredit.analysis._audit import FLAGS, audit_policy
+from socialcredit.analysis._validate import compare_run, load_targets
 from socialcredit.policy import Policy, PolicyError, load_policy
 from socialcredit.simulation import list_scenarios
 from socialcredit.simulation._kinds import K_COMPLAINT, KIND_NAMES
@@ -116,7 +117,8 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None,
     run = _Run(Path(run_dir))
     other = _Run(Path(compare)) if compare is not None else None
     sections = [_overview(run), _distribution(run), _reasons(run), _consequences(run), _wrongful(run),
-                _behaviour(run), _inequality(run), _audit(run), _compare(run, other), _method(run)]
+                _behaviour(run), _inequality(run), _audit(run), _compare(run, other), _record(run),
+                _method(run)]
     env = Environment(loader=PackageLoader("socialcredit.analysis", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     man = run.manifest
@@ -570,6 +572,23 @@ def _compare(run: _Run, other: _Run | None) -> _Section:
                 _figure(fig2, title="Share in the bottom class over time", xaxis_title="day",
                         yaxis_tickformat=".1%", yaxis_rangemode="tozero")],
         tables=[_table(table, caption="Key measures")], notes=notes)
+
+
+def _record(run: _Run) -> _Section:
+    comparison = compare_run(run.path, load_targets())
+    counted = [r for r in comparison.rows if r.status != "not covered"]
+    within = sum(r.status == "within" for r in counted)
+    return _Section("record", "How this run compares with the published record", [
+        f"The run beside the published figures of '{comparison.targets.title}' (the same table as "
+        "`socialcredit validate --run`). Counts are scaled from the sample to the "
+        f"{comparison.targets.represents:,} people the figures describe: each simulated citizen stands for "
+        f"{comparison.scale:,.0f} of them; the 95% interval is the sample's (exact Poisson limits of the count).",
+        f"{within} of {len(counted)} targets the run covers are within their tolerance (a factor: 1.5 for a "
+        "figure the source states, 2 for a derived or weak one). \"Not modelled\" marks a figure the model "
+        "cannot produce yet; \"not covered\" one outside the run's dates.",
+    ], tables=[_table(comparison.frame().with_columns(flagged=pl.col("status") != "within"),
+                      caption="Targets (docs/sources.md names each source); rows not within their tolerance are shaded",
+                      flagged="flagged")])
 
 
 def _method(run: _Run) -> _Section:

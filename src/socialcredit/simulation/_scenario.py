@@ -3,6 +3,7 @@ parameters of a run, in TOML, validated on load with errors that name the field.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import tomllib
 from importlib import resources
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from socialcredit._validation import location
 from socialcredit.policy import PolicyError, load_policy
-from socialcredit.simulation._kinds import EFFECTS, KIND_NAMES
+from socialcredit.simulation._kinds import EFFECTS, KIND_NAMES, KINDS
 
 PRESET_PACKAGE = "socialcredit.simulation.scenarios"
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -182,6 +183,8 @@ class Scenario(BaseModel):
     # represents / N people, and everything that depends on how many people there are (the face
     # gallery a camera searches, per-capita figures) uses these sizes, never N.
     represents: int = Field(default=1_410_000_000, ge=1)
+    # Day 0 of the run: flows per year and stocks at a date (`socialcredit validate`) count from it.
+    start_date: dt.date = dt.date(2018, 1, 1)
     commercial_policy: str | None = "sesame"
     regions: list[Region] = Field(alias="region", min_length=1, max_length=255)
     population: Population = Population()
@@ -209,23 +212,13 @@ def list_scenarios() -> list[str]:
 
 def load_scenario(name_or_file: str | Path, *, overrides: dict[str, Any] | None = None,
                   policy: str | None = None) -> Scenario:
-    """Load a preset or a TOML file, apply `section.field=value` overrides and check policies."""
-    path = Path(name_or_file)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise SimulationError(f"scenario {path}: no such file")
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    else:
-        name = str(name_or_file)
-        if name not in list_scenarios():
-            raise SimulationError(f"no scenario preset or file named '{name}' "
-                                f"(presets: {', '.join(list_scenarios())})")
-        text = resources.files(PRESET_PACKAGE).joinpath(f"{name}.toml").read_text(encoding="utf-8")
-        source = f"preset '{name}'"
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SimulationError(f"scenario {source}: TOML syntax error: {exc}") from None
+    """Load a preset or a TOML file, apply `section.field=value` overrides and check policies.
+
+    A file may start from another scenario: `extends = "pilot-regions-2018"` (a preset, or a file
+    beside it) takes that scenario's values, then the file's own values and its `[set]` table
+    (`"section.field" = value`, the same paths as `--set`) apply on top.
+    """
+    data, source = _scenario_data(name_or_file, seen=())
     for dotted, value in (overrides or {}).items():
         _set(data, dotted, value, source)
     if policy is not None:
@@ -241,6 +234,53 @@ def load_scenario(name_or_file: str | Path, *, overrides: dict[str, Any] | None 
         _check_policy(region.policy, f"region[{i}].policy", source)
     _check_policy(scenario.commercial_policy, "commercial_policy", source)
     return scenario
+
+
+def _scenario_data(name_or_file: str | Path, *, seen: tuple[str, ...],
+                   beside: Path | None = None) -> tuple[dict, str]:
+    """The raw TOML table of a scenario, with what it `extends` merged under it; and its source."""
+    path = Path(name_or_file)
+    if beside is not None and not path.is_absolute() and (beside / path).is_file():
+        path = beside / path
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SimulationError(f"scenario {path}: no such file")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+        folder: Path | None = path.parent
+    else:
+        name = str(name_or_file)
+        if name not in list_scenarios():
+            raise SimulationError(f"no scenario preset or file named '{name}' "
+                                  f"(presets: {', '.join(list_scenarios())})")
+        text = resources.files(PRESET_PACKAGE).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+        source, folder = f"preset '{name}'", None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SimulationError(f"scenario {source}: TOML syntax error: {exc}") from None
+    settings = data.pop("set", {})
+    if not isinstance(settings, dict):
+        raise SimulationError(f"scenario {source}: set: must be a table of \"section.field\" = value")
+    if (base := data.pop("extends", None)) is not None:
+        if not isinstance(base, str):
+            raise SimulationError(f"scenario {source}: extends: must be a scenario name or file")
+        if source in seen:
+            raise SimulationError(f"scenario {source}: extends itself (through {' -> '.join(seen)})")
+        merged, _ = _scenario_data(base, seen=(*seen, source), beside=folder)
+        _merge(merged, data)
+        data = merged
+    for dotted, value in settings.items():
+        _set(data, dotted, value, source)
+    return data, source
+
+
+def _merge(into: dict, data: dict) -> None:
+    """Deep-merge `data` into `into`: tables merge key by key, anything else replaces."""
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -262,11 +302,34 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def _set(data: dict, dotted: str, value: Any, source: str) -> None:
+def split_path(dotted: str) -> list[str]:
+    """The keys of a `--set` path (kind names contain dots: behaviour.rates.traffic.red_light)."""
     parts = dotted.split(".")
-    if "rates" in parts[:-1]:  # kind names contain dots: behaviour.rates.traffic.red_light
+    if "rates" in parts[:-1]:
         cut = parts.index("rates") + 1
         parts = [*parts[:cut], ".".join(parts[cut:])]
+    return parts
+
+
+def current_value(scenario: Scenario, dotted: str) -> Any:
+    """The scenario's value at a `--set` path: its own, or the simulator's default (None: no such
+    value)."""
+    parts = split_path(dotted)
+    node: Any = scenario.model_dump(by_alias=True)
+    for i, part in enumerate(parts):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif parts[:i] == ["behaviour", "rates"] and part in KIND_NAMES and i == len(parts) - 1:
+            return KINDS[KIND_NAMES.index(part)][3]  # a kind's default daily rate
+        else:
+            return None
+    return node
+
+
+def _set(data: dict, dotted: str, value: Any, source: str) -> None:
+    parts = split_path(dotted)
     node: Any = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
