@@ -144,3 +144,22 @@ def test_the_report_states_the_numbers_of_its_own_run(runs, compared):
     top_share = _pct(top["bot"].mean()) if top.height else "n/a"
     assert (f"Bot users are {top_share} of the top class against {_pct(scored['bot'].mean())} "
             "of everyone") in text
+
+
+def test_the_record_section_sets_the_run_beside_the_published_figures(runs, compared):
+    """A flow, worked out here: the run's blocked trains over its 60 days, per year, for 1.41 billion."""
+    import re
+
+    import polars as pl
+
+    taz, _ = runs
+    page = compared.read_text(encoding="utf-8")
+    section = page[page.index('<section id="record">'):page.index('<section id="method">')]
+    trains = pl.read_parquet(taz / "daily.parquet")["trains_blocked"].sum()
+    simulated = trains * 365 / 60 * 1_410_000_000 / 20_000
+    row = re.search(r"<tr[^>]*><td>Train purchases blocked, 2018 \(derived\)</td>(.*?)</tr>", section, re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert cells[:3] == ["purchases a year", "1,600,000", f"{simulated:,.0f}"]
+    # The run ends in March: the year-end stocks are not covered, and say so.
+    stock = re.search(r"<td>People on the judgment-defaulter list, end of 2018</td>(.*?)</tr>", section, re.S)
+    assert "not covered" in stock.group(1) and "does not reach 2018-12-31" in stock.group(1)

@@ -137,3 +137,11 @@ def test_now_is_utc_whatever_the_machines_time_zone(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@pytest.mark.parametrize("secret", [None, ""])
+def test_a_request_without_a_key_is_told_how_to_send_one(tmp_path, secret):
+    db = Database.open(f"sqlite:///{tmp_path}/k.db")
+    with pytest.raises(Unauthorized) as caught:
+        authenticate(db, secret)
+    assert str(caught.value) == "missing API key: send 'Authorization: Bearer <key>'"
