@@ -18,7 +18,7 @@ from pathlib import Path
 import mesa
 import numpy as np
 
-from socialcredit.simulation import _kernel as K
+from socialcredit.simulation import kernel as K
 from socialcredit.simulation import load_scenario, simulate
 from socialcredit.simulation._kinds import (
     CIVIC,
@@ -44,14 +44,14 @@ class Citizen(mesa.Agent):
         rnd = model.random
         fp = model.fp
         u = rnd.random()
-        self.age = (int(rnd.random() * 15) if u < fp[K.FP_AGE_0_14] else
-                    15 + int(rnd.random() * 45) if u < fp[K.FP_AGE_0_14] + fp[K.FP_AGE_15_59] else
+        self.age = (int(rnd.random() * 15) if u < fp.age_0_14 else
+                    15 + int(rnd.random() * 45) if u < fp.age_0_14 + fp.age_15_59 else
                     60 + int(rnd.random() * 30))
         self.urban = rnd.random() < model.urban
-        self.member = rnd.random() < fp[K.FP_MEMBER]
+        self.member = rnd.random() < fp.member
         self.platforms = [rnd.random() < s for s in model.plat_share[:3]]
-        self.savvy = 15 <= self.age < 60 and rnd.random() < fp[K.FP_SAVVY]
-        self.employed = 18 <= self.age < 60 and rnd.random() < fp[K.FP_EMPLOYED]
+        self.savvy = 15 <= self.age < 60 and rnd.random() < fp.savvy
+        self.employed = 18 <= self.age < 60 and rnd.random() < fp.employed
         self.group = int(np.searchsorted(model.group_cum, rnd.random(), side="right"))
         self.decile = int(rnd.random() * 10)
         self.deviance = int(rnd.random() * 16)
@@ -82,7 +82,7 @@ class Citizen(mesa.Agent):
             x *= rural[k]
         if k in self.learned:
             sign = m.sign[k]
-            x *= (1 - m.fp[K.FP_DETERRENCE]) if sign < 0 else (1 + m.fp[K.FP_CONFORMITY]) if sign > 0 else 1
+            x *= (1 - m.fp.deterrence) if sign < 0 else (1 + m.fp.conformity) if sign > 0 else 1
         return x
 
     def step(self) -> None:
@@ -93,7 +93,7 @@ class Citizen(mesa.Agent):
             if m.random.random() < self.rate(k) or (k == K_NEWSPAPER and self.bot):
                 m.observe(self, k)
         if self.employed and m.state_class(self) == m.n_classes - 1:
-            if m.random.random() < m.fp[K.FP_JOB_LOSS]:
+            if m.random.random() < m.fp.job_loss:
                 self.employed = False
                 self.decile = max(0, self.decile - 2)
 
@@ -106,17 +106,18 @@ class TownModel(mesa.Model):
         plan = make_plan(load_scenario("one-town"), population=population, days=days, seed=seed)
         a = plan.arrays
         self.fp = a["fp"]
-        self.kt = a["kt"]
-        self.obs = a["obs"]
-        self.place_cum = a["place_cum"]
-        self.coverage = a["coverage"][0]
-        self.fmr = a["fmr"][0]
-        self.plat_share = a["plat_share"]
-        self.group_cum = a["group_cum"]
-        self.urban = a["region_urban"][0]
-        self.sign = a["sign_rk"][0]
+        world, kinds = a["world"], a["kinds"]
+        self.kt = (kinds.driver, kinds.min_age, kinds.max_age, kinds.base, kinds.rural)
+        self.obs = (kinds.obs_type, kinds.obs_src, kinds.obs_prob, kinds.obs_plat)
+        self.place_cum = kinds.place_cum
+        self.coverage = world.coverage[0]
+        self.fmr = world.fmr[0]
+        self.plat_share = world.plat_share
+        self.group_cum = world.group_cum
+        self.urban = world.region_urban[0]
+        self.sign = kinds.sign[0]
         self.pol = a["pol"]
-        self.state, self.comm = int(a["region_policy"][0]), plan.commercial
+        self.state, self.comm = int(world.region_policy[0]), plan.commercial
         self.n_classes = int(self.pol[1][self.state, K.P_N_CLASSES])
         self.day = 0
         self.expiring: dict[int, list] = {}
@@ -140,15 +141,15 @@ class TownModel(mesa.Model):
             att, conf = actor, 1.0
             if typ == OBS_CAMERA:
                 place = int(np.searchsorted(self.place_cum[k], self.random.random(), side="right"))
-                cover = self.coverage[min(place, 2)] * (1 if actor.urban else self.fp[K.FP_RURAL_COVERAGE])
-                if self.random.random() >= cover or self.random.random() < self.fp[K.FP_FNMR]:
+                cover = self.coverage[min(place, 2)] * (1 if actor.urban else self.fp.rural_coverage)
+                if self.random.random() >= cover or self.random.random() < self.fp.fnmr:
                     continue
                 if self.random.random() < self.fmr[actor.group]:
                     att = self.random.choice(self.citizens)
-                    conf = self.fp[K.FP_FALSE_CONF_LO] + self.random.random() * (
-                        self.fp[K.FP_FALSE_CONF_HI] - self.fp[K.FP_FALSE_CONF_LO])
+                    conf = self.fp.false_conf_lo + self.random.random() * (
+                        self.fp.false_conf_hi - self.fp.false_conf_lo)
                 else:
-                    conf = self.fp[K.FP_TRUE_CONF] + self.random.random() * (1 - self.fp[K.FP_TRUE_CONF])
+                    conf = self.fp.true_conf + self.random.random() * (1 - self.fp.true_conf)
             elif typ == OBS_PLATFORM:
                 plat = obs_plat[k, o]
                 if not (actor.member if plat == 3 else actor.platforms[plat]):
@@ -175,7 +176,7 @@ class TownModel(mesa.Model):
                 self.expiring.setdefault(self.day + int(expires[p, k]), []).append((c, scheme, p, k))
             c.learned.add(k)
             if scheme == 0 and k == K_NEWSPAPER and points[p, k] > 0 and c.savvy and not c.bot:
-                c.bot = self.random.random() < self.fp[K.FP_GAMING]
+                c.bot = self.random.random() < self.fp.gaming
 
     def step(self) -> None:
         for c, scheme, p, k in self.expiring.pop(self.day, []):

@@ -76,11 +76,24 @@ def test_a_stock_counts_citizens_at_the_end_and_a_ratio_divides_two_measures(pil
 
 
 def test_a_measure_the_model_lacks_fails_as_not_modelled(pilot):
-    comparison = compare_run(pilot, load_targets())
-    row = _row(comparison, "delistings-2018")
-    assert row.status == "not modelled" and row.simulated is None
-    assert "delisted" in row.why
+    targets = _targets({"name": "rail", "published": 1e6, "compare": "flow", "measure": "daily.rail_trips_blocked"},
+                       {"name": "bans", "published": 1e3, "compare": "stock", "date": "2018-12-31",
+                        "measure": "holders.passport_ban"})
+    comparison = compare_run(pilot, targets)
+    for row in comparison.rows:
+        assert row.status == "not modelled" and row.simulated is None
+    assert "daily.parquet has no column 'rail_trips_blocked'" in comparison.rows[0].why
+    assert "no effect 'passport_ban'" in comparison.rows[1].why
     assert not comparison.passed
+
+
+def test_the_lists_stock_and_flows_are_read_from_the_daily_table(pilot):
+    daily = pl.read_parquet(pilot / "daily.parquet")
+    comparison = compare_run(pilot, load_targets())
+    first = daily.filter(pl.col("day") == 0)["listed"].sum()
+    assert first > 50  # the preset starts 2018 with the list's stock
+    assert _row(comparison, "listed-start-2018").simulated == pytest.approx(first * SCALE)
+    assert _row(comparison, "delistings-2018").simulated == pytest.approx(daily["delisted"].sum() * SCALE)
 
 
 @pytest.mark.parametrize(("factor", "tolerance", "status"), [

@@ -1,3 +1,4 @@
+import inspect
 import resource
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_state_per_citizen_is_the_bytes_the_manifest_states(busy_run, tmp_path, 
     real = shard.run_block
 
     def spy(*args):
-        st = args[21]
+        st = inspect.signature(real.py_func).bind(*args).arguments["st"]
         seen.append(([a.dtype.name for a in st], sum(a.nbytes for a in st), len(st[0])))
         return real(*args)
 

@@ -1,6 +1,6 @@
 """Feedback changes rates by the configured effect sizes (fixed seeds, tolerances of 4 standard errors).
 
-The kernel's rate of a kind for a citizen (`_kernel._rate`) is the base rate times the citizen's
+The kernel's rate of a kind for a citizen (`kernel._acts.rate`) is the base rate times the citizen's
 traits, times (1 - deterrence) once the citizen has been scored for a penalised kind, times
 (1 + conformity) once scored for a rewarded kind; complaints where they are penalised are also
 multiplied by (1 - self_censorship) * max(0, 1 - peer_censorship * share of the block's region

@@ -1,4 +1,4 @@
-"""The GPU port: the same fused kernel (`_kernel.run_block`), one CUDA thread per block of citizens.
+"""The GPU port: the same fused kernel (`kernel.run_block`), one CUDA thread per block of citizens.
 
 There is one kernel source. numba compiles an `@njit` function for the CUDA target when CUDA code
 calls it (numba.cuda's typing context turns the CPU dispatcher into a device function built from
@@ -32,16 +32,17 @@ from numba import config, cuda
 from numba.core.dispatcher import Dispatcher
 from numba.core.extending import _Intrinsic
 
-from socialcredit.simulation._kernel import FP_SAMPLE, OVERFLOW, run_block
+from socialcredit.simulation import kernel
 from socialcredit.simulation._kinds import N_METRICS
 from socialcredit.simulation._plan import Plan
 from socialcredit.simulation._shard import EventsMode, _first_room, new_scratch, new_state
+from socialcredit.simulation.kernel import OVERFLOW, Scratch, run_block
 
 # A shard's blocks run in as few launches as the GPU's memory allows (a year of one block of 32,768
 # citizens needs ~20 MB of scratch); _run.GPU_CHUNK_BLOCKS sets the shard size for the GPU.
 THREADS_PER_BLOCK = 32  # one warp per CUDA block: the threads are few and long, spread them out
 MEMORY_SHARE = 0.7  # of the free GPU memory, for one launch's scratch and metrics
-SCRATCH_EVENTS, SCRATCH_CONFIDENCE = 14, 15  # where run_block leaves the recorded events
+SCRATCH_EVENTS, SCRATCH_CONFIDENCE = Scratch._fields.index("ev"), Scratch._fields.index("ev_conf")
 # Tests set this to force several launches (and retries) on a handful of blocks.
 BLOCKS_PER_LAUNCH_ENV = "SOCIALCREDIT_GPU_BLOCKS_PER_LAUNCH"
 
@@ -85,8 +86,7 @@ def _version(text: str) -> tuple[int, ...]:
 
 def _shared_args(plan: Plan, events: EventsMode) -> dict[str, object]:
     """The values every thread passes to run_block, by parameter name (as simulate_blocks does)."""
-    fp = plan.arrays["fp"].copy()
-    fp[FP_SAMPLE] = events.fraction
+    fp = plan.arrays["fp"]._replace(sample=events.fraction)
     values: dict[str, object] = {"seed": plan.seed, "D": plan.days, "fp": fp, "record": events.mode}
     for name in inspect.signature(_SOURCE).parameters:
         if name in values or name in _PER_THREAD:
@@ -99,9 +99,12 @@ def _shared_args(plan: Plan, events: EventsMode) -> dict[str, object]:
 
 
 def _flatten(value: object, leaves: list) -> str:
-    """Add the arrays and scalars of a (nested) tuple to `leaves`; the expression that rebuilds it."""
+    """Add the arrays and scalars of a (nested) tuple to `leaves`; the expression that rebuilds it
+    (a layout of the kernel by its constructor, so that the kernel reads its fields by name)."""
     if isinstance(value, tuple):
-        return "(" + "".join(_flatten(v, leaves) + ", " for v in value) + ")"
+        inner = "".join(_flatten(v, leaves) + ", " for v in value)
+        layout = type(value).__name__
+        return f"kernel.{layout}({inner})" if getattr(kernel, layout, None) is type(value) else f"({inner})"
     leaves.append(value)
     return f"a{len(leaves) - 1}"
 
@@ -114,15 +117,15 @@ def _thread_kernel(shared: dict[str, object], n_state: int, n_scratch: int):
     """The CUDA kernel: thread t runs run_block on block blocks[t] with its own slices.
 
     Only this launcher is generated (numba kernels take flat arguments, and the tuples' lengths
-    are whatever _kernel and _shard make them); the simulation itself is run_block's source.
+    are whatever the kernel's layouts make them); the simulation itself is run_block's source.
     """
     leaves: list = []
     exprs = {name: _flatten(value, leaves) for name, value in shared.items()}
     exprs["block"] = "blocks[t]"
     exprs["region_lo"] = "layouts[t]"
-    exprs["st"] = "(" + "".join(f"s{i}[o:z], " for i in range(n_state)) + ")"
+    exprs["st"] = "kernel.State(" + "".join(f"s{i}[o:z], " for i in range(n_state)) + ")"
     exprs["metrics"] = "metrics[t]"
-    exprs["scratch"] = "(" + "".join(f"c{i}[t], " for i in range(n_scratch)) + ")"
+    exprs["scratch"] = "kernel.Scratch(" + "".join(f"c{i}[t], " for i in range(n_scratch)) + ")"
     call = ", ".join(exprs[name] for name in inspect.signature(_SOURCE).parameters)
     params = ", ".join(["blocks", "offsets", "layouts", "n_ev", "metrics",
                         *(f"s{i}" for i in range(n_state)), *(f"c{i}" for i in range(n_scratch)),
@@ -135,7 +138,7 @@ def _thread_kernel(shared: dict[str, object], n_state: int, n_scratch: int):
               f"        n_ev[t] = run_block({call})\n")
     with _KERNELS_LOCK:
         if source not in _KERNELS:
-            namespace = {"cuda": cuda,
+            namespace = {"cuda": cuda, "kernel": kernel,
                          "run_block": _on_simulator if simulator() else _device_twin(run_block, {})}
             exec(compile(source, "<socialcredit.simulation._gpu>", "exec"), namespace)  # noqa: S102
             _KERNELS[source] = cuda.jit(fastmath=False)(namespace["simulate_thread"])
@@ -191,7 +194,8 @@ def _device_twin(fn, memo: dict):
 def _host(value):
     """The numpy array behind a simulator array (tuples element by element); others unchanged."""
     if isinstance(value, tuple):
-        return tuple(_host(v) for v in value)
+        items = [_host(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     item = getattr(value, "_item", None)  # FakeWithinKernelCUDAArray -> FakeCUDAArray -> ndarray
     return item._ary if item is not None else value
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from socialcredit.engine import CompiledPolicy
 from socialcredit.policy import Policy, load_policy
-from socialcredit.simulation import _kernel as K
+from socialcredit.simulation import kernel as K
 from socialcredit.simulation._kinds import (
     CIVIC,
     DEVIANT,
@@ -32,7 +32,7 @@ from socialcredit.simulation._kinds import (
 )
 from socialcredit.simulation._scenario import Scenario, SimulationError
 
-# Largest factor the traits can put on a kind's base rate (see _kernel._rate).
+# Largest factor the traits can put on a kind's base rate (see kernel._acts.rate).
 _TRAIT_MAX = {DEVIANT: 15.5 / 8, CIVIC: 15.5 / 8, LOW_INCOME: 10 / 5.5, HIGH_INCOME: 10 / 5.5,
               DEVIANT_POOR: 15.5 / 8 * 10 / 5.5}
 
@@ -89,25 +89,26 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
     shares = np.array([r.share for r in scenario.regions])
     cum = np.concatenate([[0.0], np.cumsum(shares)])
     region_start = np.round(cum / cum[-1] * population).astype(np.int64)
-    arrays = {
-        "fp": _float_params(scenario),
-        "region_policy": region_policy,
-        "region_urban": np.array([r.urban for r in scenario.regions]),
-        "coverage": np.array([[r.coverage.street, r.coverage.mall, r.coverage.subway]
-                              for r in scenario.regions]),
-        "fmr": _fmr(scenario, represented_sizes(scenario)),
-        "group_cum": np.cumsum([g.share for g in scenario.population.groups]),
-        "plat_share": np.array([scenario.sensors.platforms.browsing, scenario.sensors.platforms.games,
-                                scenario.sensors.platforms.social_media, 1.0]),
-        "comm": commercial,
-    }
-    arrays["pol"], arrays["cons"] = _policy_arrays(policies, commercial, scenario)
-    arrays["sign_rk"] = _signs(policies, region_policy, commercial)
-    arrays["kt"], arrays["obs"], arrays["place_cum"], arrays["rmax"] = _kind_arrays(
-        scenario, (arrays["sign_rk"] > 0).any(axis=0))
-    fp = arrays["fp"]
-    streams = fp[[K.FP_PASSIVE, K.FP_JOB_LOSS, K.FP_FLIGHT, K.FP_TRAIN, K.FP_LOAN]]
-    arrays["rinv"] = (_jump_inverse(arrays["rmax"]), _jump_inverse(streams))
+    params = _float_params(scenario)
+    pol, cons = _policy_arrays(policies, commercial, scenario)
+    sign = _signs(policies, region_policy, commercial)
+    kinds = _kind_arrays(scenario, (sign > 0).any(axis=0), sign)
+    streams = np.array([params.passive, params.job_loss, params.flight, params.train, params.loan])
+    world = K.World(
+        region_policy=region_policy,
+        region_urban=np.array([r.urban for r in scenario.regions]),
+        coverage=np.array([[r.coverage.street, r.coverage.mall, r.coverage.subway]
+                           for r in scenario.regions]),
+        fmr=_fmr(scenario, represented_sizes(scenario)),
+        group_cum=np.cumsum([g.share for g in scenario.population.groups]),
+        plat_share=np.array([scenario.sensors.platforms.browsing, scenario.sensors.platforms.games,
+                             scenario.sensors.platforms.social_media, 1.0]),
+        comm=commercial,
+        inv_stream=_jump_inverse(streams),
+        inv_delist=float(_jump_inverse(np.array([params.delisting]))[0]),
+    )
+    # By run_block's parameter names: the shard and the GPU launcher pass them as they are.
+    arrays = {"fp": params, "world": world, "kinds": kinds, "pol": pol, "cons": cons}
     return Plan(scenario, population, days, seed, policies, commercial, region_start, arrays)
 
 
@@ -118,40 +119,23 @@ def _jump_inverse(p: np.ndarray) -> np.ndarray:
     return np.where(inside, 1.0 / np.log1p(-np.where(inside, p, 0.5)), 0.0)
 
 
-def _float_params(s: Scenario) -> np.ndarray:
-    fp = np.zeros(K.N_FP)
+def _float_params(s: Scenario) -> K.Params:
     sen, beh, con, pop = s.sensors, s.behaviour, s.consequences, s.population
-    fp[K.FP_FNMR] = sen.fnmr
-    fp[K.FP_DETERRENCE] = beh.deterrence
-    fp[K.FP_SELF_CENSORSHIP] = beh.self_censorship
-    fp[K.FP_PEER_CENSORSHIP] = beh.peer_censorship
-    fp[K.FP_CONFORMITY] = beh.conformity
-    fp[K.FP_GAMING] = beh.gaming
-    fp[K.FP_TRUE_CONF] = sen.true_confidence_min
-    fp[K.FP_FALSE_CONF_LO], fp[K.FP_FALSE_CONF_HI] = sen.false_confidence
-    fp[K.FP_AGE_NOISE] = sen.age_noise_years
-    fp[K.FP_PASSIVE] = sen.passive_sightings
-    fp[K.FP_INSTORE] = sen.instore_clothes
-    fp[K.FP_RURAL_COVERAGE] = sen.rural_coverage
-    fp[K.FP_JOB_LOSS] = con.job_loss
-    fp[K.FP_INCOME_DROP] = con.income_drop
-    fp[K.FP_FLIGHT] = con.flight
-    fp[K.FP_TRAIN] = con.train
-    fp[K.FP_SUBWAY] = con.subway
-    fp[K.FP_GATE_STOP] = con.gate_stop
-    fp[K.FP_LOAN] = con.loan
-    fp[K.FP_ADM_DAY] = con.admission_day
-    fp[K.FP_ADM_BASE] = con.admission_base
-    fp[K.FP_ADM_BONUS] = con.admission_bonus
-    fp[K.FP_ADM_PENALTY] = con.admission_penalty
-    fp[K.FP_BLACKLIST_BANS] = 1.0 if con.blacklist_bans else 0.0
-    fp[K.FP_MALE] = pop.male_share
-    fp[K.FP_MEMBER] = pop.platform_share
-    fp[K.FP_SAVVY] = beh.savvy_share
-    fp[K.FP_EMPLOYED] = pop.employment
-    fp[K.FP_AGE_0_14] = pop.age_0_14
-    fp[K.FP_AGE_15_59] = pop.age_15_59
-    return fp
+    return K.Params(
+        fnmr=sen.fnmr, deterrence=beh.deterrence, self_censorship=beh.self_censorship,
+        peer_censorship=beh.peer_censorship, conformity=beh.conformity, gaming=beh.gaming,
+        true_conf=sen.true_confidence_min, false_conf_lo=float(sen.false_confidence[0]),
+        false_conf_hi=float(sen.false_confidence[1]), age_noise=sen.age_noise_years,
+        passive=sen.passive_sightings, rural_coverage=sen.rural_coverage, job_loss=con.job_loss,
+        income_drop=float(con.income_drop), flight=con.flight, train=con.train, subway=con.subway,
+        loan=con.loan, adm_base=con.admission_base, adm_bonus=con.admission_bonus,
+        adm_penalty=con.admission_penalty, sample=1.0, male=pop.male_share,
+        member=pop.platform_share, savvy=beh.savvy_share, employed=pop.employment,
+        age_0_14=pop.age_0_14, age_15_59=pop.age_15_59,
+        blacklist_bans=1.0 if con.blacklist_bans else 0.0, gate_stop=con.gate_stop,
+        adm_day=float(con.admission_day), instore=sen.instore_clothes,
+        listed_share=pop.listed_share, delisting=con.delisting,
+    )
 
 
 def represented_sizes(s: Scenario) -> np.ndarray:
@@ -171,7 +155,7 @@ def _fmr(s: Scenario, region_sizes: np.ndarray) -> np.ndarray:
     return np.minimum(base[:, None] * mult[None, :], sen.max_fmr)
 
 
-def _kind_arrays(s: Scenario, rewarded: np.ndarray):
+def _kind_arrays(s: Scenario, rewarded: np.ndarray, sign: np.ndarray) -> K.Kinds:
     driver = np.array([k[1] for k in KINDS], dtype=np.int64)
     min_age = np.array([k[2][0] for k in KINDS], dtype=np.int64)
     max_age = np.array([k[2][1] for k in KINDS], dtype=np.int64)
@@ -202,8 +186,9 @@ def _kind_arrays(s: Scenario, rewarded: np.ndarray):
     deviant = np.isin(driver, [DEVIANT, DEVIANT_POOR])[:, None]
     level = (np.arange(16) + 0.5) / 15.5
     rmax = np.minimum(top[:, None] * np.where(deviant, level[None, :], 1.0) * (1 + 1e-12), 1.0)
-    return (driver, min_age, max_age, rate, rural), (obs_type, obs_src, obs_prob, obs_plat), \
-        place_cum, rmax
+    return K.Kinds(driver=driver, min_age=min_age, max_age=max_age, base=rate, rural=rural,
+                   place_cum=place_cum, rmax=rmax, inv_rate=_jump_inverse(rmax), sign=sign,
+                   obs_type=obs_type, obs_src=obs_src, obs_prob=obs_prob, obs_plat=obs_plat)
 
 
 def _signs(policies: list[Policy], region_policy: np.ndarray, commercial: int) -> np.ndarray:
@@ -314,6 +299,9 @@ def _policy_arrays(policies: list[Policy], commercial: int, scenario: Scenario):
         for band, benefit in ((0, True), (1, False)):
             helds = [c.held_days for c, b in items if b == benefit]
             pint[p, K.P_HMIN_B + band] = min(helds) if helds else 0
-    pol = (ctab, pint, held, eff_held, points, expires, caps_class, accept, min_conf, rule_of, caps)
-    cons = (c_n, c_cls, c_ben, c_held, c_slot, c_eff)
+    pol = K.Policies(ctab=ctab, pint=pint, held=held, eff_held=eff_held, points=points,
+                     expires=expires, capcls=caps_class, accept=accept, min_conf=min_conf,
+                     rule_of=rule_of, caps=caps)
+    cons = K.Consequences(count=c_n, cls=c_cls, benefit=c_ben, held=c_held, slot=c_slot,
+                          effect=c_eff)
     return pol, cons

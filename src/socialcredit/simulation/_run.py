@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from socialcredit.simulation._kernel import RECORD_ALL, RECORD_NONE, RECORD_SAMPLE
 from socialcredit.simulation._kinds import (
     BYTES_PER_CITIZEN,
     COUNTERS,
@@ -34,6 +33,7 @@ from socialcredit.simulation._kinds import (
 from socialcredit.simulation._plan import Plan, make_plan
 from socialcredit.simulation._scenario import SimulationError, load_scenario
 from socialcredit.simulation._shard import EventsMode, ShardResult, default_threads, run_shard
+from socialcredit.simulation.kernel import RECORD_ALL, RECORD_NONE, RECORD_SAMPLE
 
 DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.3 GB at its peak
 GPU_CHUNK_BLOCKS = 1024  # on the GPU a shard's blocks are its threads: more of them (see _gpu.py)
@@ -238,7 +238,7 @@ def daily_frame(plan: Plan, metrics: np.ndarray) -> pl.DataFrame:
     """Per day and region: class counts, events by kind, consequence holders, counters."""
     days, n_regions, _ = metrics.shape
     flat = metrics.reshape(days * n_regions, -1)
-    region_policy = plan.arrays["region_policy"]
+    region_policy = plan.arrays["world"].region_policy
     rows_policy = np.tile(region_policy, days)
     cols: dict[str, Any] = {
         "day": np.repeat(np.arange(days, dtype=np.int32), n_regions),

@@ -63,6 +63,8 @@ class Population(BaseModel):
     age_15_59: float = Field(default=0.63, ge=0.0, le=1.0)
     platform_share: float = Field(default=800 / 1410, ge=0.0, le=1.0)
     employment: float = Field(default=0.85, ge=0.0, le=1.0)
+    # Share of adults (18+) on the judgment-defaulter list when the run starts (0: an empty list).
+    listed_share: float = Field(default=0.0, ge=0.0, le=1.0)
     groups: list[Group] = Field(min_length=1, max_length=15, default_factory=lambda: [
         Group(name="reference", share=0.90, fmr_multiplier=1.0),
         Group(name="ten-fold", share=0.08, fmr_multiplier=10.0),
@@ -161,6 +163,8 @@ class Consequences(BaseModel):
     admission_bonus: float = Field(default=0.25, ge=0.0)
     admission_penalty: float = Field(default=0.5, ge=0.0, le=1.0)
     blacklist_bans: bool = True
+    # Daily chance a listed defaulter leaves the list by complying (0: listings are permanent).
+    delisting: float = Field(default=0.0, ge=0.0, lt=1.0)
     effects: dict[str, list[str]] = Field(default_factory=_default_effects)
 
     @model_validator(mode="after")

@@ -13,7 +13,6 @@ import numpy as np
 import polars as pl
 
 from socialcredit.engine import CompiledPolicy
-from socialcredit.simulation._kernel import AGES, FP_SAMPLE, LEVELS, OVERFLOW, P_CAP_CLASS, run_block
 from socialcredit.simulation._kinds import (
     EFFECTS,
     F_ADMITTED,
@@ -33,6 +32,7 @@ from socialcredit.simulation._kinds import (
     STATE_FIELDS,
 )
 from socialcredit.simulation._plan import Plan
+from socialcredit.simulation.kernel import AGES, LEVELS, OVERFLOW, P_CAP_CLASS, Scratch, State, run_block
 
 ID_WIDTH = 10  # citizen ids c0000000000 .. c9999999999: every run up to 10 billion people
 
@@ -61,9 +61,9 @@ def citizen_ids(index: pl.Expr) -> pl.Expr:
     return pl.concat_str([pl.lit("c"), index.cast(pl.String).str.zfill(ID_WIDTH)])
 
 
-def new_state(n: int) -> tuple[np.ndarray, ...]:
+def new_state(n: int) -> State:
     """The struct of arrays for `n` citizens."""
-    return tuple(np.zeros(n, dtype) for _, dtype in STATE_FIELDS)
+    return State(*(np.zeros(n, dtype) for _, dtype in STATE_FIELDS))
 
 
 def _first_room(size: int, days: int, events: EventsMode) -> dict[str, int]:
@@ -73,32 +73,33 @@ def _first_room(size: int, days: int, events: EventsMode) -> dict[str, int]:
     return {"expiry": expected, "queue": size + 4096, "events": recorded}
 
 
-def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> tuple[np.ndarray, ...]:
+def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> Scratch:
     """Fresh working memory for one block (the kernel allocates nothing itself)."""
     n_regions = len(plan.scenario.regions)
-    n_policies = plan.arrays["pol"][1].shape[0]
-    return (
-        np.zeros((n_regions, 8), np.int64),  # class counts, state
-        np.zeros((n_regions, 8), np.int64),  # class counts, commercial
-        np.empty((2, 2 * room["queue"]), np.int64),  # held-days queues (citizen, since)
-        np.zeros(2, np.int64),
-        np.zeros((n_regions, 2, MAX_HELD), np.int64),  # matured holders
-        np.full(plan.days + 1, -1, np.int64),  # expiry lists by day
-        np.zeros(1, np.int64),
-        np.empty((3, room["expiry"]), np.int64),
-        np.zeros(n_regions, np.int64),  # citizens penalised for complaints
-        np.zeros((n_policies, 2, MAX_HELD), np.int64),
-        np.zeros(size, np.uint8),  # per-day cap counters
-        np.zeros(size, np.uint8),
-        np.empty(size, np.int64),
-        np.empty(size, np.int64),  # bots
-        np.empty((7, room["events"]), np.int64),
-        np.empty(room["events"], np.float64),
-        np.zeros(8, np.int64),  # counters handed between the day loop and the kind passes
-        np.empty(size, np.int64),  # the block's citizens ordered by region, deviance level, age
-        np.empty(n_regions * LEVELS * AGES + 1, np.int64),  # where each (region, level, age) starts
-        np.zeros(size, np.uint8),  # 1 + the band a citizen began the day in, once it changed
-        np.zeros(size + 1, np.int64),  # how many citizens changed band today, then who
+    n_policies = plan.arrays["pol"].pint.shape[0]
+    return Scratch(
+        hist_s=np.zeros((n_regions, 8), np.int64),
+        hist_c=np.zeros((n_regions, 8), np.int64),
+        fifo=np.empty((2, 2 * room["queue"]), np.int64),
+        fifo_len=np.zeros(2, np.int64),
+        matured=np.zeros((n_regions, 2, MAX_HELD), np.int64),
+        exp_head=np.full(plan.days + 1, -1, np.int64),
+        exp_len=np.zeros(1, np.int64),
+        exp_buf=np.empty((3, room["expiry"]), np.int64),
+        peer_pen=np.zeros(n_regions, np.int64),
+        ptr=np.zeros((n_policies, 2, MAX_HELD), np.int64),
+        cap_s=np.zeros(size, np.uint8),
+        cap_c=np.zeros(size, np.uint8),
+        touched=np.empty(size, np.int64),
+        bots=np.empty(size, np.int64),
+        ev=np.empty((7, room["events"]), np.int64),
+        ev_conf=np.empty(room["events"], np.float64),
+        count=np.zeros(8, np.int64),
+        order=np.empty(size, np.int64),
+        seg=np.empty(n_regions * LEVELS * AGES + 1, np.int64),
+        band0=np.zeros(size, np.uint8),
+        changed=np.zeros(size + 1, np.int64),
+        listed=np.zeros(n_regions, np.int64),
     )
 
 
@@ -110,8 +111,7 @@ def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threa
     n = min(last * bs, plan.population) - start
     st = new_state(n)
     a = plan.arrays
-    fp = a["fp"].copy()
-    fp[FP_SAMPLE] = events.fraction
+    fp = a["fp"]._replace(sample=events.fraction)
     days = plan.days
     n_regions = len(plan.scenario.regions)
     total = np.zeros((days, n_regions, N_METRICS), np.int64)
@@ -120,16 +120,13 @@ def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threa
         layout = plan.block_layout(block)
         size = int(layout[-1])
         off = block * bs - start
-        views = tuple(arr[off: off + size] for arr in st)
+        views = State(*(arr[off: off + size] for arr in st))
         metrics = np.zeros((days, n_regions, N_METRICS), np.int32)
         room = _first_room(size, days, events)
         while True:
             scratch = new_scratch(plan, size, room)
-            n_ev = run_block(plan.seed, block, days, fp, layout, a["region_policy"],
-                             a["region_urban"], a["coverage"], a["fmr"], a["group_cum"],
-                             a["plat_share"], a["kt"], a["obs"], a["place_cum"], a["rmax"],
-                             a["rinv"], a["sign_rk"], a["pol"], a["comm"], a["cons"], events.mode,
-                             views, metrics, scratch)
+            n_ev = run_block(plan.seed, block, days, fp, layout, a["world"], a["kinds"], a["pol"],
+                             a["cons"], events.mode, views, metrics, scratch)
             if n_ev != OVERFLOW:
                 break
             # A buffer ran out: start the block again, deterministically, with twice the room.
@@ -137,7 +134,7 @@ def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threa
             for arr in views:
                 arr[:] = 0
             metrics[:] = 0
-        ev, conf = scratch[14], scratch[15]
+        ev, conf = scratch.ev, scratch.ev_conf
         return block, size, metrics, ev[:, :n_ev].copy(), conf[:n_ev].copy()
 
     recorded = []
@@ -151,14 +148,14 @@ def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threa
     return st, total, recorded
 
 
-def citizens_frame(plan: Plan, first_citizen: int, st: tuple[np.ndarray, ...]) -> pl.DataFrame:
+def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
     """Final state per citizen: demographics, scores and classes, wrongful points, consequences."""
-    s = dict(zip((name for name, _ in STATE_FIELDS), st, strict=True))
+    s = st._asdict()
     n = len(s["age"])
     index = np.arange(first_citizen, first_citizen + n, dtype=np.int64)
     flags = s["flags"]
     region = s["region"].astype(np.int64)
-    region_policy = plan.arrays["region_policy"][region]
+    region_policy = plan.arrays["world"].region_policy[region]
     score = np.zeros(n, np.int64)
     # Classes as codes into every policy's class names, named by polars (object arrays are slow).
     names = sorted({c for p in plan.policies for c in p.class_names})
@@ -172,12 +169,12 @@ def citizens_frame(plan: Plan, first_citizen: int, st: tuple[np.ndarray, ...]) -
         mask = region_policy == p
         cp = CompiledPolicy.of(plan.policies[p])
         sc = cp.clamp(s["state_total"][mask].astype(np.int64))
-        cap = np.where(s["cap_count"][mask] > 0, plan.arrays["pol"][1][p, P_CAP_CLASS], -1)
+        cap = np.where(s["cap_count"][mask] > 0, plan.arrays["pol"].pint[p, P_CAP_CLASS], -1)
         idx = cp.classify(sc, cap)
         score[mask] = sc
         klass[mask] = np.array([names.index(c) for c in cp.policy.class_names], np.uint8)[idx]
         for name, flag in effects.items():
-            h = plan.arrays["pol"][3][p, EFFECTS.index(name), idx]
+            h = plan.arrays["pol"].eff_held[p, EFFECTS.index(name), idx]
             flag[mask] = (h >= 0) & (held_for[mask] >= h)
     member = (flags & F_MEMBER) != 0
     c_score = np.zeros(n, np.int64)
@@ -256,8 +253,8 @@ def events_frame(plan: Plan, recorded: list) -> pl.DataFrame:
     citizen = offset + ev[4]
     region = plan.region_start.searchsorted(citizen, side="right") - 1
     kind, src, place = ev[2], ev[5] // 8, ev[5] % 8 - 1
-    p_state = plan.arrays["region_policy"][region]
-    points = plan.arrays["pol"][4]
+    p_state = plan.arrays["world"].region_policy[region]
+    points = plan.arrays["pol"].points
     state_points = np.where((ev[6] & 1) != 0, points[np.maximum(p_state, 0), kind], 0)
     comm_points = (np.where((ev[6] & 2) != 0, points[plan.commercial, kind], 0)
                    if plan.commercial >= 0 else np.zeros(len(kind), np.int64))

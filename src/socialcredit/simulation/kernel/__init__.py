@@ -1,0 +1,56 @@
+"""The fused kernel: one block of citizens, every day of a run, in one compiled loop.
+
+A block (a fixed number of citizens, the unit of randomness and of attribution) is independent of
+every other block: a false camera match picks the innocent from the same region within the same
+block, households live within a block, peers are the block's citizens of the same region. So a
+block's results depend only on (seed, block, parameters), never on how blocks are grouped into
+chunks, shards, workers or devices.
+
+Work grows with events, not citizens x days x kinds: each kind's acts are found by geometric
+jumps over the citizens (thinning against the kind's largest possible rate), points expire from
+a per-day bucket list, and classes are counted incrementally as scores change. The jumps walk the
+block's citizens in an order grouped by region, deviance level and age (built once per block), so
+a kind skips the ages it does not concern and deviant kinds thin against each level's own bound:
+fewer rejected candidates, the dominant cost.
+
+One module per concern, each a set of numba functions over the named layouts of `_layout`:
+population (`_population`), acts and their observers (`_acts`), cameras and profiles
+(`_sensors`), scores, classes and held days (`_scoring`), consequences (`_consequences`), random
+draws (`_draws`), and the day loop that calls them (`_day.run_block`).
+
+The kernel runs without numba's reference counting (_nrt=False), which otherwise costs more than
+the model itself on the per-event path: it allocates nothing, all scratch comes from the caller,
+and a full buffer makes it return OVERFLOW so that the caller retries the block with more room.
+No divisor can be zero, so numpy's error model spares a check on every division.
+"""
+
+from socialcredit.simulation.kernel._day import run_block
+from socialcredit.simulation.kernel._layout import (
+    AGES,
+    LEVELS,
+    N_PINT,
+    OVERFLOW,
+    P_CAP_CLASS,
+    P_HI,
+    P_HMIN_B,
+    P_HMIN_S,
+    P_KB,
+    P_KS,
+    P_LO,
+    P_N_CLASSES,
+    P_START,
+    RECORD_ALL,
+    RECORD_NONE,
+    RECORD_SAMPLE,
+    Consequences,
+    Kinds,
+    Params,
+    Policies,
+    Scratch,
+    State,
+    World,
+)
+
+__all__ = ["AGES", "LEVELS", "N_PINT", "OVERFLOW", "P_CAP_CLASS", "P_HI", "P_HMIN_B", "P_HMIN_S", "P_KB",
+           "P_KS", "P_LO", "P_N_CLASSES", "P_START", "RECORD_ALL", "RECORD_NONE", "RECORD_SAMPLE",
+           "Consequences", "Kinds", "Params", "Policies", "Scratch", "State", "World", "run_block"]

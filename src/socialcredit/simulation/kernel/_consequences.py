@@ -1,0 +1,190 @@
+"""Consequences that people meet: jobs lost in sanctioned classes, travel bans, loan prices,
+university admission through a parent's class, subway gate stops; and the day's holder counts."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from socialcredit.simulation._hash import stream_key, uniform
+from socialcredit.simulation._kinds import (
+    F_ADMITTED,
+    F_BLACKLISTED,
+    F_EMPLOYED,
+    M_CCLASS,
+    M_CCONS,
+    M_COUNT,
+    M_SCLASS,
+    M_SCONS,
+    NO_PARENT,
+)
+from socialcredit.simulation.kernel._draws import next_candidate, poisson
+from socialcredit.simulation.kernel._layout import (
+    C_ADM_ADMITTED,
+    C_ADM_APPLIED,
+    C_ADM_HELPED,
+    C_ADM_HURT,
+    C_DELISTED,
+    C_FLIGHTS,
+    C_FLIGHTS_BLOCKED,
+    C_FLIGHTS_DISC,
+    C_GATES,
+    C_JOBS,
+    C_LISTED,
+    C_LOANS,
+    C_LOANS_DISC,
+    C_LOANS_REFUSED,
+    C_TRAINS,
+    C_TRAINS_BLOCKED,
+    E_ADM_BONUS,
+    E_ADM_PENALTY,
+    E_FLIGHT_BAN,
+    E_FLIGHT_DISC,
+    E_GATE,
+    E_JOB_LOSS,
+    E_LOAN_DISC,
+    E_LOAN_REFUSAL,
+    E_TRAIN_BAN,
+    P_N_CLASSES,
+    S_ADMISSION,
+    S_DELIST,
+    S_FLIGHTS,
+    S_GATES,
+    S_JOBS,
+    S_LOANS,
+    S_PASSIVE,
+    S_TRAINS,
+)
+from socialcredit.simulation.kernel._scoring import JIT, has_effect
+
+
+@nb.njit(inline="always", **JIT)
+def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
+    """Job loss, flights, trains and loans of the day: each a stream of adults met by a geometric
+    jump, their class (or the defaulter list) deciding what happens."""
+    flags, gd, rp = st.flags, st.group_decile, world.region_policy
+    for stream in range(S_JOBS, S_LOANS + 1):
+        if stream == S_JOBS:
+            top = fp.job_loss
+        elif stream == S_FLIGHTS:
+            top = fp.flight
+        elif stream == S_TRAINS:
+            top = fp.train
+        else:
+            top = fp.loan
+        if top <= 0.0:
+            continue
+        key = stream_key(seed, block, t, stream)
+        draw = 0
+        inv = world.inv_stream[stream - S_PASSIVE]
+        for r in range(region_lo.shape[0] - 1):
+            lo, hi = region_lo[r], region_lo[r + 1]
+            i = lo - 1
+            while True:
+                i, draw = next_candidate(key, draw, inv, i, hi)
+                if i >= hi:
+                    break
+                if st.age[i] < 18:
+                    continue
+                if stream == S_JOBS:
+                    if (flags[i] & F_EMPLOYED) and has_effect(pol, rp, st, i, E_JOB_LOSS, t):
+                        flags[i] &= ~np.uint8(F_EMPLOYED)
+                        decile = max(np.int64(gd[i] & 15) - np.int64(fp.income_drop), 0)
+                        gd[i] = (gd[i] & 0xF0) | decile
+                        metrics[t, r, M_COUNT + C_JOBS] += 1
+                elif stream == S_FLIGHTS or stream == S_TRAINS:
+                    flight = stream == S_FLIGHTS
+                    metrics[t, r, M_COUNT + (C_FLIGHTS if flight else C_TRAINS)] += 1
+                    banned = has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
+                    if banned or ((flags[i] & F_BLACKLISTED) and fp.blacklist_bans > 0):
+                        metrics[t, r, M_COUNT + (C_FLIGHTS_BLOCKED if flight else C_TRAINS_BLOCKED)] += 1
+                    elif flight and has_effect(pol, rp, st, i, E_FLIGHT_DISC, t):
+                        metrics[t, r, M_COUNT + C_FLIGHTS_DISC] += 1
+                else:
+                    metrics[t, r, M_COUNT + C_LOANS] += 1
+                    if has_effect(pol, rp, st, i, E_LOAN_REFUSAL, t):
+                        metrics[t, r, M_COUNT + C_LOANS_REFUSED] += 1
+                    elif has_effect(pol, rp, st, i, E_LOAN_DISC, t):
+                        metrics[t, r, M_COUNT + C_LOANS_DISC] += 1
+
+
+@nb.njit(inline="always", **JIT)
+def delistings(seed, block, t, fp, region_lo, world, st, sc, metrics):
+    """Listed defaulters who comply leave the list: a stream over everyone, kept where listed."""
+    if fp.delisting <= 0.0:
+        return
+    key = stream_key(seed, block, t, S_DELIST)
+    draw = 0
+    for r in range(region_lo.shape[0] - 1):
+        lo, hi = region_lo[r], region_lo[r + 1]
+        i = lo - 1
+        while True:
+            i, draw = next_candidate(key, draw, world.inv_delist, i, hi)
+            if i >= hi:
+                break
+            if st.flags[i] & F_BLACKLISTED:
+                st.flags[i] &= ~np.uint8(F_BLACKLISTED)
+                sc.listed[r] -= 1
+                metrics[t, r, M_COUNT + C_DELISTED] += 1
+
+
+@nb.njit(inline="always", **JIT)
+def admissions(seed, block, t, fp, world, pol, st, metrics):
+    """University admission, once a year: parents' class helps or hurts their children."""
+    key = stream_key(seed, block, t, S_ADMISSION)
+    rp = world.region_policy
+    for i in range(st.age.shape[0]):
+        if st.age[i] != 18:
+            continue
+        r = np.int64(st.region[i])
+        metrics[t, r, M_COUNT + C_ADM_APPLIED] += 1
+        chance = fp.adm_base
+        pa = np.int64(st.parent[i])
+        if pa != NO_PARENT:
+            if has_effect(pol, rp, st, pa, E_ADM_BONUS, t):
+                chance *= 1.0 + fp.adm_bonus
+                metrics[t, r, M_COUNT + C_ADM_HELPED] += 1
+            elif has_effect(pol, rp, st, pa, E_ADM_PENALTY, t):
+                chance *= 1.0 - fp.adm_penalty
+                metrics[t, r, M_COUNT + C_ADM_HURT] += 1
+        if uniform(key, i) < chance:
+            st.flags[i] |= F_ADMITTED
+            metrics[t, r, M_COUNT + C_ADM_ADMITTED] += 1
+
+
+@nb.njit(inline="always", **JIT)
+def end_of_day(seed, block, t, fp, world, pol, cons, sc, metrics):
+    """Class counts and consequence holders per region; subway gate stops of the flagged."""
+    gate_key = stream_key(seed, block, t, S_GATES)
+    comm, hist_s, hist_c = world.comm, sc.hist_s, sc.hist_c
+    for r in range(world.region_policy.shape[0]):
+        metrics[t, r, M_COUNT + C_LISTED] = sc.listed[r]
+        p = world.region_policy[r]
+        if p >= 0:
+            n_cls = pol.pint[p, P_N_CLASSES]
+            for c in range(n_cls):
+                metrics[t, r, M_SCLASS + c] = hist_s[r, c]
+            gate = 0
+            for j in range(cons.count[p]):
+                holders = 0
+                if cons.held[p, j] == 0:
+                    for c in range(n_cls):
+                        if (c <= cons.cls[p, j]) if cons.benefit[p, j] else (c >= cons.cls[p, j]):
+                            holders += hist_s[r, c]
+                else:
+                    holders = sc.matured[r, 0 if cons.benefit[p, j] else 1, cons.slot[p, j]]
+                metrics[t, r, M_SCONS + j] = holders
+                if cons.effect[p, j] == E_GATE:
+                    gate = max(gate, holders)
+            lam = gate * fp.subway * fp.gate_stop * world.region_urban[r]
+            metrics[t, r, M_COUNT + C_GATES] += poisson(lam, gate_key, 64 * r)
+        if comm >= 0:
+            n_cls = pol.pint[comm, P_N_CLASSES]
+            for c in range(n_cls):
+                metrics[t, r, M_CCLASS + c] = hist_c[r, c]
+            for j in range(cons.count[comm]):
+                holders = 0
+                for c in range(n_cls):
+                    if (c <= cons.cls[comm, j]) if cons.benefit[comm, j] else (c >= cons.cls[comm, j]):
+                        holders += hist_c[r, c]
+                metrics[t, r, M_CCONS + j] = holders

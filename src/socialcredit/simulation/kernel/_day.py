@@ -1,0 +1,68 @@
+"""The day loop: one block of citizens, every day of a run, in one compiled function."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from socialcredit.simulation._hash import stream_key
+from socialcredit.simulation._kinds import N_KINDS
+from socialcredit.simulation.kernel._acts import kind_pass
+from socialcredit.simulation.kernel._consequences import admissions, daily_streams, delistings, end_of_day
+from socialcredit.simulation.kernel._layout import OVERFLOW, S_SAMPLE
+from socialcredit.simulation.kernel._population import order_citizens, populate
+from socialcredit.simulation.kernel._scoring import (
+    days_in_bands,
+    expire_points,
+    mature_held,
+    settle_bands,
+    start_classes,
+)
+from socialcredit.simulation.kernel._sensors import passive_sightings
+
+
+@nb.njit(nogil=True, cache=True, _nrt=False, error_model="numpy")
+def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st, metrics, scratch):
+    """Simulate one block for days 0..D-1 into `st` and `metrics`; return the events recorded.
+
+    `st` (a State) and `metrics` must be zero and `scratch` (a Scratch) fresh (see
+    _shard.new_scratch); returns OVERFLOW when a scratch buffer ran out of room.
+    """
+    sc = scratch
+    populate(seed, block, fp, region_lo, world, st, sc.listed)
+    order_citizens(st, sc.order, sc.seg)
+    if not start_classes(pol, world.region_policy, world.comm, st, sc):
+        return OVERFLOW
+    count = sc.count
+    n_bots = 0
+    n_active_bots = 0
+    n_ev = 0
+    for t in range(D):
+        seq = 0
+        sample_key = stream_key(seed, block, t, S_SAMPLE)
+        mature_held(pol, world.region_policy, st, sc, t)
+        expire_points(pol, world.region_policy, world.comm, st, sc, t)
+        # Acts of every kind, observed (or not) by the sensors, scored as they are attributed.
+        for k in range(N_KINDS):
+            key = stream_key(seed, block, t, 1 + k)
+            count[0] = 0
+            count[1], count[2], count[3] = n_bots, n_ev, seq
+            if not kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, kinds,
+                             pol, record, sample_key, st, sc, metrics):
+                return OVERFLOW
+            n_bots, n_ev, seq = count[1], count[2], count[3]
+        n_active_bots = n_bots
+        # The day's band changes move the held-days clocks (consequences below read them).
+        if not settle_bands(pol, world.region_policy, st, sc, t):
+            return OVERFLOW
+        passive_sightings(seed, block, t, fp, region_lo, world, st, metrics)
+        daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics)
+        delistings(seed, block, t, fp, region_lo, world, st, sc, metrics)
+        if t % 365 == np.int64(fp.adm_day):
+            admissions(seed, block, t, fp, world, pol, st, metrics)
+        end_of_day(seed, block, t, fp, world, pol, cons, sc, metrics)
+        if t % 365 == 364:
+            for i in range(st.age.shape[0]):
+                st.age[i] = min(np.int64(st.age[i]) + 1, 255)
+    days_in_bands(pol, world.region_policy, st, D)
+    return n_ev

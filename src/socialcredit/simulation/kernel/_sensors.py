@@ -1,0 +1,127 @@
+"""Sensors: face-recognition cameras that see acts and passers-by, sometimes the wrong person,
+and the profiles (age estimate, moves by place, in-store records) they build."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from socialcredit.simulation._hash import mix, stream_key, uniform
+from socialcredit.simulation._kinds import F_MEMBER, F_URBAN, INSTORE_SHIFT, M_COUNT, PLACE_MALL
+from socialcredit.simulation.kernel._draws import next_candidate
+from socialcredit.simulation.kernel._layout import C_INSTORE, C_INSTORE_WRONGFUL, C_SIGHTINGS, S_PASSIVE
+from socialcredit.simulation.kernel._scoring import JIT
+
+# A false match is a look-alike: the gallery photo that beats the true mate's usually shows someone of
+# the same demographic group (NIST FRVT: false matches are mostly within a group), so the innocent
+# is drawn from the seen person's group in the same block-region when one turns up in these tries.
+LOOK_ALIKE_TRIES = 64
+_LOOK_ALIKE_SALT = np.uint64(0x5DEECE66D1F2A3B7)
+
+
+@nb.njit(cache=True)
+def look_alike(key, draw, gd, actor, lo, hi):
+    """The innocent a false match names: another citizen of [lo, hi), of the actor's group if possible."""
+    sub = mix(key ^ _LOOK_ALIKE_SALT ^ np.uint64(draw))
+    group = gd[actor] >> 4
+    att = actor
+    for j in range(LOOK_ALIKE_TRIES):
+        att = lo + int(uniform(sub, j) * (hi - lo - 1))
+        if att >= actor:
+            att += 1
+        if (gd[att] >> 4) == group:
+            break
+    return att
+
+
+@nb.njit(inline="always", **JIT)
+def sight(fp, st, att, actor, place, u1, u2):
+    """A camera sighting refines the attributed citizen's profile with the face it really saw."""
+    page, psight, moves = st.profile_age, st.sightings, st.moves
+    n = min(np.int64(psight[att]) + 1, 255)
+    psight[att] = n
+    obs = np.int64(st.age[actor]) + np.int64(round((u1 + u2 - 1.0) * fp.age_noise))
+    if n == 1:
+        est = obs
+    else:
+        est = np.int64(page[att])
+        est = est + np.int64(round((obs - est) / n))
+    page[att] = min(max(est, 0), 255)
+    shift = np.uint16(5 * place)
+    if ((moves[att] >> shift) & np.uint16(31)) < 31:
+        moves[att] += np.uint16(1) << shift
+
+
+@nb.njit(inline="always", **JIT)
+def camera_sees_act(key, draw, fp, world, kinds, st, k, actor, ra, lo_r, hi_r, t, metrics):
+    """A camera at the act's place (drawn from the kind's place shares) sees it, or misses it.
+
+    Returns (seen, the citizen it names, confidence, place, next draw): draws d0..d0+6 belong to
+    the sighting, used or not, and a look-alike search takes one more.
+    """
+    up = uniform(key, draw)
+    place = 0
+    while place < 2 and up >= kinds.place_cum[k, place]:
+        place += 1
+    cov = world.coverage[ra, place]
+    if (st.flags[actor] & F_URBAN) == 0:
+        cov *= fp.rural_coverage
+    d0 = draw
+    draw += 7
+    if uniform(key, d0 + 1) >= cov or uniform(key, d0 + 2) < fp.fnmr:
+        return False, -1, -1.0, -1, draw
+    um = uniform(key, d0 + 3)
+    uc = uniform(key, d0 + 4)
+    un1 = uniform(key, d0 + 5)
+    un2 = uniform(key, d0 + 6)
+    att = actor
+    if um < world.fmr[ra, np.int64(st.group_decile[actor] >> 4)] and hi_r - lo_r > 1:
+        att = look_alike(key, draw, st.group_decile, actor, lo_r, hi_r)
+        draw += 1
+        conf = fp.false_conf_lo + (fp.false_conf_hi - fp.false_conf_lo) * uc
+    else:
+        conf = fp.true_conf + (1.0 - fp.true_conf) * uc
+    sight(fp, st, att, actor, place, un1, un2)
+    metrics[t, ra, M_COUNT + C_SIGHTINGS] += 1
+    return True, att, conf, place, draw
+
+
+@nb.njit(inline="always", **JIT)
+def passive_sightings(seed, block, t, fp, region_lo, world, st, metrics):
+    """Cameras see people going about their day and refine profiles; in malls the e-commerce
+    group's in-store cameras record which clothes a customer stops at or tries on, into the
+    commercial profile of whoever they recognise (the same face match: a look-alike's may get it)."""
+    top = fp.passive
+    if top <= 0.0:
+        return
+    flags, learned = st.flags, st.learned
+    key = stream_key(seed, block, t, S_PASSIVE)
+    draw = 0
+    inv = world.inv_stream[0]
+    for r in range(region_lo.shape[0] - 1):
+        lo, hi = region_lo[r], region_lo[r + 1]
+        i = lo - 1
+        while True:
+            i, draw = next_candidate(key, draw, inv, i, hi)
+            if i >= hi:
+                break
+            place = int(uniform(key, draw) * 3)
+            cov = world.coverage[r, place]
+            if (flags[i] & F_URBAN) == 0:
+                cov *= fp.rural_coverage
+            if uniform(key, draw + 1) >= cov or uniform(key, draw + 2) < fp.fnmr:
+                draw += 3
+                continue
+            att = i
+            if uniform(key, draw + 3) < world.fmr[r, np.int64(st.group_decile[i] >> 4)] and hi - lo > 1:
+                att = look_alike(key, draw + 4, st.group_decile, i, lo, hi)
+            sight(fp, st, att, i, place, uniform(key, draw + 5), uniform(key, draw + 6))
+            metrics[t, r, M_COUNT + C_SIGHTINGS] += 1
+            if (place == PLACE_MALL and (flags[att] & F_MEMBER)
+                    and uniform(key, draw + 7) < fp.instore):
+                if (learned[att] >> np.uint32(INSTORE_SHIFT)) < 255:
+                    learned[att] += np.uint32(1) << np.uint32(INSTORE_SHIFT)
+                metrics[t, r, M_COUNT + C_INSTORE] += 1
+                if att != i:
+                    metrics[t, r, M_COUNT + C_INSTORE_WRONGFUL] += 1
+            draw += 8
