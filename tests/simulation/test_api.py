@@ -1,5 +1,6 @@
 import inspect
 import resource
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -122,3 +123,26 @@ def test_a_seed_is_its_results(busy, tmp_path):
     assert a.manifest["seed"] == 21 and c.manifest["seed"] == 22
     assert not a.citizens["age"].equals(c.citizens["age"])
     assert not a.events["citizen_id"].equals(c.events["citizen_id"])
+
+
+def test_the_kernels_cache_is_dropped_when_a_kernel_source_changed(monkeypatch, tmp_path):
+    """numba checks a cached function against its own file only; run_block inlines the other
+    kernel modules, so a change to any of them must drop the cache (here: a copy of the package)."""
+    import shutil
+
+    from socialcredit.simulation import kernel
+
+    folder = tmp_path / "kernel"
+    shutil.copytree(Path(kernel.__file__).parent, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "__pycache__").mkdir()
+    monkeypatch.setattr(kernel, "__file__", str(folder / "__init__.py"))
+    kernel._drop_stale_cache()
+    stamp = (folder / "__pycache__" / "kernel-sources.sha256").read_text()
+    compiled = folder / "__pycache__" / "_day.run_block-27.py311.nbi"
+    compiled.write_bytes(b"compiled")
+    kernel._drop_stale_cache()
+    assert compiled.exists()  # nothing changed: the cache stays
+    (folder / "_acts.py").write_text((folder / "_acts.py").read_text() + "\n# an edit\n")
+    kernel._drop_stale_cache()
+    assert not compiled.exists()
+    assert (folder / "__pycache__" / "kernel-sources.sha256").read_text() != stamp

@@ -24,6 +24,11 @@ and a full buffer makes it return OVERFLOW so that the caller retries the block 
 No divisor can be zero, so numpy's error model spares a check on every division.
 """
 
+import hashlib
+from itertools import chain
+from pathlib import Path
+
+from socialcredit.simulation import _hash, _kinds
 from socialcredit.simulation.kernel._day import run_block
 from socialcredit.simulation.kernel._layout import (
     AGES,
@@ -54,3 +59,32 @@ from socialcredit.simulation.kernel._layout import (
 __all__ = ["AGES", "LEVELS", "N_PINT", "OVERFLOW", "P_CAP_CLASS", "P_HI", "P_HMIN_B", "P_HMIN_S", "P_KB",
            "P_KS", "P_LO", "P_N_CLASSES", "P_START", "RECORD_ALL", "RECORD_NONE", "RECORD_SAMPLE",
            "Consequences", "Kinds", "Params", "Policies", "Scratch", "State", "World", "run_block"]
+
+
+def _drop_stale_cache() -> None:
+    """Drop the kernel's compiled cache when any of its sources changed.
+
+    numba checks a cached function against its own file only, but run_block holds the code of the
+    helpers it inlines from the other kernel modules, and the constants of _kinds: after an edit of
+    one of those it would load stale code. numba reads the cache at the first call, after this.
+    """
+    folder = Path(__file__).parent
+    sources = [*sorted(folder.glob("*.py")), Path(_hash.__file__), Path(_kinds.__file__)]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    cache = folder / "__pycache__"
+    stamp = cache / "kernel-sources.sha256"
+    try:
+        if stamp.read_text(encoding="ascii") == digest:
+            return
+    except OSError:
+        pass
+    try:
+        for compiled in chain(cache.glob("*.nbi"), cache.glob("*.nbc")):
+            compiled.unlink()
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest, encoding="ascii")
+    except OSError:
+        pass  # a read-only installation: numba caches elsewhere, keyed by files nobody edits
+
+
+_drop_stale_cache()

@@ -18,7 +18,7 @@ from socialcredit.simulation._kinds import (
     M_SCONS,
     NO_PARENT,
 )
-from socialcredit.simulation.kernel._draws import next_candidate, poisson
+from socialcredit.simulation.kernel._draws import next_in_regions, poisson
 from socialcredit.simulation.kernel._layout import (
     C_ADM_ADMITTED,
     C_ADM_APPLIED,
@@ -77,35 +77,33 @@ def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
         key = stream_key(seed, block, t, stream)
         draw = 0
         inv = world.inv_stream[stream - S_PASSIVE]
-        for r in range(region_lo.shape[0] - 1):
-            lo, hi = region_lo[r], region_lo[r + 1]
-            i = lo - 1
-            while True:
-                i, draw = next_candidate(key, draw, inv, i, hi)
-                if i >= hi:
-                    break
-                if st.age[i] < 18:
-                    continue
-                if stream == S_JOBS:
-                    if (flags[i] & F_EMPLOYED) and has_effect(pol, rp, st, i, E_JOB_LOSS, t):
-                        flags[i] &= ~np.uint8(F_EMPLOYED)
-                        decile = max(np.int64(gd[i] & 15) - np.int64(fp.income_drop), 0)
-                        gd[i] = (gd[i] & 0xF0) | decile
-                        metrics[t, r, M_COUNT + C_JOBS] += 1
-                elif stream == S_FLIGHTS or stream == S_TRAINS:
-                    flight = stream == S_FLIGHTS
-                    metrics[t, r, M_COUNT + (C_FLIGHTS if flight else C_TRAINS)] += 1
-                    banned = has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
-                    if banned or ((flags[i] & F_BLACKLISTED) and fp.blacklist_bans > 0):
-                        metrics[t, r, M_COUNT + (C_FLIGHTS_BLOCKED if flight else C_TRAINS_BLOCKED)] += 1
-                    elif flight and has_effect(pol, rp, st, i, E_FLIGHT_DISC, t):
-                        metrics[t, r, M_COUNT + C_FLIGHTS_DISC] += 1
-                else:
-                    metrics[t, r, M_COUNT + C_LOANS] += 1
-                    if has_effect(pol, rp, st, i, E_LOAN_REFUSAL, t):
-                        metrics[t, r, M_COUNT + C_LOANS_REFUSED] += 1
-                    elif has_effect(pol, rp, st, i, E_LOAN_DISC, t):
-                        metrics[t, r, M_COUNT + C_LOANS_DISC] += 1
+        r, i = 0, -1
+        while True:
+            i, r, draw = next_in_regions(key, draw, inv, i, r, region_lo)
+            if r == region_lo.shape[0] - 1:
+                break
+            if st.age[i] < 18:
+                continue
+            if stream == S_JOBS:
+                if (flags[i] & F_EMPLOYED) and has_effect(pol, rp, st, i, E_JOB_LOSS, t):
+                    flags[i] &= ~np.uint8(F_EMPLOYED)
+                    decile = max(np.int64(gd[i] & 15) - np.int64(fp.income_drop), 0)
+                    gd[i] = (gd[i] & 0xF0) | decile
+                    metrics[t, r, M_COUNT + C_JOBS] += 1
+            elif stream == S_FLIGHTS or stream == S_TRAINS:
+                flight = stream == S_FLIGHTS
+                metrics[t, r, M_COUNT + (C_FLIGHTS if flight else C_TRAINS)] += 1
+                banned = has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
+                if banned or ((flags[i] & F_BLACKLISTED) and fp.blacklist_bans > 0):
+                    metrics[t, r, M_COUNT + (C_FLIGHTS_BLOCKED if flight else C_TRAINS_BLOCKED)] += 1
+                elif flight and has_effect(pol, rp, st, i, E_FLIGHT_DISC, t):
+                    metrics[t, r, M_COUNT + C_FLIGHTS_DISC] += 1
+            else:
+                metrics[t, r, M_COUNT + C_LOANS] += 1
+                if has_effect(pol, rp, st, i, E_LOAN_REFUSAL, t):
+                    metrics[t, r, M_COUNT + C_LOANS_REFUSED] += 1
+                elif has_effect(pol, rp, st, i, E_LOAN_DISC, t):
+                    metrics[t, r, M_COUNT + C_LOANS_DISC] += 1
 
 
 @nb.njit(inline="always", **JIT)
@@ -115,17 +113,15 @@ def delistings(seed, block, t, fp, region_lo, world, st, sc, metrics):
         return
     key = stream_key(seed, block, t, S_DELIST)
     draw = 0
-    for r in range(region_lo.shape[0] - 1):
-        lo, hi = region_lo[r], region_lo[r + 1]
-        i = lo - 1
-        while True:
-            i, draw = next_candidate(key, draw, world.inv_delist, i, hi)
-            if i >= hi:
-                break
-            if st.flags[i] & F_BLACKLISTED:
-                st.flags[i] &= ~np.uint8(F_BLACKLISTED)
-                sc.listed[r] -= 1
-                metrics[t, r, M_COUNT + C_DELISTED] += 1
+    r, i = 0, -1
+    while True:
+        i, r, draw = next_in_regions(key, draw, world.inv_delist, i, r, region_lo)
+        if r == region_lo.shape[0] - 1:
+            break
+        if st.flags[i] & F_BLACKLISTED:
+            st.flags[i] &= ~np.uint8(F_BLACKLISTED)
+            sc.listed[r] -= 1
+            metrics[t, r, M_COUNT + C_DELISTED] += 1
 
 
 @nb.njit(inline="always", **JIT)

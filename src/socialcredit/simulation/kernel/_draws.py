@@ -40,6 +40,22 @@ def next_candidate(key, draw, inv, i, hi):
     return i + 1 + int(jump), draw + 1
 
 
+@nb.njit(inline="always", **JIT)
+def next_in_regions(key, draw, inv, i, r, region_lo):
+    """The next candidate of a stream that walks every region's citizens in turn, each region
+    starting its own jumps: (citizen, region, next draw); region == the number of regions at the end.
+    Start from (i, r) = (-1, 0)."""
+    n_regions = region_lo.shape[0] - 1
+    while r < n_regions:
+        i, draw = next_candidate(key, draw, inv, i, region_lo[r + 1])
+        if i < region_lo[r + 1]:
+            return i, r, draw
+        r += 1
+        if r < n_regions:
+            i = region_lo[r] - 1
+    return i, r, draw
+
+
 @nb.njit(**JIT)
 def poisson(lam, key, n):
     """A Poisson draw from uniforms n, n+1, ... of a stream (normal approximation above 50)."""

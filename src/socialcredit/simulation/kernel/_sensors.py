@@ -8,7 +8,7 @@ import numpy as np
 
 from socialcredit.simulation._hash import mix, stream_key, uniform
 from socialcredit.simulation._kinds import F_MEMBER, F_URBAN, INSTORE_SHIFT, M_COUNT, PLACE_MALL
-from socialcredit.simulation.kernel._draws import next_candidate
+from socialcredit.simulation.kernel._draws import next_in_regions
 from socialcredit.simulation.kernel._layout import C_INSTORE, C_INSTORE_WRONGFUL, C_SIGHTINGS, S_PASSIVE
 from socialcredit.simulation.kernel._scoring import JIT
 
@@ -98,30 +98,29 @@ def passive_sightings(seed, block, t, fp, region_lo, world, st, metrics):
     key = stream_key(seed, block, t, S_PASSIVE)
     draw = 0
     inv = world.inv_stream[0]
-    for r in range(region_lo.shape[0] - 1):
+    r, i = 0, -1
+    while True:
+        i, r, draw = next_in_regions(key, draw, inv, i, r, region_lo)
+        if r == region_lo.shape[0] - 1:
+            break
         lo, hi = region_lo[r], region_lo[r + 1]
-        i = lo - 1
-        while True:
-            i, draw = next_candidate(key, draw, inv, i, hi)
-            if i >= hi:
-                break
-            place = int(uniform(key, draw) * 3)
-            cov = world.coverage[r, place]
-            if (flags[i] & F_URBAN) == 0:
-                cov *= fp.rural_coverage
-            if uniform(key, draw + 1) >= cov or uniform(key, draw + 2) < fp.fnmr:
-                draw += 3
-                continue
-            att = i
-            if uniform(key, draw + 3) < world.fmr[r, np.int64(st.group_decile[i] >> 4)] and hi - lo > 1:
-                att = look_alike(key, draw + 4, st.group_decile, i, lo, hi)
-            sight(fp, st, att, i, place, uniform(key, draw + 5), uniform(key, draw + 6))
-            metrics[t, r, M_COUNT + C_SIGHTINGS] += 1
-            if (place == PLACE_MALL and (flags[att] & F_MEMBER)
-                    and uniform(key, draw + 7) < fp.instore):
-                if (learned[att] >> np.uint32(INSTORE_SHIFT)) < 255:
-                    learned[att] += np.uint32(1) << np.uint32(INSTORE_SHIFT)
-                metrics[t, r, M_COUNT + C_INSTORE] += 1
-                if att != i:
-                    metrics[t, r, M_COUNT + C_INSTORE_WRONGFUL] += 1
-            draw += 8
+        place = int(uniform(key, draw) * 3)
+        cov = world.coverage[r, place]
+        if (flags[i] & F_URBAN) == 0:
+            cov *= fp.rural_coverage
+        if uniform(key, draw + 1) >= cov or uniform(key, draw + 2) < fp.fnmr:
+            draw += 3
+            continue
+        att = i
+        if uniform(key, draw + 3) < world.fmr[r, np.int64(st.group_decile[i] >> 4)] and hi - lo > 1:
+            att = look_alike(key, draw + 4, st.group_decile, i, lo, hi)
+        sight(fp, st, att, i, place, uniform(key, draw + 5), uniform(key, draw + 6))
+        metrics[t, r, M_COUNT + C_SIGHTINGS] += 1
+        if (place == PLACE_MALL and (flags[att] & F_MEMBER)
+                and uniform(key, draw + 7) < fp.instore):
+            if (learned[att] >> np.uint32(INSTORE_SHIFT)) < 255:
+                learned[att] += np.uint32(1) << np.uint32(INSTORE_SHIFT)
+            metrics[t, r, M_COUNT + C_INSTORE] += 1
+            if att != i:
+                metrics[t, r, M_COUNT + C_INSTORE_WRONGFUL] += 1
+        draw += 8
