@@ -127,8 +127,9 @@ OVERRIDES = {
     "behaviour.rates.finance.payment_overdue": 0.01, "behaviour.rates.identity.verified": 0.01,
     # No blacklist: flight and train bans then come from the policy's classes alone.
     "behaviour.rates.court.judgment_default": 0.0, "consequences.blacklist_bans": False,
+    # Everyone travels alike (no income gradient) and every day, and a refusal deters nobody.
     "consequences.flight": ALMOST_SURELY, "consequences.train": ALMOST_SURELY,
-    "consequences.loan": ALMOST_SURELY,
+    "consequences.travel_income": 0.0, "consequences.retry": 1.0, "consequences.loan": ALMOST_SURELY,
     "sensors.fmr": 0.01, "sensors.gallery_exponent": 0.0,
 }
 REGIONS = {"north": NORTH, "south": SOUTH}

@@ -110,7 +110,12 @@ BYTES_PER_CITIZEN = sum(np.dtype(t).itemsize for _, t in STATE_FIELDS)
 F_MALE, F_URBAN, F_MEMBER, F_BOT, F_BLACKLISTED, F_EMPLOYED, F_SAVVY, F_ADMITTED = (
     1, 2, 4, 8, 16, 32, 64, 128)
 NO_PARENT = 0xFFFF
-# `learned`: bit k is set once the citizen was scored for kind k (N_KINDS <= 24 bits); the high
-# byte counts the clothes the e-commerce group's in-store cameras recorded the citizen stopping at.
+# `learned`: bit k is set once the citizen was scored for kind k (N_KINDS <= 23 bits); bit 23 once
+# a ticket was refused them (they try to travel less); the high byte counts the clothes the
+# e-commerce group's in-store cameras recorded the citizen stopping at.
+LEARNED_REFUSED = 1 << 23
 INSTORE_SHIFT = 24
-assert N_KINDS <= INSTORE_SHIFT
+assert N_KINDS <= 23
+# Travel grows with income: at the scenario's `travel_income` g, 1 + g((income decile + 1)/5.5 - 1)
+# times its mean rate (ASSUMPTION: g = 1, the gradient of other spending; the factor averages 1
+# over the deciles).

@@ -93,7 +93,8 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
     pol, cons = _policy_arrays(policies, commercial, scenario)
     sign = _signs(policies, region_policy, commercial)
     kinds = _kind_arrays(scenario, (sign > 0).any(axis=0), sign)
-    streams = np.array([params.passive, params.job_loss, params.flight, params.train, params.loan])
+    streams = np.array([params.passive, params.job_loss, K.travel_top(params.flight, params),
+                        K.travel_top(params.train, params), params.loan])
     world = K.World(
         region_policy=region_policy,
         region_urban=np.array([r.urban for r in scenario.regions]),
@@ -135,6 +136,7 @@ def _float_params(s: Scenario) -> K.Params:
         blacklist_bans=1.0 if con.blacklist_bans else 0.0, gate_stop=con.gate_stop,
         adm_day=float(con.admission_day), instore=sen.instore_clothes,
         listed_share=pop.listed_share, delisting=con.delisting,
+        train_banned_share=con.train_banned_share, retry=con.retry, travel_income=con.travel_income,
     )
 
 

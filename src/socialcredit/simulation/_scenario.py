@@ -155,6 +155,12 @@ class Consequences(BaseModel):
     income_drop: int = Field(default=2, ge=0, le=9)
     flight: float = Field(default=0.002, ge=0.0, lt=1.0)
     train: float = Field(default=0.01, ge=0.0, lt=1.0)
+    # How much travel grows with income: 0 everyone alike, 1 in proportion to (income decile + 1).
+    travel_income: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Share of train trips in the classes a ban covers (1: every train trip).
+    train_banned_share: float = Field(default=1.0, ge=0.0, le=1.0)
+    # A traveller refused a ticket tries again at this fraction of their rate (1: undeterred).
+    retry: float = Field(default=1.0, ge=0.0, le=1.0)
     subway: float = Field(default=0.5, ge=0.0, le=1.0)
     gate_stop: float = Field(default=0.5, ge=0.0, le=1.0)
     loan: float = Field(default=0.0005, ge=0.0, lt=1.0)

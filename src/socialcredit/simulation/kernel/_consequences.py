@@ -11,6 +11,7 @@ from socialcredit.simulation._kinds import (
     F_ADMITTED,
     F_BLACKLISTED,
     F_EMPLOYED,
+    LEARNED_REFUSED,
     M_CCLASS,
     M_CCONS,
     M_COUNT,
@@ -58,6 +59,19 @@ from socialcredit.simulation.kernel._layout import (
 from socialcredit.simulation.kernel._scoring import JIT, has_effect
 
 
+@nb.njit(**JIT)
+def travel_factor(decile, fp):
+    """A traveller's rate over the mode's mean rate, by income decile (0-9)."""
+    return 1.0 + fp.travel_income * ((decile + 1) / 5.5 - 1.0)
+
+
+@nb.njit(**JIT)
+def travel_top(rate, fp):
+    """The richest traveller's daily rate of a mode whose mean is `rate` (at most 1): the rate the
+    travel streams jump at, thinned by income."""
+    return min(rate * travel_factor(9, fp), 1.0)
+
+
 @nb.njit(inline="always", **JIT)
 def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
     """Job loss, flights, trains and loans of the day: each a stream of adults met by a geometric
@@ -77,6 +91,7 @@ def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
         key = stream_key(seed, block, t, stream)
         draw = 0
         inv = world.inv_stream[stream - S_PASSIVE]
+        thin = top / travel_top(top, fp)  # travel: the stream runs at the top rate
         r, i = 0, -1
         while True:
             i, r, draw = next_in_regions(key, draw, inv, i, r, region_lo)
@@ -92,10 +107,25 @@ def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
                     metrics[t, r, M_COUNT + C_JOBS] += 1
             elif stream == S_FLIGHTS or stream == S_TRAINS:
                 flight = stream == S_FLIGHTS
+                # Thinning from the richest traveller's rate: travel grows with income, and who
+                # was refused a ticket tries less.
+                x = travel_factor(np.int64(gd[i] & 15), fp) * thin
+                if st.learned[i] & np.uint32(LEARNED_REFUSED):
+                    x *= fp.retry
+                draw += 1
+                if uniform(key, draw - 1) >= x:
+                    continue
                 metrics[t, r, M_COUNT + (C_FLIGHTS if flight else C_TRAINS)] += 1
-                banned = has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
-                if banned or ((flags[i] & F_BLACKLISTED) and fp.blacklist_bans > 0):
+                covered = True
+                if not flight:  # a ban covers some classes of train only
+                    draw += 1
+                    covered = uniform(key, draw - 1) < fp.train_banned_share
+                banned = covered and (
+                    has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
+                    or ((flags[i] & F_BLACKLISTED) != 0 and fp.blacklist_bans > 0))
+                if banned:
                     metrics[t, r, M_COUNT + (C_FLIGHTS_BLOCKED if flight else C_TRAINS_BLOCKED)] += 1
+                    st.learned[i] |= np.uint32(LEARNED_REFUSED)
                 elif flight and has_effect(pol, rp, st, i, E_FLIGHT_DISC, t):
                     metrics[t, r, M_COUNT + C_FLIGHTS_DISC] += 1
             else:
@@ -120,6 +150,7 @@ def delistings(seed, block, t, fp, region_lo, world, st, sc, metrics):
             break
         if st.flags[i] & F_BLACKLISTED:
             st.flags[i] &= ~np.uint8(F_BLACKLISTED)
+            st.learned[i] &= ~np.uint32(LEARNED_REFUSED)  # free to travel: they try as before
             sc.listed[r] -= 1
             metrics[t, r, M_COUNT + C_DELISTED] += 1
 

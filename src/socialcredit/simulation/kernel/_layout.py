@@ -21,6 +21,7 @@ Params = namedtuple("Params", [
     "job_loss", "income_drop", "flight", "train", "subway", "loan", "adm_base", "adm_bonus",
     "adm_penalty", "sample", "male", "member", "savvy", "employed", "age_0_14", "age_15_59",
     "blacklist_bans", "gate_stop", "adm_day", "instore", "listed_share", "delisting",
+    "train_banned_share", "retry", "travel_income",
 ])
 
 # Regions and what the sensors and consequence streams need of them.
@@ -32,7 +33,8 @@ World = namedtuple("World", [
     "group_cum",  # cumulative population shares of the demographic groups
     "plat_share",  # [platform] share of people using it (the last: e-commerce members)
     "comm",  # the commercial policy's index, -1 none
-    "inv_stream",  # 1/log(1-p) of the daily streams: passive, jobs, flights, trains, loans
+    "inv_stream",  # 1/log(1-p) of the daily streams: passive, jobs, flights, trains, loans (the
+                   # travel streams at the richest traveller's rate, thinned by income)
     "inv_delist",  # 1/log(1-p) of the delisting stream
 ])
 
