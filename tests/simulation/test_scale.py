@@ -75,3 +75,44 @@ def test_a_sample_of_any_size_has_the_same_false_match_rate(tmp_path):
     assert w1 > 200 and abs(p1 - p2) < 4 * se, (p1, p2, se)
     assert man1["represents"] == man2["represents"] == 738_600
     assert man1["people_per_citizen"] == 73.86 and man2["people_per_citizen"] == 18.465
+
+
+def _per_head(tmp_path, population):
+    """Counts per head of a year, as (successes, trials): scores and false matches in one-town
+    (everyone scored), the defaulter list and its bans in the pilot scenario."""
+    town = simulate(population=population, days=365, seed=31, out=tmp_path / f"town{population}")
+    pilot = simulate(population=population, days=365, seed=31, out=tmp_path / f"pilot{population}",
+                     scenario="pilot-regions-2018")
+    scored = town.citizens
+    adults = pilot.citizens.filter(pl.col("age") >= 18)
+    daily = pilot.daily
+    listed_days = daily["listed"].sum()
+    return {
+        "class D": ((scored["class"] == "D").sum(), scored.height),
+        "class AAA": ((scored["class"] == "AAA").sum(), scored.height),
+        "lost points to a false match": ((scored["wrongful_points"] < 0).sum(), scored.height),
+        "adults listed": (adults["blacklisted"].sum(), adults.height),
+        # Blocked purchases per listed person-day: a Poisson count over an exposure.
+        "flights blocked per listed day": (daily["flights_blocked"].sum(), listed_days),
+        "trains blocked per listed day": (daily["trains_blocked"].sum(), listed_days),
+    }
+
+
+def test_results_per_head_do_not_depend_on_the_sample_size(tmp_path):
+    """50,000, 200,000 and 1,000,000 citizens of the same scenario and seed give the same per-head
+    results within sampling error: each smaller sample's share (or rate) against the million's,
+    within 4 standard errors of their difference (binomial for shares, Poisson for rates)."""
+    reference = _per_head(tmp_path, 1_000_000)
+    for population in (50_000, 200_000):
+        sample = _per_head(tmp_path, population)
+        for name, (k1, n1) in sample.items():
+            k2, n2 = reference[name]
+            # At least 10: enough to see the 8x difference a head-count gallery made (issue #11).
+            assert k1 >= 10, f"{name}: too few in {population:,} to test ({k1})"
+            p1, p2 = k1 / n1, k2 / n2
+            if name.endswith("per listed day"):
+                se = math.sqrt(k1 / n1**2 + k2 / n2**2)
+            else:
+                p = (k1 + k2) / (n1 + n2)
+                se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+            assert abs(p1 - p2) < 4 * se, (name, population, p1, p2, se)

@@ -33,7 +33,7 @@ from socialcredit.simulation._kinds import (
     STATE_FIELDS,
 )
 from socialcredit.simulation._plan import Plan
-from socialcredit.simulation.kernel import AGES, LEVELS, OVERFLOW, P_CAP_CLASS, Scratch, State, run_block
+from socialcredit.simulation.kernel import AGES, GROUPS, LEVELS, OVERFLOW, P_CAP_CLASS, Scratch, State, run_block
 
 ID_WIDTH = 10  # citizen ids c0000000000 .. c9999999999: every run up to 10 billion people
 
@@ -101,6 +101,9 @@ def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> Scratch:
         band0=np.zeros(size, np.uint8),
         changed=np.zeros(size + 1, np.int64),
         listed=np.zeros(n_regions, np.int64),
+        gorder=np.empty(size, np.int64),
+        gseg=np.empty(n_regions * GROUPS + 1, np.int64),
+        gpos=np.empty(size, np.int64),
     )
 
 

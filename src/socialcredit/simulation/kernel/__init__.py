@@ -33,6 +33,7 @@ from socialcredit.simulation.kernel._consequences import travel_top
 from socialcredit.simulation.kernel._day import run_block
 from socialcredit.simulation.kernel._layout import (
     AGES,
+    GROUPS,
     LEVELS,
     N_PINT,
     OVERFLOW,
@@ -57,7 +58,7 @@ from socialcredit.simulation.kernel._layout import (
     World,
 )
 
-__all__ = ["AGES", "LEVELS", "N_PINT", "OVERFLOW", "P_CAP_CLASS", "P_HI", "P_HMIN_B", "P_HMIN_S", "P_KB",
+__all__ = ["AGES", "GROUPS", "LEVELS", "N_PINT", "OVERFLOW", "P_CAP_CLASS", "P_HI", "P_HMIN_B", "P_HMIN_S", "P_KB",
            "P_KS", "P_LO", "P_N_CLASSES", "P_START", "RECORD_ALL", "RECORD_NONE", "RECORD_SAMPLE",
            "Consequences", "Kinds", "Params", "Policies", "Scratch", "State", "World", "run_block", "travel_top"]
 

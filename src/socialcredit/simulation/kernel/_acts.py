@@ -145,7 +145,7 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
                     break
                 src = kinds.obs_src[k, o]
                 if typ == OBS_CAMERA:
-                    seen, named, c, at, draw = camera_sees_act(key, draw, fp, world, kinds, st, k,
+                    seen, named, c, at, draw = camera_sees_act(key, draw, fp, world, kinds, st, sc, k,
                                                                actor, ra, lo_r, hi_r, t, metrics)
                     if seen:
                         att, conf, place = named, c, at

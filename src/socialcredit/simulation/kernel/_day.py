@@ -10,7 +10,7 @@ from socialcredit.simulation._kinds import N_KINDS
 from socialcredit.simulation.kernel._acts import kind_pass
 from socialcredit.simulation.kernel._consequences import admissions, daily_streams, delistings, end_of_day
 from socialcredit.simulation.kernel._layout import OVERFLOW, S_SAMPLE
-from socialcredit.simulation.kernel._population import order_citizens, populate
+from socialcredit.simulation.kernel._population import order_citizens, order_groups, populate
 from socialcredit.simulation.kernel._scoring import (
     days_in_bands,
     expire_points,
@@ -31,6 +31,7 @@ def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st
     sc = scratch
     populate(seed, block, fp, region_lo, world, st, sc.listed)
     order_citizens(st, sc.order, sc.seg)
+    order_groups(st, sc.gorder, sc.gseg, sc.gpos)
     if not start_classes(pol, world.region_policy, world.comm, st, sc):
         return OVERFLOW
     count = sc.count
@@ -55,7 +56,7 @@ def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st
         # The day's band changes move the held-days clocks (consequences below read them).
         if not settle_bands(pol, world.region_policy, st, sc, t):
             return OVERFLOW
-        passive_sightings(seed, block, t, fp, region_lo, world, st, metrics)
+        passive_sightings(seed, block, t, fp, region_lo, world, st, sc, metrics)
         daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics)
         delistings(seed, block, t, fp, region_lo, world, st, sc, metrics)
         if t % 365 == np.int64(fp.adm_day):

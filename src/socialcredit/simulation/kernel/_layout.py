@@ -87,7 +87,9 @@ Scratch = namedtuple("Scratch", [
     "order", "seg",  # citizens by (region, deviance level, age) and where each cell starts
     "band0", "changed",  # the band a citizen began the day in; who changed band today
     "listed",  # [region] citizens on the defaulter list now
+    "gorder", "gseg", "gpos",  # citizens by (region, group), where each cell starts, each one's place
 ])
+GROUPS = 16  # demographic groups a block's group index holds (the high nibble of group_decile)
 
 OVERFLOW = -1  # run_block's answer when a scratch buffer ran out of room
 RECORD_NONE, RECORD_ALL, RECORD_SAMPLE = 0, 1, 2

@@ -15,7 +15,7 @@ from socialcredit.simulation._kinds import (
     F_URBAN,
     NO_PARENT,
 )
-from socialcredit.simulation.kernel._layout import AGES, LEVELS, S_POPULATION
+from socialcredit.simulation.kernel._layout import AGES, GROUPS, LEVELS, S_POPULATION
 from socialcredit.simulation.kernel._scoring import JIT
 
 
@@ -96,3 +96,25 @@ def order_citizens(st, order, seg):
     for b in range(seg.shape[0] - 1, 0, -1):  # the cursors now hold the ends: shift back to starts
         seg[b] = seg[b - 1]
     seg[0] = 0
+
+
+@nb.njit(**JIT)
+def order_groups(st, gorder, gseg, gpos):
+    """A counting sort of the block's citizens by (region, demographic group): the members of
+    group g in region r are gorder[gseg[r * GROUPS + g]: gseg[r * GROUPS + g + 1]], and citizen i
+    sits at gorder[gpos[i]] (a look-alike is drawn from these, see _sensors.look_alike)."""
+    region, gd = st.region, st.group_decile
+    gseg[:] = 0
+    n = gd.shape[0]
+    for i in range(n):
+        gseg[np.int64(region[i]) * GROUPS + (np.int64(gd[i]) >> 4) + 1] += 1
+    for b in range(1, gseg.shape[0]):
+        gseg[b] += gseg[b - 1]
+    for i in range(n):
+        b = np.int64(region[i]) * GROUPS + (np.int64(gd[i]) >> 4)
+        gorder[gseg[b]] = i
+        gpos[i] = gseg[b]
+        gseg[b] += 1
+    for b in range(gseg.shape[0] - 1, 0, -1):
+        gseg[b] = gseg[b - 1]
+    gseg[0] = 0

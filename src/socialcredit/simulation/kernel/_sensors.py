@@ -9,28 +9,31 @@ import numpy as np
 from socialcredit.simulation._hash import mix, stream_key, uniform
 from socialcredit.simulation._kinds import F_MEMBER, F_URBAN, INSTORE_SHIFT, M_COUNT, PLACE_MALL
 from socialcredit.simulation.kernel._draws import next_in_regions
-from socialcredit.simulation.kernel._layout import C_INSTORE, C_INSTORE_WRONGFUL, C_SIGHTINGS, S_PASSIVE
+from socialcredit.simulation.kernel._layout import C_INSTORE, C_INSTORE_WRONGFUL, C_SIGHTINGS, GROUPS, S_PASSIVE
 from socialcredit.simulation.kernel._scoring import JIT
 
-# A false match is a look-alike: the gallery photo that beats the true mate's usually shows someone of
-# the same demographic group (NIST FRVT: false matches are mostly within a group), so the innocent
-# is drawn from the seen person's group in the same block-region when one turns up in these tries.
-LOOK_ALIKE_TRIES = 64
+# A false match is a look-alike: the gallery photo that beats the true mate's shows someone of the
+# seen person's demographic group (NIST FRVT: false matches are mostly within a group), drawn from
+# that group's members of the block-region, so a group's multiplier applies to its own members;
+# only where the group has no other member there does the innocent come from anyone in the region.
 _LOOK_ALIKE_SALT = np.uint64(0x5DEECE66D1F2A3B7)
 
 
-@nb.njit(cache=True)
-def look_alike(key, draw, gd, actor, lo, hi):
-    """The innocent a false match names: another citizen of [lo, hi), of the actor's group if possible."""
-    sub = mix(key ^ _LOOK_ALIKE_SALT ^ np.uint64(draw))
-    group = gd[actor] >> 4
-    att = actor
-    for j in range(LOOK_ALIKE_TRIES):
-        att = lo + int(uniform(sub, j) * (hi - lo - 1))
-        if att >= actor:
-            att += 1
-        if (gd[att] >> 4) == group:
-            break
+@nb.njit(inline="always", **JIT)
+def look_alike(key, draw, st, sc, actor, r, lo, hi):
+    """The innocent a false match names: another member of the actor's group in region r (whose
+    citizens are [lo, hi)), or another citizen of the region when the group has no other."""
+    u = uniform(mix(key ^ _LOOK_ALIKE_SALT ^ np.uint64(draw)), 0)
+    cell = r * GROUPS + (np.int64(st.group_decile[actor]) >> 4)
+    first, last = sc.gseg[cell], sc.gseg[cell + 1]
+    if last - first > 1:
+        j = first + int(u * (last - first - 1))
+        if j >= sc.gpos[actor]:
+            j += 1
+        return sc.gorder[j]
+    att = lo + int(u * (hi - lo - 1))
+    if att >= actor:
+        att += 1
     return att
 
 
@@ -53,7 +56,7 @@ def sight(fp, st, att, actor, place, u1, u2):
 
 
 @nb.njit(inline="always", **JIT)
-def camera_sees_act(key, draw, fp, world, kinds, st, k, actor, ra, lo_r, hi_r, t, metrics):
+def camera_sees_act(key, draw, fp, world, kinds, st, sc, k, actor, ra, lo_r, hi_r, t, metrics):
     """A camera at the act's place (drawn from the kind's place shares) sees it, or misses it.
 
     Returns (seen, the citizen it names, confidence, place, next draw): draws d0..d0+6 belong to
@@ -76,7 +79,7 @@ def camera_sees_act(key, draw, fp, world, kinds, st, k, actor, ra, lo_r, hi_r, t
     un2 = uniform(key, d0 + 6)
     att = actor
     if um < world.fmr[ra, np.int64(st.group_decile[actor] >> 4)] and hi_r - lo_r > 1:
-        att = look_alike(key, draw, st.group_decile, actor, lo_r, hi_r)
+        att = look_alike(key, draw, st, sc, actor, ra, lo_r, hi_r)
         draw += 1
         conf = fp.false_conf_lo + (fp.false_conf_hi - fp.false_conf_lo) * uc
     else:
@@ -87,7 +90,7 @@ def camera_sees_act(key, draw, fp, world, kinds, st, k, actor, ra, lo_r, hi_r, t
 
 
 @nb.njit(inline="always", **JIT)
-def passive_sightings(seed, block, t, fp, region_lo, world, st, metrics):
+def passive_sightings(seed, block, t, fp, region_lo, world, st, sc, metrics):
     """Cameras see people going about their day and refine profiles; in malls the e-commerce
     group's in-store cameras record which clothes a customer stops at or tries on, into the
     commercial profile of whoever they recognise (the same face match: a look-alike's may get it)."""
@@ -113,7 +116,7 @@ def passive_sightings(seed, block, t, fp, region_lo, world, st, metrics):
             continue
         att = i
         if uniform(key, draw + 3) < world.fmr[r, np.int64(st.group_decile[i] >> 4)] and hi - lo > 1:
-            att = look_alike(key, draw + 4, st.group_decile, i, lo, hi)
+            att = look_alike(key, draw + 4, st, sc, i, r, lo, hi)
         sight(fp, st, att, i, place, uniform(key, draw + 5), uniform(key, draw + 6))
         metrics[t, r, M_COUNT + C_SIGHTINGS] += 1
         if (place == PLACE_MALL and (flags[att] & F_MEMBER)
