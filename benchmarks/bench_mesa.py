@@ -142,14 +142,15 @@ class TownModel(mesa.Model):
             if typ == OBS_CAMERA:
                 place = int(np.searchsorted(self.place_cum[k], self.random.random(), side="right"))
                 cover = self.coverage[min(place, 2)] * (1 if actor.urban else self.fp.rural_coverage)
-                if self.random.random() >= cover or self.random.random() < self.fp.fnmr:
+                mate = self.random.random()
+                if self.random.random() >= cover or mate < self.fp.fnmr:
                     continue
+                room = 1 - self.fp.threshold
                 if self.random.random() < self.fmr[actor.group]:
                     att = self.random.choice(self.citizens)
-                    conf = self.fp.false_conf_lo + self.random.random() * (
-                        self.fp.false_conf_hi - self.fp.false_conf_lo)
+                    conf = 1 - room * self.random.random() ** (1 / self.fp.false_tail)
                 else:
-                    conf = self.fp.true_conf + self.random.random() * (1 - self.fp.true_conf)
+                    conf = 1 - room * (self.fp.fnmr / mate) ** (1 / self.fp.true_tail)
             elif typ == OBS_PLATFORM:
                 plat = obs_plat[k, o]
                 if not (actor.member if plat == 3 else actor.platforms[plat]):

@@ -178,8 +178,11 @@ def test_an_upheld_appeal_of_a_wrongful_camera_match_voids_it_and_rescores(run_w
     # The run knows which camera matches were false (`wrongful`): contest one that counts.
     rules = pl.DataFrame({"kind": [r.kind for r in policy.rules],
                           "min_confidence": [r.min_confidence or 0.0 for r in policy.rules]})
+    # A citizen with other events too, so that the rescore has a ledger to score.
+    others = loaded.events.group_by("citizen_id").len().filter(pl.col("len") > 1).select("citizen_id")
     wrongful = (loaded.events.filter(pl.col("wrongful") & (pl.col("source") == "camera"))
-                .join(rules, on="kind").filter(pl.col("confidence") >= pl.col("min_confidence")).sort("event_id"))
+                .join(rules, on="kind").filter(pl.col("confidence") >= pl.col("min_confidence"))
+                .join(others, on="citizen_id").sort("event_id"))
     assert wrongful.height, "the run has no wrongful camera match that counts under accountable"
     contested = wrongful.row(0, named=True)
     world = run_world("accountable", citizen=contested["citizen_id"])

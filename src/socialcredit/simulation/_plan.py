@@ -125,8 +125,8 @@ def _float_params(s: Scenario) -> K.Params:
     return K.Params(
         fnmr=sen.fnmr, deterrence=beh.deterrence, self_censorship=beh.self_censorship,
         peer_censorship=beh.peer_censorship, conformity=beh.conformity, gaming=beh.gaming,
-        true_conf=sen.true_confidence_min, false_conf_lo=float(sen.false_confidence[0]),
-        false_conf_hi=float(sen.false_confidence[1]), age_noise=sen.age_noise_years,
+        threshold=sen.threshold, false_tail=sen.false_tail, true_tail=sen.true_tail,
+        age_noise=sen.age_noise_years,
         passive=sen.passive_sightings, rural_coverage=sen.rural_coverage, job_loss=con.job_loss,
         income_drop=float(con.income_drop), flight=con.flight, train=con.train, subway=con.subway,
         loan=con.loan, adm_base=con.admission_base, adm_bonus=con.admission_bonus,

@@ -99,20 +99,18 @@ class Sensors(BaseModel):
     reference_gallery: int = Field(default=12_000_000, ge=1)
     gallery_exponent: float = Field(default=1.0, ge=0.0)
     max_fmr: float = Field(default=0.5, ge=0.0, le=1.0)
-    true_confidence_min: float = Field(default=0.98, ge=0.0, le=1.0)
-    false_confidence: tuple[float, float] = (0.90, 0.995)
+    # The match-score model: a camera reports a match whose confidence reaches `threshold`; `fnmr`
+    # and `fmr` are its miss and false-match rates there. Above it, the share of false matches
+    # reaching x is ((1 - x) / (1 - threshold)) ** false_tail, and the mates missed at x are
+    # fnmr * ((1 - threshold) / (1 - x)) ** true_tail: a policy's min_confidence trades one for the other.
+    threshold: float = Field(default=0.8, ge=0.0, lt=1.0)
+    false_tail: float = Field(default=1.0, gt=0.0)
+    true_tail: float = Field(default=0.5, gt=0.0)
     age_noise_years: float = Field(default=4.0, ge=0.0)
     passive_sightings: float = Field(default=0.02, ge=0.0, lt=1.0)
     instore_clothes: float = Field(default=0.3, ge=0.0, le=1.0)
     rural_coverage: float = Field(default=0.2, ge=0.0, le=1.0)
     platforms: Platforms = Platforms()
-
-    @model_validator(mode="after")
-    def _check(self) -> Sensors:
-        lo, hi = self.false_confidence
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError("false_confidence: expected [low, high] within [0, 1]")
-        return self
 
 
 class Behaviour(BaseModel):

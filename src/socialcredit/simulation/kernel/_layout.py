@@ -17,7 +17,7 @@ State = namedtuple("State", [name for name, _ in STATE_FIELDS])
 # The scenario's numbers, as floats (whole numbers too: income_drop, adm_day).
 Params = namedtuple("Params", [
     "fnmr", "deterrence", "self_censorship", "peer_censorship", "conformity", "gaming",
-    "true_conf", "false_conf_lo", "false_conf_hi", "age_noise", "passive", "rural_coverage",
+    "threshold", "false_tail", "true_tail", "age_noise", "passive", "rural_coverage",
     "job_loss", "income_drop", "flight", "train", "subway", "loan", "adm_base", "adm_bonus",
     "adm_penalty", "sample", "male", "member", "savvy", "employed", "age_0_14", "age_15_59",
     "blacklist_bans", "gate_stop", "adm_day", "instore", "listed_share", "delisting",

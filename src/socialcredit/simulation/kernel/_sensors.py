@@ -71,19 +71,24 @@ def camera_sees_act(key, draw, fp, world, kinds, st, sc, k, actor, ra, lo_r, hi_
         cov *= fp.rural_coverage
     d0 = draw
     draw += 7
-    if uniform(key, d0 + 1) >= cov or uniform(key, d0 + 2) < fp.fnmr:
+    # The mate's score: below the threshold with chance fnmr (missed), and reaching x > threshold
+    # unless it falls among the fnmr * ((1 - threshold) / (1 - x)) ** true_tail missed there.
+    um = uniform(key, d0 + 2)
+    if uniform(key, d0 + 1) >= cov or um < fp.fnmr:
         return False, -1, -1.0, -1, draw
-    um = uniform(key, d0 + 3)
+    uf = uniform(key, d0 + 3)
     uc = uniform(key, d0 + 4)
     un1 = uniform(key, d0 + 5)
     un2 = uniform(key, d0 + 6)
     att = actor
-    if um < world.fmr[ra, np.int64(st.group_decile[actor] >> 4)] and hi_r - lo_r > 1:
+    room = 1.0 - fp.threshold
+    if uf < world.fmr[ra, np.int64(st.group_decile[actor] >> 4)] and hi_r - lo_r > 1:
+        # A non-mate above the threshold: its score from the tail ((1 - x) / room) ** false_tail.
         att = look_alike(key, draw, st, sc, actor, ra, lo_r, hi_r)
         draw += 1
-        conf = fp.false_conf_lo + (fp.false_conf_hi - fp.false_conf_lo) * uc
+        conf = 1.0 - room * uc ** (1.0 / fp.false_tail)
     else:
-        conf = fp.true_conf + (1.0 - fp.true_conf) * uc
+        conf = 1.0 - room * (fp.fnmr / um) ** (1.0 / fp.true_tail)
     sight(fp, st, att, actor, place, un1, un2)
     metrics[t, ra, M_COUNT + C_SIGHTINGS] += 1
     return True, att, conf, place, draw
