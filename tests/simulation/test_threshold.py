@@ -79,3 +79,22 @@ def test_raising_min_confidence_lowers_wrongful_penalties_and_raises_misses(runs
         (w2, s2), (t2, u2) = counted[high]
         assert w1 - w2 > 4 * math.hypot(s1, s2), ("wrongful", low, high, w1, w2)
         assert t1 - t2 > 4 * math.hypot(u1, u2), ("misses", low, high, t1, t2)
+
+
+def test_the_harm_is_counted_each_day_moves_down_a_class_by_events_not_committed(tmp_path):
+    """Two classes, A from the start score and D below it: a citizen's first counted red light moves
+    them into D, so the daily wrongful downgrades (all into the bottom class) are the citizens whose
+    first counted event, in the kernel's order, was a false match, day by day."""
+    policy = tmp_path / "two.toml"
+    policy.write_text(POLICY.format(m=0.8).replace("min = 500", "min = 1000"))
+    run = simulate(population=20_000, days=30, seed=29, out=tmp_path / "harm", events="all",
+                   policy=str(policy), overrides=SEEN)
+    counted = run.events.filter(pl.col("state_points") != 0).sort("event_id")
+    first = counted.group_by("citizen_id", maintain_order=True).first()
+    expected = first.filter(pl.col("wrongful")).group_by("day").len().sort("day")
+    daily = run.daily.group_by("day").agg(pl.col("wrongful_downgrades", "wrongful_into_bottom").sum()).sort("day")
+    got = daily.filter(pl.col("wrongful_downgrades") > 0)
+    assert expected["len"].sum() > 50
+    assert got["day"].to_list() == expected["day"].to_list()
+    assert got["wrongful_downgrades"].to_list() == expected["len"].to_list()
+    assert (daily["wrongful_into_bottom"] == daily["wrongful_downgrades"]).all()

@@ -172,6 +172,15 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape('-' if value is None else str(value))}</td>"
 
 
+def _downgrades(run: _Run) -> list[str]:
+    """How often wrongful events moved someone down a class (runs written before it was counted: nothing)."""
+    if "wrongful_downgrades" not in run.daily.collect_schema().names():
+        return []
+    down, bottom = run.daily.select(pl.col("wrongful_downgrades", "wrongful_into_bottom").sum()).collect().row(0)
+    return [f"Day by day, events they did not commit moved citizens down a class {down:,} times, {bottom:,} of "
+            "them into the bottom class."]
+
+
 def _pct(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None or x != x else f"{100 * x:.{digits}f}%"
 
@@ -379,6 +388,7 @@ def _wrongful(run: _Run) -> _Section:
         f"attributed to someone who did not do it (camera false matches). {groups['innocents_hit'].sum():,} innocent "
         f"citizens lost {groups['points_lost'].sum():,} points; {groups['pushed_down'].sum():,} sit in a lower class "
         "only because of it.",
+        *_downgrades(run),
         f"Against the reference group '{groups['group'][0]}', innocents were hit "
         f"{_ratios(groups, 'hit_rate_ratio')} as often, and pushed down {_ratios(groups, 'pushed_rate_ratio')}.",
     ]
@@ -412,7 +422,8 @@ def _wrongful(run: _Run) -> _Section:
                 text=[f"x{r:.1f}" if r == r and r is not None else "" for r in seen["ratio"]])),
                 title="Misidentification rate by group of the person really seen", yaxis_tickformat=".2%"))
             text.append("By whose face the camera saw, false matches follow the sensor model's error differential "
-                        "(ratios to the reference group on the bars); the innocent who pays is drawn from the region.")
+                        "(ratios to the reference group on the bars); the innocent who pays is a look-alike of "
+                        "the same group.")
     else:
         notes.append("Without an event table the confidence of wrongful camera matches cannot be shown.")
     table = groups.select("group", "citizens", "innocents_hit", "hit_rate", "hit_rate_ratio", "points_lost",

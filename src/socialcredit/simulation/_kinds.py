@@ -82,7 +82,7 @@ COUNTERS = ("jobs_lost", "flights", "flights_blocked", "flights_discounted", "tr
             "trains_blocked", "gate_stops", "loans", "loans_discounted", "loans_refused",
             "admissions_applied", "admissions_admitted", "admissions_helped", "admissions_hurt",
             "bots_deployed", "sightings", "wrongful_points", "blacklisted", "instore_records",
-            "instore_wrongful", "listed", "delisted")
+            "instore_wrongful", "listed", "delisted", "wrongful_downgrades", "wrongful_into_bottom")
 
 MAX_CLASSES = 8
 MAX_CONSEQUENCES = 16

@@ -7,6 +7,8 @@ import numpy as np
 
 from socialcredit.simulation._kinds import F_MEMBER, K_COMPLAINT, M_COUNT, M_KIND, MAX_HELD
 from socialcredit.simulation.kernel._layout import (
+    C_WRONGFUL_BOTTOM,
+    C_WRONGFUL_DOWN,
     C_WRONGFUL_POINTS,
     P_CAP_CLASS,
     P_HI,
@@ -14,6 +16,7 @@ from socialcredit.simulation.kernel._layout import (
     P_KB,
     P_KS,
     P_LO,
+    P_N_CLASSES,
     P_START,
 )
 
@@ -139,6 +142,10 @@ def score(scheme, p, k, a, actor, r, t, D, pol, st, sc, metrics):
             wrong = st.wrongful_points
             wrong[a] = min(max(np.int64(wrong[a]) + pts, -32768), 32767)
             metrics[t, r, M_COUNT + C_WRONGFUL_POINTS] += pts
+            if new > old:  # an event they did not commit moved them down a class (0 is the top)
+                metrics[t, r, M_COUNT + C_WRONGFUL_DOWN] += 1
+                if new == pol.pint[p, P_N_CLASSES] - 1:
+                    metrics[t, r, M_COUNT + C_WRONGFUL_BOTTOM] += 1
     elif new != old:
         sc.hist_c[r, old] -= 1
         sc.hist_c[r, new] += 1
