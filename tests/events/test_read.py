@@ -157,7 +157,8 @@ def test_event_files_are_read_as_utf8_whatever_the_locale(tmp_path):
     import socialcredit
 
     env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0",
-           "PYTHONPATH": str(Path(socialcredit.__file__).parent.parent)}  # this very package (or its mutant)
+           "PYTHONPATH": str(Path(socialcredit.__file__).parent.parent),  # this very package (or its mutant)
+           **{k: v for k, v in os.environ.items() if k == "MUTANT_UNDER_TEST"}}
     code = ("import sys, json; from socialcredit.events import read_events; "
             "print(json.dumps(read_events(sys.argv[1]).row(0, named=True)))")
     done = subprocess.run([sys.executable, "-X", "utf8=0", "-c", code, str(path)], env=env,

@@ -134,3 +134,28 @@ def test_accountable_grants_class_only_with_a_purpose(run_world):
     assert set(flight) == {"citizen_id", "flight", "may_board", "decision"}
     own = world.call("GET", url + "/profile", "citizen")  # accountable grants the citizen their own profile
     assert own.status_code == 200 and own.json()["sightings"] == citizen["sightings"]
+
+
+def test_the_grant_rules_in_process_a_citizen_needs_no_purpose_and_reads_only_themself():
+    """Access.grant directly: a citizen's own look-up needs no purpose even where the grant asks
+    one of others; another citizen is refused with the reason; a bank must state its purpose."""
+    from socialcredit.policy import load_policy
+    from socialcredit.service._access import Access
+    from socialcredit.service._errors import Forbidden
+    from socialcredit.service._keys import ApiKey
+
+    policy = load_policy("taz-2018")
+    citizen_grant = next(g for g in policy.grants if g.role == "citizen")
+    policy = policy.model_copy(update={"grants": [citizen_grant.model_copy(update={"purpose_required": True}),
+                                                  *[g for g in policy.grants if g.role != "citizen"]]})
+    access = Access(policy)
+    me = ApiKey("me", "citizen", "c-1", ())
+    assert access.grant(me, "c-1", None, "a look-up").role == "citizen"
+    with pytest.raises(Forbidden) as caught:
+        access.grant(me, "c-2", None, "a look-up")
+    assert str(caught.value) == "a citizen key may read only its own citizen"
+    bank = ApiKey("bank", "bank", None, ())
+    for purpose in (None, "", "  "):  # taz-2018 asks banks for a purpose
+        with pytest.raises(Forbidden, match="role 'bank' must state a purpose"):
+            access.grant(bank, "c-1", purpose, "a look-up")
+    assert access.grant(bank, "c-1", "mortgage", "a look-up").role == "bank"

@@ -220,3 +220,29 @@ def test_postgresql_keeps_no_journal_and_commits_in_groups(pg_url):
     log.stop()
     thread.join(10)
     db.close()
+
+
+def test_a_running_writer_commits_every_interval_without_being_stopped(db):
+    """The writer thread commits what was written within a few intervals, on its own; a clean stop
+    then commits nothing twice and leaves an empty journal; the thread never holds the process up."""
+    import stat
+    import time
+
+    log = LookupLog(db)
+    thread = log.start()
+    assert (thread.name, thread.daemon) == ("lookup-log", True)
+    assert stat.S_IMODE(os.stat(log._journal).st_mode) == 0o600  # look-ups are personal data
+    thread.start()
+    log.write([_row(1), _row(2)])
+    deadline = time.monotonic() + 5
+    while _logged(db) != [_row(1), _row(2)] and time.monotonic() < deadline:
+        time.sleep(_lookup_log.LOG_INTERVAL_S)
+    assert _logged(db) == [_row(1), _row(2)], "not committed while running"
+    assert _committed(db) == len(_journal(db)) > 0  # committed from the journal, which stays until stop
+    assert thread.is_alive()
+    log.write([_row(3)])
+    log.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert _logged(db) == [_row(1), _row(2), _row(3)]
+    assert _journal(db) == b""

@@ -16,6 +16,7 @@ _LOG_INSERT = ("INSERT INTO lookups (citizen_id, key_name, role, purpose, fields
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 # The look-up log's group commit: rows queued by look-ups are written together this often.
 LOG_INTERVAL_S = 0.05
+JOURNAL_MODE = 0o600  # who looked whom up is personal data: the owner only
 
 
 # The journal is emptied once it holds this much and every row in it is in the log database.
@@ -100,8 +101,7 @@ class LookupLog:
         """Empty the journal (every row in it is committed); truncate first, so that a crash in
         between leaves a committed offset past the end, which means: nothing to replay."""
         assert self._journal is not None
-        with open(self._journal, "wb"):
-            pass
+        os.close(os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, JOURNAL_MODE))
         self._insert([], journal_at=0)
         self._end = 0
 
@@ -130,7 +130,8 @@ class LookupLog:
     def start(self) -> threading.Thread:
         if self._journal is not None:
             self._replay()
-            self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, JOURNAL_MODE)
+            os.fchmod(self._fd, JOURNAL_MODE)  # a journal made before (or by a wider umask) too
         with self._lock:
             self._running = True
             self._stopping = False
