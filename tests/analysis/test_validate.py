@@ -69,10 +69,18 @@ def test_a_stock_counts_citizens_at_the_end_and_a_ratio_divides_two_measures(pil
     share = _row(comparison, "commercial-700-share")
     members = citizens.filter(pl.col("platform_member"))
     assert share.simulated == pytest.approx((members["commercial_score"] >= 700).mean())
-    # Holders of a class-based flight ban: the sanctions the scenario maps onto the effect, last day.
+    # Holders of a class-based travel ban on the last day (the sanctions the scenario maps onto the
+    # effect), where it reaches the carriers: times the scenario's reach of that ban.
     last = daily.filter(pl.col("day") == 364)
-    assert _row(comparison, "flight-blacklist-2018").simulated == pytest.approx(
-        last["sanction.flight-ban"].sum() * SCALE)
+    consequences = json.loads((pilot / "manifest.json").read_text())["scenario"]["consequences"]
+    holders = last["sanction.flight-ban"].sum()
+    assert holders >= 5, "the fixture has too few to test with"
+    flight, rail = _row(comparison, "flight-blacklist-2018"), _row(comparison, "rail-blacklist-2018")
+    assert 0 < consequences["train_ban_reach"] < consequences["flight_ban_reach"] < 1
+    assert flight.simulated == pytest.approx(holders * consequences["flight_ban_reach"] * SCALE)
+    assert rail.simulated == pytest.approx(last["sanction.train-ban"].sum() * consequences["train_ban_reach"] * SCALE)
+    # The interval is the holders' (the sample's count), scaled alike.
+    assert flight.sample == holders and flight.low < flight.simulated < flight.high
 
 
 def test_a_measure_the_model_lacks_fails_as_not_modelled(pilot):
@@ -178,23 +186,33 @@ def test_two_targets_with_one_name_are_refused():
         _targets(one, one)
 
 
-def test_the_command_prints_the_table_and_exits_1_when_a_target_is_outside(pilot):
-    result = CliRunner().invoke(app, ["validate", "--run", str(pilot), "--json"])
+def _listed_targets(run, *factors: float):
+    """Targets of the run's end-of-year list, published at these factors of the simulated value."""
+    listed = pl.read_parquet(run / "citizens.parquet")["blacklisted"].sum() * SCALE
+    return "".join(
+        f'[[target]]\nname = "listed-{n}"\ntitle = "Listed"\npublished = {listed * factor}\nunit = "people"\n'
+        'year = 2018\ncompare = "stock"\ndate = 2018-12-31\nmeasure = "citizens.blacklisted"\ntolerance = 1.5\n'
+        'source = "docs/sources.md#national-blacklist"\n' for n, factor in enumerate(factors))
+
+
+def test_the_command_prints_the_table_and_exits_1_when_a_target_is_outside(pilot, tmp_path):
+    path = tmp_path / "targets.toml"
+    path.write_text(f'title = "t"\nrepresents = {REPRESENTS}\n' + _listed_targets(pilot, 1.2, 3.0))
+    result = CliRunner().invoke(app, ["validate", "--run", str(pilot), "--targets", str(path), "--json"])
     assert result.exit_code == 1, result.output
     data = json.loads(result.output)
     assert data["passed"] is False and data["people_per_citizen"] == SCALE
-    assert {r["name"] for r in data["rows"]} == {t.name for t in load_targets().targets}
-    table = CliRunner().invoke(app, ["validate", "--run", str(pilot)], terminal_width=200)
-    assert "listed-end-2018" in table.output and "some targets outside" in table.output
+    assert [r["status"] for r in data["rows"]] == ["within", "outside"]
+    table = CliRunner().invoke(app, ["validate", "--run", str(pilot), "--targets", str(path)],
+                               terminal_width=200)
+    assert "listed-1" in table.output and "some targets outside" in table.output
+    shipped = json.loads(CliRunner().invoke(app, ["validate", "--run", str(pilot), "--json"]).output)
+    assert {r["name"] for r in shipped["rows"]} == {t.name for t in load_targets().targets}
 
 
 def test_the_command_exits_0_when_every_target_is_within(pilot, tmp_path):
-    listed = pl.read_parquet(pilot / "citizens.parquet")["blacklisted"].sum() * SCALE
     path = tmp_path / "targets.toml"
-    path.write_text(f'title = "t"\nrepresents = {REPRESENTS}\n[[target]]\nname = "listed"\ntitle = "Listed"\n'
-                    f'published = {listed * 1.2}\nunit = "people"\nyear = 2018\ncompare = "stock"\n'
-                    'date = 2018-12-31\nmeasure = "citizens.blacklisted"\ntolerance = 1.5\n'
-                    'source = "docs/sources.md#national-blacklist"\n')
+    path.write_text(f'title = "t"\nrepresents = {REPRESENTS}\n' + _listed_targets(pilot, 1.2, 1 / 1.3))
     result = CliRunner().invoke(app, ["validate", "--run", str(pilot), "--targets", str(path)],
                                 terminal_width=200)
     assert result.exit_code == 0, result.output

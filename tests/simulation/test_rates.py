@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from socialcredit.policy import load_policy
 from socialcredit.simulation import load_scenario, simulate
 from socialcredit.simulation._kinds import KINDS
 
@@ -148,3 +149,43 @@ def test_every_actor_was_of_the_kinds_age_on_the_day(aging_run):
     outside = events.filter((pl.col("age_then") < pl.col("min_age"))
                             | (pl.col("age_then") > pl.col("max_age")))
     assert outside.height == 0, outside.group_by("kind").len()
+
+
+@pytest.fixture(scope="module")
+def standing_run(tmp_path_factory):
+    """Three days with every event written: the standing records appear on day 0."""
+    return simulate(population=30_000, days=3, seed=13, out=tmp_path_factory.mktemp("standing") / "run",
+                    events="all")
+
+
+@pytest.mark.parametrize("kind", ["finance.credit_history_long", "assets.verified"])
+def test_standing_records_exist_on_day_0_by_income_for_platform_customers(standing_run, kind):
+    spec = next(k for k in KINDS if k[0] == kind)
+    base, (min_age, max_age) = spec[3], spec[2]
+    records = pl.read_parquet(standing_run.path / "events.parquet").filter(pl.col("kind") == kind)
+    assert records["day"].unique().to_list() == [0]
+    assert records["citizen_id"].is_unique().all()
+    citizens = standing_run.citizens.with_columns(
+        holds=pl.col("citizen_id").is_in(records["citizen_id"].implode()))
+    eligible = pl.col("platform_member") & pl.col("age").is_between(min_age, max_age)
+    assert citizens.filter(~eligible)["holds"].sum() == 0
+    shares = citizens.filter(eligible).group_by("income_decile").agg(
+        pl.col("holds").mean().alias("share"), pl.len().alias("n")).sort("income_decile")
+    assert shares.height == 10
+    for decile, share, n in shares.iter_rows():
+        expected = min(base * ((decile + 1) / 5.5) ** 2, 1.0)
+        assert abs(share - expected) <= 4 * math.sqrt(expected * (1 - expected) / n) + 1e-9, (decile, share)
+
+
+def test_standing_records_spread_the_commercial_scores(standing_run):
+    """Three days in, a customer's commercial score is the start plus the points of the standing
+    records they hold, give or take the few daily records of three days."""
+    sesame = load_policy("sesame")
+    points = {r.kind: r.points for r in sesame.rules}
+    events = pl.read_parquet(standing_run.path / "events.parquet").filter(pl.col("day") == 0)
+    held = events.filter(pl.col("kind").is_in(["finance.credit_history_long", "assets.verified"])).group_by(
+        "citizen_id").agg(pl.col("kind").replace_strict(points, return_dtype=pl.Int64).sum().alias("standing"))
+    members = standing_run.citizens.filter(pl.col("platform_member")).join(held, on="citizen_id", how="left")
+    rest = members["commercial_score"] - members["standing"].fill_null(0) - sesame.start
+    assert (rest.abs() <= 30).mean() > 0.99
+    assert (members["standing"] == points["finance.credit_history_long"] + points["assets.verified"]).sum() > 50

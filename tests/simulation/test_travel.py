@@ -1,4 +1,5 @@
-"""Travel: trips grow with income, a ban covers some train classes only, the refused try less."""
+"""Travel: trips grow with income, a ban covers some train classes only, the refused try less, a
+class-based ban reaches the carriers for the scenario's share of its holders."""
 
 import math
 
@@ -54,3 +55,33 @@ def test_without_bans_everyone_travels_and_nobody_is_refused(tmp_path):
     assert daily["flights"].sum() > 0 and daily["trains"].sum() > 0
     assert daily["flights_blocked"].sum() == daily["trains_blocked"].sum() == 0
     assert citizens["refused_travel"].sum() == 0
+
+
+def _class_banned(tmp_path, name, reach):
+    """Everyone adult lands in taz-2018's class D (a judgment default on day 0 costs 450 points) and
+    flies; the defaulter list itself blocks nothing, so only class-based bans do."""
+    run = simulate(population=20_000, days=30, seed=3, out=tmp_path / name, policy="taz-2018", overrides={
+        "population.listed_share": 0.0, "behaviour.rates.court.judgment_default": 0.5,
+        "consequences.blacklist_bans": False, "consequences.flight": 0.05, "consequences.train": 0.05,
+        "consequences.train_banned_share": 1.0, "consequences.flight_ban_reach": reach,
+        "consequences.train_ban_reach": reach})
+    return pl.read_parquet(run.path / "daily.parquet"), pl.read_parquet(run.path / "citizens.parquet")
+
+
+
+def test_a_class_ban_reaches_the_carriers_for_the_given_share_of_its_holders(tmp_path):
+    runs = {reach: _class_banned(tmp_path, f"reach-{reach}", reach) for reach in (0.0, 0.3, 1.0)}
+    for reach, (_, citizens) in runs.items():
+        in_d = citizens.filter(pl.col("class") == "D")
+        assert in_d.height > 5000
+        # Whose ban reaches the airlines is fixed per citizen; citizens.parquet says who.
+        share = in_d["flight_ban"].mean()
+        assert abs(share - reach) <= 4 * math.sqrt(reach * (1 - reach) / in_d.height), (reach, share)
+        assert citizens.filter(pl.col("class") != "D")["flight_ban"].sum() == 0
+    blocked = {reach: daily.select(pl.sum("flights_blocked", "trains_blocked")).row(0)
+               for reach, (daily, _) in runs.items()}
+    assert blocked[0.0] == (0, 0)
+    # The same travellers try (retry 1: the refused are undeterred): blocks scale with the reach.
+    for full, part in zip(blocked[1.0], blocked[0.3], strict=True):
+        assert full > 1000
+        assert abs(part / full - 0.3) < 4 * math.sqrt(0.3 * 0.7 / full), (part, full)

@@ -18,7 +18,10 @@ Measures name what a run holds, in the run's own column names:
 - `citizens.<column>`: citizens at the run's end where a boolean column is true, or where a
   comparison holds (`citizens.commercial_score>=700`);
 - `holders.<effect>`: citizens holding a state-score consequence mapped to that effect
-  (flight_ban, train_ban, ...; see the scenario's `consequences.effects`).
+  (flight_ban, train_ban, ...; see the scenario's `consequences.effects`). A class-based travel
+  ban counts where it reaches the carriers' lists: the holders times the scenario's
+  `consequences.<effect>_reach`, the expected number (each holder's ban reaches the lists with
+  that chance, fixed per citizen), whose sampling error is that of the holders.
 """
 
 from __future__ import annotations
@@ -214,6 +217,8 @@ class _RunTables:
         self.citizens = pl.scan_parquet(path / "citizens.parquet")
         self.citizen_columns = self.citizens.collect_schema().names()
         self.effects: dict[str, list[str]] = scenario["consequences"]["effects"]
+        self.reach = {effect: float(scenario["consequences"].get(f"{effect}_reach", 1.0))
+                      for effect in self.effects}
 
     def day_of(self, date: dt.date) -> int:
         return (date - self.start).days
@@ -231,8 +236,9 @@ class _RunTables:
 
 
 def _measure(run: _RunTables, measure: str, how: str, target: Target) -> tuple[float | None, float, str]:
-    """The count in the sample, the factor that makes it a yearly flow (1 for a stock), and why
-    there is no count (the run does not model the measure, or does not cover the target's time)."""
+    """The count in the sample, the factor that makes it the measure (per year for a flow; times
+    the reach of a travel ban), and why there is no count (the run does not model the measure, or
+    does not cover the target's time)."""
     m = MEASURE.match(measure)
     assert m is not None  # checked when the targets were loaded
     source, column, citizen_column, op, number = m.groups()
@@ -269,7 +275,8 @@ def _measure(run: _RunTables, measure: str, how: str, target: Target) -> tuple[f
         return None, 1.0, f"not modelled: daily.parquet has no column '{column}'"
     else:
         columns = [column]
-    return run.daily_sum(columns, first, last), per_year, ""
+    reach = run.reach.get(column, 1.0) if source == "holders" else 1.0
+    return run.daily_sum(columns, first, last), per_year * reach, ""
 
 
 def _poisson_interval(count: float) -> tuple[float, float]:

@@ -16,7 +16,7 @@ PLACES = ("street", "mall", "subway")
 PLACE_MALL = PLACES.index("mall")
 
 # Rate drivers (trait enum used by the kernel).
-NEUTRAL, DEVIANT, CIVIC, LOW_INCOME, HIGH_INCOME, DEVIANT_POOR = range(6)
+NEUTRAL, DEVIANT, CIVIC, LOW_INCOME, HIGH_INCOME, DEVIANT_POOR, STANDING = range(7)
 # Observer types.
 OBS_NONE, OBS_CAMERA, OBS_PLATFORM, OBS_AGENCY = range(4)
 
@@ -64,12 +64,24 @@ KINDS: tuple[tuple, ...] = (
     ("identity.verified", NEUTRAL, (18, 90), 0.0005, 1.0, (0.0, 0.0, 0.0), [("payments", 1.0)]),
     ("relationships.high_score_contact", NEUTRAL, (18, 90), 0.003, 1.0, (0.0, 0.0, 0.0),
      [("payments", 1.0)]),
+    # Standing records: what a customer's file holds on the start date (the history before it), on
+    # day 0 only; the rate is the chance the record exists, growing with the square of the income
+    # rank ((decile + 1) / 5.5)^2 (ASSUMPTION). The two chances are fitted by `socialcredit
+    # calibrate` (2026-12-03; pilot-regions-2018, 100,000 x 365, seed 1, 30 runs) to targets-2018's
+    # commercial-score shares (docs/sources.md#sesame-credit): 0.289 at 700 or above (published
+    # ~0.30), 0.0152 at 850 or above (published 0.01-0.02).
+    ("finance.credit_history_long", STANDING, (23, 90), 0.2989, 1.0, (0.0, 0.0, 0.0),
+     [("payments", 1.0)]),
+    ("assets.verified", STANDING, (25, 90), 0.0624, 1.0, (0.0, 0.0, 0.0), [("payments", 1.0)]),
 )
 KIND_NAMES = tuple(k[0] for k in KINDS)
 N_KINDS = len(KINDS)
 K_NEWSPAPER = KIND_NAMES.index("online.party_newspaper_visit")
 K_COMPLAINT = KIND_NAMES.index("social.complaint")
 K_JUDGMENT_DEFAULT = KIND_NAMES.index("court.judgment_default")
+# Kinds acted every day come first; the standing records (day 0 only) last, without feedback.
+N_DAILY_KINDS = sum(1 for k in KINDS if k[1] != STANDING)
+assert all(k[1] == STANDING for k in KINDS[N_DAILY_KINDS:])
 PLATFORM_SOURCES = ("browsing", "games", "social-media", "e-commerce", "payments")
 
 # Effects of consequences on people; the scenario maps policy consequence names onto them.
@@ -110,12 +122,12 @@ BYTES_PER_CITIZEN = sum(np.dtype(t).itemsize for _, t in STATE_FIELDS)
 F_MALE, F_URBAN, F_MEMBER, F_BOT, F_BLACKLISTED, F_EMPLOYED, F_SAVVY, F_ADMITTED = (
     1, 2, 4, 8, 16, 32, 64, 128)
 NO_PARENT = 0xFFFF
-# `learned`: bit k is set once the citizen was scored for kind k (N_KINDS <= 23 bits); bit 23 once
+# `learned`: bit k is set once the citizen was scored for daily kind k (at most 23); bit 23 once
 # a ticket was refused them (they try to travel less); the high byte counts the clothes the
 # e-commerce group's in-store cameras recorded the citizen stopping at.
 LEARNED_REFUSED = 1 << 23
 INSTORE_SHIFT = 24
-assert N_KINDS <= 23
+assert N_DAILY_KINDS <= 23
 # Travel grows with income: at the scenario's `travel_income` g, 1 + g((income decile + 1)/5.5 - 1)
 # times its mean rate (ASSUMPTION: g = 1, the gradient of other spending; the factor averages 1
 # over the deciles).

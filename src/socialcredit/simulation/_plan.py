@@ -29,12 +29,13 @@ from socialcredit.simulation._kinds import (
     PLATFORM_SOURCES,
     SOURCES,
     SRC,
+    STANDING,
 )
 from socialcredit.simulation._scenario import Scenario, SimulationError
 
 # Largest factor the traits can put on a kind's base rate (see kernel._acts.rate).
 _TRAIT_MAX = {DEVIANT: 15.5 / 8, CIVIC: 15.5 / 8, LOW_INCOME: 10 / 5.5, HIGH_INCOME: 10 / 5.5,
-              DEVIANT_POOR: 15.5 / 8 * 10 / 5.5}
+              DEVIANT_POOR: 15.5 / 8 * 10 / 5.5, STANDING: (10 / 5.5) ** 2}
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +138,7 @@ def _float_params(s: Scenario) -> K.Params:
         adm_day=float(con.admission_day), instore=sen.instore_clothes,
         listed_share=pop.listed_share, delisting=con.delisting,
         train_banned_share=con.train_banned_share, retry=con.retry, travel_income=con.travel_income,
+        flight_ban_reach=con.flight_ban_reach, train_ban_reach=con.train_ban_reach,
     )
 
 

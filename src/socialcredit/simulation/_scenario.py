@@ -159,6 +159,10 @@ class Consequences(BaseModel):
     train_banned_share: float = Field(default=1.0, ge=0.0, le=1.0)
     # A traveller refused a ticket tries again at this fraction of their rate (1: undeterred).
     retry: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Share of citizens whose class-based flight (train) ban reaches the airlines' (railways') lists;
+    # the defaulter list (blacklist_bans) always does. Fixed per citizen for the run (1: every ban).
+    flight_ban_reach: float = Field(default=1.0, ge=0.0, le=1.0)
+    train_ban_reach: float = Field(default=1.0, ge=0.0, le=1.0)
     subway: float = Field(default=0.5, ge=0.0, le=1.0)
     gate_stop: float = Field(default=0.5, ge=0.0, le=1.0)
     loan: float = Field(default=0.0005, ge=0.0, lt=1.0)

@@ -33,7 +33,17 @@ from socialcredit.simulation._kinds import (
     STATE_FIELDS,
 )
 from socialcredit.simulation._plan import Plan
-from socialcredit.simulation.kernel import AGES, GROUPS, LEVELS, OVERFLOW, P_CAP_CLASS, Scratch, State, run_block
+from socialcredit.simulation.kernel import (
+    AGES,
+    GROUPS,
+    LEVELS,
+    OVERFLOW,
+    P_CAP_CLASS,
+    Scratch,
+    State,
+    flight_bans_reaching,
+    run_block,
+)
 
 ID_WIDTH = 10  # citizen ids c0000000000 .. c9999999999: every run up to 10 billion people
 
@@ -190,6 +200,10 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         c_class = np.array([names.index(c) for c in cp.policy.class_names],
                            np.uint8)[cp.classify(cs)]
     c_member = member & (plan.commercial >= 0)
+    flight_ban = np.zeros(n, bool)
+    flight_bans_reaching(plan.seed, index // plan.block_size, index % plan.block_size,
+                         effects["flight_ban"], (flags & F_BLACKLISTED) != 0, plan.arrays["fp"],
+                         flight_ban)
     block_start = (index // plan.block_size) * plan.block_size
     parent = s["parent"].astype(np.int64)
     sightings = s["sightings"]
@@ -220,7 +234,7 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         "insurance": _named(effects["insurance"].astype(np.uint8), ["standard", "better"]),
         "loan_price": _named(np.where(effects["loan_refusal"], 2, effects["loan_discount"]),
                              ["standard", "discounted", "refused"]),
-        "flight_ban": effects["flight_ban"] | ((flags & F_BLACKLISTED) != 0),
+        "flight_ban": flight_ban,
         "gate_flagged": effects["gate_stop"],
         "wrongful_points": s["wrongful_points"],
         "sanction_days": s["sanction_days"],

@@ -29,7 +29,7 @@ from itertools import chain
 from pathlib import Path
 
 from socialcredit.simulation import _hash, _kinds
-from socialcredit.simulation.kernel._consequences import travel_top
+from socialcredit.simulation.kernel._consequences import flight_bans_reaching, travel_top
 from socialcredit.simulation.kernel._day import run_block
 from socialcredit.simulation.kernel._layout import (
     AGES,
@@ -60,7 +60,8 @@ from socialcredit.simulation.kernel._layout import (
 
 __all__ = ["AGES", "GROUPS", "LEVELS", "N_PINT", "OVERFLOW", "P_CAP_CLASS", "P_HI", "P_HMIN_B", "P_HMIN_S", "P_KB",
            "P_KS", "P_LO", "P_N_CLASSES", "P_START", "RECORD_ALL", "RECORD_NONE", "RECORD_SAMPLE",
-           "Consequences", "Kinds", "Params", "Policies", "Scratch", "State", "World", "run_block", "travel_top"]
+           "Consequences", "Kinds", "Params", "Policies", "Scratch", "State", "World",
+           "flight_bans_reaching", "run_block", "travel_top"]
 
 
 def _drop_stale_cache() -> None:

@@ -23,9 +23,11 @@ from socialcredit.simulation._kinds import (
     LOW_INCOME,
     M_COUNT,
     M_KIND,
+    N_DAILY_KINDS,
     OBS_CAMERA,
     OBS_NONE,
     OBS_PLATFORM,
+    STANDING,
 )
 from socialcredit.simulation.kernel._draws import next_candidate
 from socialcredit.simulation.kernel._layout import (
@@ -55,6 +57,8 @@ def rate(d, level_rate, rural, det, conf, st, bit, sign, censor, i):
         x *= (10 - np.int64(st.group_decile[i] & 15)) / 5.5
     elif d == HIGH_INCOME:
         x *= (np.int64(st.group_decile[i] & 15) + 1) / 5.5
+    elif d == STANDING:
+        x *= ((np.int64(st.group_decile[i] & 15) + 1) / 5.5) ** 2
     if (st.flags[i] & F_URBAN) == 0:
         x *= rural
     if st.learned[i] & bit:
@@ -65,7 +69,7 @@ def rate(d, level_rate, rural, det, conf, st, bit, sign, censor, i):
     return x * censor
 
 
-@nb.njit(**JIT)
+@nb.njit(inline="always", **JIT)  # inlined: a call per kind and day copies every layout
 def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, kinds, pol, record,
               sample_key, st, sc, metrics):
     """One kind on one day: find the acts, observe, attribute and score them; False when full."""
@@ -84,7 +88,7 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
     rural_k = kinds.rural[k]
     det = 1.0 - fp.deterrence
     conform = 1.0 + fp.conformity
-    bit = np.uint32(1) << np.uint32(k)
+    bit = np.uint32(1) << np.uint32(k) if k < N_DAILY_KINDS else np.uint32(0)
     # Segments: each (region, deviance level) of the order, then the bots.
     last = n_regions * LEVELS + 1 if k == K_NEWSPAPER else n_regions * LEVELS
     for sg in range(last):

@@ -48,6 +48,7 @@ from socialcredit.simulation.kernel._layout import (
     E_TRAIN_BAN,
     P_N_CLASSES,
     S_ADMISSION,
+    S_BAN_REACH,
     S_DELIST,
     S_FLIGHTS,
     S_GATES,
@@ -59,17 +60,36 @@ from socialcredit.simulation.kernel._layout import (
 from socialcredit.simulation.kernel._scoring import JIT, has_effect
 
 
-@nb.njit(**JIT)
+@nb.njit(inline="always", **JIT)
 def travel_factor(decile, fp):
     """A traveller's rate over the mode's mean rate, by income decile (0-9)."""
     return 1.0 + fp.travel_income * ((decile + 1) / 5.5 - 1.0)
 
 
-@nb.njit(**JIT)
+@nb.njit(inline="always", **JIT)
 def travel_top(rate, fp):
     """The richest traveller's daily rate of a mode whose mean is `rate` (at most 1): the rate the
     travel streams jump at, thinned by income."""
     return min(rate * travel_factor(9, fp), 1.0)
+
+
+@nb.njit(inline="always", **JIT)
+def ban_reaches(seed, block, i, flight, fp):
+    """Whether citizen `i`'s class-based flight (or train) ban reaches the carriers' lists: one
+    draw per citizen and mode, the same on every day of the run."""
+    share = fp.flight_ban_reach if flight else fp.train_ban_reach
+    if share >= 1.0:
+        return True
+    return uniform(stream_key(seed, block, 0, S_BAN_REACH), 2 * i + (0 if flight else 1)) < share
+
+
+@nb.njit(**JIT)
+def flight_bans_reaching(seed, blocks, within, class_ban, blacklisted, fp, out):
+    """Per citizen (block, index within it), into `out`: whether a flight ticket is refused them at
+    the end of the run, by a class-based ban that reaches the airlines or by the defaulter list."""
+    for n in range(blocks.shape[0]):
+        out[n] = (blacklisted[n] and fp.blacklist_bans > 0) or (
+            class_ban[n] and ban_reaches(seed, blocks[n], within[n], True, fp))
 
 
 @nb.njit(inline="always", **JIT)
@@ -121,8 +141,9 @@ def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
                     draw += 1
                     covered = uniform(key, draw - 1) < fp.train_banned_share
                 banned = covered and (
-                    has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
-                    or ((flags[i] & F_BLACKLISTED) != 0 and fp.blacklist_bans > 0))
+                    ((flags[i] & F_BLACKLISTED) != 0 and fp.blacklist_bans > 0)
+                    or (has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
+                        and ban_reaches(seed, block, i, flight, fp)))
                 if banned:
                     metrics[t, r, M_COUNT + (C_FLIGHTS_BLOCKED if flight else C_TRAINS_BLOCKED)] += 1
                     st.learned[i] |= np.uint32(LEARNED_REFUSED)

@@ -6,7 +6,7 @@ import numba as nb
 import numpy as np
 
 from socialcredit.simulation._hash import stream_key
-from socialcredit.simulation._kinds import N_KINDS
+from socialcredit.simulation._kinds import N_DAILY_KINDS, N_KINDS
 from socialcredit.simulation.kernel._acts import kind_pass
 from socialcredit.simulation.kernel._consequences import admissions, daily_streams, delistings, end_of_day
 from socialcredit.simulation.kernel._layout import OVERFLOW, S_SAMPLE
@@ -44,7 +44,7 @@ def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st
         mature_held(pol, world.region_policy, st, sc, t)
         expire_points(pol, world.region_policy, world.comm, st, sc, t)
         # Acts of every kind, observed (or not) by the sensors, scored as they are attributed.
-        for k in range(N_KINDS):
+        for k in range(N_KINDS if t == 0 else N_DAILY_KINDS):  # standing records: day 0
             key = stream_key(seed, block, t, 1 + k)
             count[0] = 0
             count[1], count[2], count[3] = n_bots, n_ev, seq

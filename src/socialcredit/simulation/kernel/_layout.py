@@ -21,7 +21,7 @@ Params = namedtuple("Params", [
     "job_loss", "income_drop", "flight", "train", "subway", "loan", "adm_base", "adm_bonus",
     "adm_penalty", "sample", "male", "member", "savvy", "employed", "age_0_14", "age_15_59",
     "blacklist_bans", "gate_stop", "adm_day", "instore", "listed_share", "delisting",
-    "train_banned_share", "retry", "travel_income",
+    "train_banned_share", "retry", "travel_income", "flight_ban_reach", "train_ban_reach",
 ])
 
 # Regions and what the sensors and consequence streams need of them.
@@ -99,6 +99,7 @@ AGES = 256  # ages an uint8 holds
 # Stream ids (acts of kind k use stream 1 + k).
 S_PASSIVE, S_JOBS, S_FLIGHTS, S_TRAINS, S_LOANS, S_GATES, S_ADMISSION, S_SAMPLE = range(40, 48)
 S_DELIST = 48
+S_BAN_REACH = 49  # drawn once per citizen (day 0): whose class-based ban reaches the carriers
 S_POPULATION, S_PLATFORM = 100, 110
 # Counter slots (see _kinds.COUNTERS).
 C_JOBS, C_FLIGHTS, C_FLIGHTS_BLOCKED, C_FLIGHTS_DISC, C_TRAINS, C_TRAINS_BLOCKED, C_GATES = range(7)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from socialcredit.simulation._kinds import F_MEMBER, K_COMPLAINT, M_COUNT, M_KIND, MAX_HELD
+from socialcredit.simulation._kinds import F_MEMBER, K_COMPLAINT, M_COUNT, M_KIND, MAX_HELD, N_DAILY_KINDS
 from socialcredit.simulation.kernel._layout import (
     C_WRONGFUL_BOTTOM,
     C_WRONGFUL_DOWN,
@@ -149,8 +149,8 @@ def score(scheme, p, k, a, actor, r, t, D, pol, st, sc, metrics):
     elif new != old:
         sc.hist_c[r, old] -= 1
         sc.hist_c[r, new] += 1
-    bit = np.uint32(1) << np.uint32(k)
-    if (st.learned[a] & bit) == 0:
+    bit = np.uint32(1) << np.uint32(k) if k < N_DAILY_KINDS else np.uint32(0)
+    if bit != 0 and (st.learned[a] & bit) == 0:
         st.learned[a] |= bit
         if k == K_COMPLAINT and pts < 0:
             sc.peer_pen[r] += 1
