@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scipy.stats import chi2
 
 from socialcredit._validation import location
+from socialcredit.simulation._kinds import REACH_EFFECTS
 
 DEFAULT_TARGETS = "targets-2018.toml"
 MEASURE = re.compile(r"^(daily|holders)\.([A-Za-z0-9_.-]+)$|^citizens\.([a-z0-9_]+)(?:(>=|<)(-?[0-9.]+))?$")
@@ -218,7 +219,7 @@ class _RunTables:
         self.citizen_columns = self.citizens.collect_schema().names()
         self.effects: dict[str, list[str]] = scenario["consequences"]["effects"]
         self.reach = {effect: float(scenario["consequences"].get(f"{effect}_reach", 1.0))
-                      for effect in self.effects}
+                      if effect in REACH_EFFECTS else 1.0 for effect in self.effects}
 
     def day_of(self, date: dt.date) -> int:
         return (date - self.start).days

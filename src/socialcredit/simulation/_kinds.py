@@ -88,6 +88,8 @@ PLATFORM_SOURCES = ("browsing", "games", "social-media", "e-commerce", "payments
 EFFECTS = ("loan_discount", "loan_refusal", "insurance", "flight_discount", "flight_ban",
            "train_ban", "gate_stop", "job_loss", "admission_bonus", "admission_penalty")
 N_EFFECTS = len(EFFECTS)
+# Bans that reach the carriers' lists only for a share of their holders (scenario `<effect>_reach`).
+REACH_EFFECTS = ("flight_ban", "train_ban")
 
 # Counters of consequences and feedback per day and region (daily.parquet columns).
 COUNTERS = ("jobs_lost", "flights", "flights_blocked", "flights_discounted", "trains",

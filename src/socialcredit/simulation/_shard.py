@@ -200,11 +200,12 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         c_class = np.array([names.index(c) for c in cp.policy.class_names],
                            np.uint8)[cp.classify(cs)]
     c_member = member & (plan.commercial >= 0)
+    block = index // plan.block_size
     flight_ban = np.zeros(n, bool)
-    flight_bans_reaching(plan.seed, index // plan.block_size, index % plan.block_size,
+    flight_bans_reaching(plan.seed, block, index % plan.block_size,
                          effects["flight_ban"], (flags & F_BLACKLISTED) != 0, plan.arrays["fp"],
                          flight_ban)
-    block_start = (index // plan.block_size) * plan.block_size
+    block_start = block * plan.block_size
     parent = s["parent"].astype(np.int64)
     sightings = s["sightings"]
     seen = sightings > 0

@@ -23,7 +23,6 @@ from socialcredit.simulation._kinds import (
     LOW_INCOME,
     M_COUNT,
     M_KIND,
-    N_DAILY_KINDS,
     OBS_CAMERA,
     OBS_NONE,
     OBS_PLATFORM,
@@ -39,7 +38,7 @@ from socialcredit.simulation.kernel._layout import (
     RECORD_SAMPLE,
     S_PLATFORM,
 )
-from socialcredit.simulation.kernel._scoring import JIT, score
+from socialcredit.simulation.kernel._scoring import JIT, learned_bit, score
 from socialcredit.simulation.kernel._sensors import camera_sees_act
 
 
@@ -88,7 +87,7 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
     rural_k = kinds.rural[k]
     det = 1.0 - fp.deterrence
     conform = 1.0 + fp.conformity
-    bit = np.uint32(1) << np.uint32(k) if k < N_DAILY_KINDS else np.uint32(0)
+    bit = learned_bit(k)
     # Segments: each (region, deviance level) of the order, then the bots.
     last = n_regions * LEVELS + 1 if k == K_NEWSPAPER else n_regions * LEVELS
     for sg in range(last):

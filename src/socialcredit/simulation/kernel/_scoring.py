@@ -24,6 +24,12 @@ JIT = {"cache": True, "_nrt": False, "error_model": "numpy"}
 
 
 @nb.njit(inline="always", **JIT)
+def learned_bit(k):
+    """The learned-bit of kind k: what a citizen remembers once scored for it; none for standing records."""
+    return np.uint32(1) << np.uint32(k) if k < N_DAILY_KINDS else np.uint32(0)
+
+
+@nb.njit(inline="always", **JIT)
 def klass(pol, p, total, cap_count):
     """The class of a citizen with `total` points under policy p (a capped class caps it)."""
     lo = pol.pint[p, P_LO]
@@ -149,7 +155,7 @@ def score(scheme, p, k, a, actor, r, t, D, pol, st, sc, metrics):
     elif new != old:
         sc.hist_c[r, old] -= 1
         sc.hist_c[r, new] += 1
-    bit = np.uint32(1) << np.uint32(k) if k < N_DAILY_KINDS else np.uint32(0)
+    bit = learned_bit(k)
     if bit != 0 and (st.learned[a] & bit) == 0:
         st.learned[a] |= bit
         if k == K_COMPLAINT and pts < 0:
