@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from socialcredit.analysis import FLAGS, audit_policy
-from socialcredit.engine import STATUS_NAMES, explain, score_ledger
+from socialcredit.engine import BIRTHS_SCHEMA, STATUS_NAMES, explain, score_ledger
 from socialcredit.events import EventError, read_events
 from socialcredit.policy import Policy, PolicyError, list_presets, load_policy
 
@@ -31,6 +31,9 @@ PolicyOption = Annotated[str, typer.Option("--policy", "-p", help="Preset name o
 EventsOption = Annotated[Path, typer.Option("--events", "-e", help="Events: .csv, .parquet or .ndjson.")]
 AsOfOption = Annotated[int | None, typer.Option("--as-of", min=0,
                                                  help="Score as of this day (default: the largest day).")]
+CitizensOption = Annotated[Path | None, typer.Option(
+    "--citizens", help="Citizens' birth days (citizen_id, birth_day: .csv or .parquet, e.g. a run's "
+                       "citizens.parquet), for a policy with a min_age.")]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -51,6 +54,23 @@ def _events(path: Path) -> pl.DataFrame:
         return read_events(path)
     except EventError as exc:
         raise fail(str(exc)) from None
+
+
+def _births(path: Path | None) -> pl.DataFrame | None:
+    """Read the register of births (for a policy's min_age) named by `--citizens`."""
+    if path is None:
+        return None
+    try:
+        table = pl.read_parquet(path) if path.suffix.lower() == ".parquet" else pl.read_csv(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise fail(f"--citizens {path}: {exc}") from None
+    missing = [c for c in BIRTHS_SCHEMA if c not in table.columns]
+    if missing:
+        raise fail(f"--citizens {path}: missing column(s) {', '.join(missing)}")
+    try:
+        return table.select(BIRTHS_SCHEMA.keys()).cast(BIRTHS_SCHEMA, strict=True)
+    except pl.exceptions.PolarsError:
+        raise fail(f"--citizens {path}: column birth_day must hold whole numbers (days)") from None
 
 
 @policy_app.command("list")
@@ -115,6 +135,7 @@ def score(
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output .csv or .parquet.")],
     as_of: AsOfOption = None,
     strict: Annotated[bool, typer.Option(help="Unknown event kinds are an error.")] = False,
+    citizens: CitizensOption = None,
 ) -> None:
     """Score a file of events: one row per citizen with score and class."""
     if out_file.suffix.lower() not in (".csv", ".parquet"):
@@ -122,7 +143,7 @@ def score(
     compiled_policy = _load(policy)
     table = _events(events)
     try:
-        result = score_ledger(compiled_policy, table, as_of=as_of, strict=strict)
+        result = score_ledger(compiled_policy, table, as_of=as_of, strict=strict, births=_births(citizens))
     except EventError as exc:
         raise fail(str(exc)) from None
     _write_atomically(result.scores, out_file)
@@ -194,14 +215,21 @@ def explain_command(
     citizen: Annotated[str, typer.Option("--citizen", "-c", help="Citizen id.")],
     as_of: AsOfOption = None,
     limit: Annotated[int, typer.Option(min=0, help="Show at most this many of the latest events (0: all).")] = 20,
+    citizens: CitizensOption = None,
 ) -> None:
     """Explain one citizen's score: the key factors, then the events with their points."""
     ledger = _events(events)
+    p = _load(policy)
     try:
-        e = explain(_load(policy), ledger, citizen, as_of=as_of)
+        e = explain(p, ledger, citizen, as_of=as_of, births=_births(citizens))
     except KeyError as exc:
         raise fail(exc.args[0]) from None
-    out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of}: score {e.score}, class [bold]{e.class_name}[/]")
+    if e.score is None:
+        out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of}: not scored "
+                  f"(under the policy's minimum age, {p.min_age})")
+    else:
+        out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of}: score {e.score}, "
+                  f"class [bold]{e.class_name}[/]")
     if e.capped_by:
         out.print(f"class held at {e.class_name} (score alone gives {e.score_class}) by rule '{e.capped_by}'")
     factors = Table("", "rule", "reason", "effect", "points", "events", title="Key factors")

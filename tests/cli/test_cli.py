@@ -162,3 +162,38 @@ def test_explain_a_simulated_citizen_lists_their_camera_events(simulated_runs):
     for e in mine.filter(pl.col("source") == "camera").iter_rows(named=True):
         line = next(line for line in result.output.splitlines() if e["event_id"] in line)
         assert e["kind"] in line and e["source_ref"] in line and f"{e['confidence']:.3f}" in line
+
+
+def test_score_and_explain_with_the_register_of_a_min_age_policy(simulated_runs, tmp_path):
+    run = simulated_runs("rongcheng")  # min_age 18: the run's minors have no score
+    citizens = run.path / "citizens.parquet"
+    out = tmp_path / "scores.parquet"
+    result = invoke("score", "--policy", "rongcheng", "--events", run.path / "events.parquet", "--out", out,
+                    "--citizens", citizens)
+    assert result.exit_code == 0, result.output
+    got = pl.read_parquet(out).select("citizen_id", "score", pl.col("class").cast(pl.String)).sort("citizen_id")
+    expected = (run.citizens.filter(pl.col("score").is_not_null())
+                .join(run.events.select("citizen_id").unique(), on="citizen_id")
+                .select("citizen_id", "score", "class").sort("citizen_id"))
+    assert got.equals(expected)
+    assert "underage" in result.output
+    minor = (run.citizens.filter(pl.col("age") < 18).join(run.events.group_by("citizen_id").len(), on="citizen_id")
+             .sort(["len", "citizen_id"], descending=[True, False]).row(0, named=True))
+    result = invoke("explain", "--policy", "rongcheng", "--events", run.path / "events.parquet",
+                    "--citizen", minor["citizen_id"], "--citizens", citizens)
+    assert result.exit_code == 0, result.output
+    assert "not scored (under the policy's minimum age, 18)" in " ".join(result.output.split())
+    # Without the register the CLI cannot know anyone's age: everyone is scored.
+    result = invoke("score", "--policy", "rongcheng", "--events", run.path / "events.parquet", "--out", out)
+    assert pl.read_parquet(out).height > got.height
+
+
+def test_a_register_without_birth_days_is_refused_by_name(tmp_path, handmade_ledger, policy_file):
+    register = tmp_path / "people.csv"
+    register.write_text("citizen_id,age\nc1,17\n")
+    out = tmp_path / "s.csv"
+    result = invoke("score", "--policy", policy_file, "--events", handmade_ledger, "--out", out, "--citizens", register)
+    assert result.exit_code == 1 and "missing column(s) birth_day" in result.output and not out.exists()
+    register.write_text("citizen_id,birth_day\nc1,soon\n")
+    result = invoke("score", "--policy", policy_file, "--events", handmade_ledger, "--out", out, "--citizens", register)
+    assert result.exit_code == 1 and "birth_day must hold whole numbers" in result.output and not out.exists()

@@ -3,12 +3,20 @@
 from collections import defaultdict
 
 
-def reference_scores(policy, rows: list[dict], as_of: int) -> dict[str, tuple[int, str]]:
+def reference_scores(policy, rows: list[dict], as_of: int,
+                     births: dict[str, int] | None = None) -> dict[str, tuple[int, str]]:
+    """Score and class per citizen; `births` (citizen -> birth day) for a policy's min_age: a
+    citizen is scored from the day they are min_age years (of 365 days) old, unlisted ones always."""
+    births = births or {}
+
+    def of_age(citizen, day):
+        return citizen not in births or day >= births[citizen] + 365 * policy.min_age
+
     rules = {r.kind: r for r in policy.rules}
     passing = defaultdict(list)
     for e in rows:
         rule = rules.get(e["kind"])
-        if rule is None:
+        if rule is None or not of_age(e["citizen_id"], e["day"]):
             continue
         if rule.sources is not None and e.get("source") not in rule.sources:
             continue
@@ -33,6 +41,8 @@ def reference_scores(policy, rows: list[dict], as_of: int) -> dict[str, tuple[in
                 worst[e["citizen_id"]] = max(worst[e["citizen_id"]], names.index(rule.class_at_most))
     out = {}
     for citizen, total in totals.items():
+        if not of_age(citizen, as_of):
+            continue
         score = min(max(policy.start + total, policy.min), policy.max)
         idx = next(i for i, c in enumerate(policy.classes) if c.min is None or c.min <= score)
         out[citizen] = (score, names[max(idx, worst[citizen])])

@@ -74,3 +74,16 @@ def test_a_citizen_without_events_is_a_key_error(small_policy):
     with pytest.raises(KeyError, match="'nobody' has no events"):
         explain(small_policy, events(LEDGER), "nobody")
     assert explain(small_policy, events(LEDGER).filter(pl.col("citizen_id") == "y"), "y").as_of == 9
+
+
+def test_a_citizen_under_the_min_age_is_explained_as_not_scored(small_policy):
+    aged = small_policy.model_copy(update={"min_age": 18})
+    ledger = events([{"event_id": "1", "citizen_id": "kid", "kind": "k.reward", "day": 3},
+                     {"event_id": "2", "citizen_id": "kid", "kind": "k.reward", "day": 4}])
+    births = pl.DataFrame({"citizen_id": ["kid"], "birth_day": [-18 * 365 + 4]})  # of age on day 4
+    young = explain(aged, ledger, "kid", as_of=3, births=births)
+    assert (young.score, young.class_name, young.factors.height) == (None, None, 0)
+    assert young.events["status"].to_list() == ["underage", "future"]
+    grown = explain(aged, ledger, "kid", as_of=4, births=births)
+    assert (grown.score, grown.class_name) == (1040, "B")
+    assert grown.events["status"].to_list() == ["underage", "counted"]

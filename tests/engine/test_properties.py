@@ -10,6 +10,7 @@ from tests.conftest import SMALL_POLICY, events
 from tests.engine.reference import reference_scores
 
 POLICY = parse_policy(SMALL_POLICY)
+AGED = POLICY.model_copy(update={"min_age": 1})  # scores a citizen from their first birthday
 KINDS = ["k.capped", "k.camera", "k.reward", "k.drunk", "k.unknown"]
 
 event_rows = st.lists(
@@ -22,6 +23,15 @@ event_rows = st.lists(
     }),
     max_size=60,
 )
+
+
+# Birth days of a, b and c (d is not in the register): each comes of age (365 days later) on a day
+# from -5 to 10, around the events' days 0-8.
+births_of = st.fixed_dictionaries({c: st.integers(-370, -355) for c in ("a", "b", "c")})
+
+
+def register(births: dict[str, int]) -> pl.DataFrame:
+    return pl.DataFrame({"citizen_id": list(births), "birth_day": list(births.values())})
 
 
 def with_ids(rows, salt):
@@ -106,3 +116,44 @@ def test_score_of_and_due_tell_what_advance_will_change():
     state.advance(3)
     assert list(state.score_of(pl.Series(["x", "y"]))[0]) == [1000, 1040]
     assert "new" in state.scores()["citizen_id"].to_list()
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=event_rows, as_of=st.integers(0, 12), salt=st.integers(0, 999), births=births_of)
+def test_min_age_batch_engine_matches_the_reference(rows, as_of, salt, births):
+    rows = with_ids(rows, salt)
+    if not rows:
+        return
+    result = score_ledger(AGED, events(rows), as_of=as_of, births=register(births))
+    assert as_dict(result.scores) == reference_scores(AGED, rows, as_of, births)
+    first = {c: b + 365 for c, b in births.items()}
+    underage = [r["event_id"] for r in rows if r["kind"] != "k.unknown" and r["day"] < first.get(r["citizen_id"], 0)]
+    assert sorted(result.decisions.filter(pl.col("status") == "underage")["event_id"]) == sorted(underage)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=event_rows, data=st.data(), salt=st.integers(0, 999), births=births_of)
+def test_min_age_incremental_equals_batch_and_due_names_who_comes_of_age(rows, data, salt, births):
+    rows = with_ids(rows, salt)
+    if not rows:
+        return
+    order = data.draw(st.permutations(range(len(rows))))
+    cut = data.draw(st.integers(0, len(rows)))
+    middle, final_day = sorted(data.draw(st.lists(st.integers(0, 12), min_size=2, max_size=2)))
+    # The register arrives in two parts, each before its citizens' events: a first, then b and c.
+    first = [i for i in order[:cut] if rows[i]["citizen_id"] in ("a", "d")]
+    rest = [i for i in order if i not in first]
+    state = ScoreState(AGED, births=register({"a": births["a"]}))
+    if first:
+        state.apply(events([rows[i] for i in first]))
+    state.add_births(register({"b": births["b"], "c": births["c"]}))
+    if rest:
+        state.apply(events([rows[i] for i in rest]))
+    state.advance(middle)
+    coming = {c for c, b in births.items() if middle < b + 365 <= final_day}
+    assert coming <= set(state.due(final_day))
+    state.advance(final_day)
+    expected = score_ledger(AGED, events(rows), as_of=final_day, births=register(births))
+    assert as_dict(state.scores()) == as_dict(expected.scores)
+    _, klass = state.score_of(pl.Series(["a", "b", "c", "d"]))
+    assert [k < 0 for k in klass] == [c in births and births[c] + 365 > final_day for c in "abcd"]

@@ -110,8 +110,10 @@ def test_decisions_carry_rule_points_reason_and_provenance(small_policy):
 def test_every_status_name_is_reachable(small_policy):
     rows = [ev("1", "a", "k.reward", 0), ev("2", "a", "k.unknown", 0),
             ev("3", "a", "k.camera", 0, source="x"), ev("4", "a", "k.camera", 0, source="camera", confidence=0.1),
-            ev("5", "a", "k.reward", 0), ev("6", "a", "k.capped", 0), ev("7", "a", "k.reward", 20)]
-    result, _ = scored(small_policy, rows, as_of=10)
+            ev("5", "a", "k.reward", 0), ev("6", "a", "k.capped", 0), ev("7", "a", "k.reward", 20),
+            ev("8", "m", "k.reward", 0)]
+    births = pl.DataFrame({"citizen_id": ["m"], "birth_day": [-360]})  # of age (1) on day 5
+    result, _ = scored(small_policy.model_copy(update={"min_age": 1}), rows, as_of=10, births=births)
     counts = result.status_counts()
     assert set(counts) == set(STATUS_NAMES)
     assert all(n == 1 for name, n in counts.items() if name != "counted") and counts["counted"] == 1
@@ -153,3 +155,19 @@ def test_unknown_kinds_beside_a_single_rule_score_nothing():
     result, s = scored(one, [ev("1", "a", "k.other", 0), ev("2", "b", "k.r", 0)], as_of=5)
     assert s == {"a": (10, "A"), "b": (10, "A")}
     assert list(result.decisions["status"]) == ["unknown_kind", "expired"]
+
+
+def test_min_age_events_before_the_birthday_do_not_count_and_the_minor_has_no_score(small_policy):
+    aged = small_policy.model_copy(update={"min_age": 18})
+    births = pl.DataFrame({"citizen_id": ["kid", "adult"], "birth_day": [-18 * 365 + 10, -30 * 365]})
+    rows = [ev("1", "kid", "k.reward", 9), ev("2", "kid", "k.reward", 10), ev("3", "adult", "k.reward", 0),
+            ev("4", "stranger", "k.reward", 0)]
+    result, s = scored(aged, rows, as_of=9, births=births)
+    assert s == {"adult": (1040, "B"), "stranger": (1040, "B")}  # not in the register: scored
+    assert list(result.decisions["status"]) == ["underage", "future", "counted", "counted"]
+    result, s = scored(aged, rows, as_of=10, births=births)
+    assert s["kid"] == (1040, "B")  # event 1 (day 9) never counts: the kid was 17 that day
+    assert list(result.decisions["status"])[:2] == ["underage", "counted"]
+    # Without the register, or with min_age 0, everyone is scored.
+    assert scored(aged, rows, as_of=10)[1]["kid"] == (1080, "A")
+    assert scored(small_policy, rows, as_of=10, births=births)[1]["kid"] == (1080, "A")

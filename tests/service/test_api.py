@@ -54,7 +54,8 @@ def test_a_lookup_answers_the_run_score_class_and_consequences(run_world, policy
     world = run_world(policy)
     picked = one_per_class(world.loaded)
     assert {c["class"] for c in picked} >= {"A", "D"}  # the run reaches the bottom class
-    quiet = world.loaded.citizens.join(world.loaded.events, on="citizen_id", how="anti").row(0, named=True)
+    quiet = (world.loaded.citizens.filter(pl.col("score").is_not_null())  # scored (of the policy's age)
+             .join(world.loaded.events, on="citizen_id", how="anti").row(0, named=True))
     for citizen in [*picked, quiet]:
         cid = citizen["citizen_id"]
         body = world.call("GET", f"/api/citizens/{cid}", "agency", "case 7").json()
@@ -178,8 +179,11 @@ def test_an_upheld_appeal_of_a_wrongful_camera_match_voids_it_and_rescores(run_w
     # The run knows which camera matches were false (`wrongful`): contest one that counts.
     rules = pl.DataFrame({"kind": [r.kind for r in policy.rules],
                           "min_confidence": [r.min_confidence or 0.0 for r in policy.rules]})
-    # A citizen with other events too, so that the rescore has a ledger to score.
-    others = loaded.events.group_by("citizen_id").len().filter(pl.col("len") > 1).select("citizen_id")
+    # A citizen of age (accountable scores from 18) with other events too, so that the rescore has a
+    # ledger to score.
+    adults = loaded.citizens.filter(pl.col("score").is_not_null()).select("citizen_id")
+    others = (loaded.events.group_by("citizen_id").len().filter(pl.col("len") > 1).select("citizen_id")
+              .join(adults, on="citizen_id"))
     wrongful = (loaded.events.filter(pl.col("wrongful") & (pl.col("source") == "camera"))
                 .join(rules, on="kind").filter(pl.col("confidence") >= pl.col("min_confidence"))
                 .join(others, on="citizen_id").sort("event_id"))

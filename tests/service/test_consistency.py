@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from socialcredit.engine import score_ledger
+from socialcredit.engine import BIRTHS_SCHEMA, score_ledger
 from socialcredit.events import EVENT_SCHEMA
 from socialcredit.service import Service, authenticate, create_key
 
@@ -46,12 +46,15 @@ def assert_tables_agree_with_the_engine(service: Service, citizens: set[str], re
                                         *, recounted: bool = False) -> None:
     db = service.db
     ledger = db.frame(EVENTS_SQL, (), EVENT_SCHEMA)
-    engine = score_ledger(service.policy, ledger, as_of=service.day).scores
+    births = db.frame("SELECT citizen_id, birth_day FROM births", (), BIRTHS_SCHEMA)
+    engine = score_ledger(service.policy, ledger, as_of=service.day, births=births).scores
     stored = db.frame("SELECT citizen_id, score, class, class_idx FROM scores", (),
                       {"citizen_id": pl.String, "score": pl.Int64, "class": pl.String, "class_idx": pl.Int32})
     names = service.policy.class_names
     assert stored["citizen_id"].is_unique().all()
-    assert set(stored["citizen_id"]) == citizens | set(ledger["citizen_id"])
+    # Every citizen loaded or with an event has a score, unless under the policy's min_age.
+    minors = set(births.filter(pl.col("birth_day") + 365 * service.policy.min_age > service.day)["citizen_id"])
+    assert set(stored["citizen_id"]) == (citizens | set(ledger["citizen_id"])) - minors
     assert stored["class"].to_list() == [names[i] for i in stored["class_idx"]]
     joined = engine.join(stored, on="citizen_id", how="left", suffix="_stored")
     wrong = joined.filter((pl.col("score") != pl.col("score_stored"))

@@ -34,10 +34,15 @@ def random_batch(rng, policy, start, n, day, citizens=40):
             for i in range(n)]
 
 
-def replay(service):
+def replay(service, births: pl.DataFrame | None = None, folder=None):
+    """Random batches, re-sends, days moving on and a void, then the service's scores against the
+    batch engine's; `births`, loaded first as a citizens.parquet, is the register a min_age reads."""
     policy = service.policy
     rng = np.random.default_rng(5)
     keys = make_keys(service.db)
+    if births is not None:
+        births.write_parquet(folder / "citizens.parquet")
+        service.ledger.load_run(folder)
     sent: dict[str, dict] = {}
     with TestClient(create_app(service)) as client:
         day = service.day
@@ -56,7 +61,18 @@ def replay(service):
         with service.ledger.write() as cur:
             service.ledger.void(cur, voided, citizen)
         ledger = validate_events(pl.DataFrame([e for k, e in sent.items() if k != voided]))
-        expected = score_ledger(policy, ledger, as_of=day).scores.with_columns(pl.col("class").cast(pl.String))
+        expected = score_ledger(policy, ledger, as_of=day, births=births).scores.with_columns(
+            pl.col("class").cast(pl.String))
+        if births is not None:  # the register's citizens of age without an event hold the start score
+            of_age = births.filter(pl.col("birth_day") + 365 * policy.min_age <= day)
+            quiet = of_age.join(expected, on="citizen_id", how="anti").select(
+                "citizen_id", score=pl.lit(policy.start, pl.Int64),
+                **{"class": pl.lit(service.policy.class_names[service.ledger.start_class])})
+            expected = pl.concat([expected, quiet])
+            minors = births.filter(pl.col("birth_day") + 365 * policy.min_age > day)["citizen_id"]
+            assert 20 < len(minors) < births.height - 20  # some came of age during the replay, not all
+            counts = client.get("/api/stats", headers=auth(keys["analyst"], "replay")).json()
+            assert sum(counts["classes"].values()) == expected.height
         got = service.db.frame("SELECT citizen_id, score, class FROM scores ORDER BY citizen_id", (),
                                {"citizen_id": pl.String, "score": pl.Int64, "class": pl.String})
         assert got.equals(expected.sort("citizen_id"))
@@ -76,6 +92,22 @@ def test_replay_postgresql(make_service, pg_url, policy):
     replay(make_service(policy, url=pg_url))
 
 
+def _register(n: int = 320) -> pl.DataFrame:
+    """Birth days of the replay's citizens c-0 .. c-{n-1}: each comes of age (18) on a day from 0 to
+    about 2,400, the days the replay moves through."""
+    rng = np.random.default_rng(11)
+    return pl.DataFrame({"citizen_id": [f"c-{i}" for i in range(n)],
+                         "birth_day": -18 * 365 + rng.integers(0, 2400, n)})
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_replay_with_a_min_age_scores_citizens_from_their_birthday(make_service, request, tmp_path, backend):
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    service = make_service("accountable", url=url)
+    assert service.policy.min_age == 18
+    replay(service, births=_register(), folder=tmp_path)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_run_loaded_by_db_load_scores_as_the_simulator(simulated_runs, request, tmp_path, backend):
     """`socialcredit db load` into SQLite or PostgreSQL: every citizen of the run has its score and
@@ -87,7 +119,9 @@ def test_a_run_loaded_by_db_load_scores_as_the_simulator(simulated_runs, request
     try:
         got = service.db.frame("SELECT citizen_id, score, class FROM scores ORDER BY citizen_id", (),
                                {"citizen_id": pl.String, "score": pl.Int64, "class": pl.String})
-        assert got.equals(run.citizens.select("citizen_id", "score", "class").sort("citizen_id"))
+        scored = run.citizens.filter(pl.col("score").is_not_null())  # accountable scores from 18
+        assert 0 < scored.height < run.citizens.height
+        assert got.equals(scored.select("citizen_id", "score", "class").sort("citizen_id"))
         row = run.citizens.row(7, named=True)
         attributes = service.db.execute("SELECT attributes FROM citizens WHERE citizen_id = ?", (row["citizen_id"],))
         assert json.loads(attributes[0][0]) == {k: v for k, v in row.items() if k != "citizen_id"}
@@ -100,7 +134,8 @@ def test_a_run_loaded_by_db_load_scores_as_the_simulator(simulated_runs, request
         service.ingest(key, json.dumps(batch).encode())
         ledger = pl.concat([run.events.select(EVENT_COLUMNS), validate_events(pl.DataFrame(batch))],
                            how="diagonal_relaxed")
-        expected = score_ledger(service.policy, validate_events(ledger), as_of=service.day).scores
+        expected = score_ledger(service.policy, validate_events(ledger), as_of=service.day,
+                                births=run.citizens.select("citizen_id", "birth_day")).scores
         got = service.db.frame("SELECT citizen_id, score, class FROM scores ORDER BY citizen_id", (),
                                {"citizen_id": pl.String, "score": pl.Int64, "class": pl.String})
         touched = got.join(expected.with_columns(pl.col("class").cast(pl.String)), on="citizen_id", how="inner")

@@ -18,9 +18,11 @@ from socialcredit.policy import Policy
 ENGINE_COLUMNS = ["event_id", "citizen_id", "kind", "day", "source", "source_ref", "confidence"]
 
 
-def daily_classes(policy: Policy, events: pl.DataFrame, citizen_ids: pl.Series, days: int) -> np.ndarray:
-    """Class index (0 = top) of each citizen at the end of each day: an int array [days, citizens]."""
-    state = ScoreState(policy)
+def daily_classes(policy: Policy, events: pl.DataFrame, citizen_ids: pl.Series, days: int,
+                  births: pl.DataFrame | None = None) -> np.ndarray:
+    """Class index (0 = top) of each citizen at the end of each day: an int array [days, citizens];
+    -1 on the days a citizen is not scored (under the policy's min_age, by `births`)."""
+    state = ScoreState(policy, births=births)
     ledger = validate_events(events.select(ENGINE_COLUMNS))
     by_day = ledger.partition_by("day", as_dict=True)
     out = np.zeros((days, len(citizen_ids)), np.int64)
@@ -44,9 +46,10 @@ def holders(policy: Policy, classes: np.ndarray, klass: str, benefit: bool, held
     who started in a qualifying class) holds it at the end of day t when t - s >= held_days.
     """
     c = policy.class_names.index(klass)
-    qualifies = classes <= c if benefit else classes >= c
+    qualifies = ((classes <= c) if benefit else (classes >= c)) & (classes >= 0)
     start = start_class(policy)
-    before = np.full(classes.shape[1], start <= c if benefit else start >= c)
+    # Before day 0 everyone scored then was in the start class; one who comes of age later enters it then.
+    before = (classes[0] >= 0) & (start <= c if benefit else start >= c)
     since = np.zeros(classes.shape[1], np.int64)
     out = np.zeros(classes.shape, bool)
     for t in range(classes.shape[0]):

@@ -76,7 +76,8 @@ def _compare(run, policy_name, members_only=False, commercial=False):
         members = citizens.filter(pl.col("platform_member"))["citizen_id"]
         events = events.filter(pl.col("citizen_id").is_in(members.implode()))
     ledger = validate_events(events.select(ENGINE_COLUMNS))
-    result = score_ledger(load_policy(policy_name), ledger, as_of=run.manifest["days"] - 1)
+    result = score_ledger(load_policy(policy_name), ledger, as_of=run.manifest["days"] - 1,
+                          births=citizens.select("citizen_id", "birth_day"))
     score, klass = ("commercial_score", "commercial_class") if commercial else ("score", "class")
     # The simulator's columns are renamed first: a join would otherwise suffix the clashing ones.
     sim = citizens.select("citizen_id", sim_score=score, sim_class=klass)
@@ -87,10 +88,12 @@ def _compare(run, policy_name, members_only=False, commercial=False):
     assert differ.height == 0, f"{differ.height} citizens differ from the engine:\n{differ.head(5)}"
     # Citizens without events keep the start score.
     start = load_policy(policy_name).start
-    quiet = citizens.join(result.scores, on="citizen_id", how="anti")
+    quiet = citizens.join(result.scores, on="citizen_id", how="anti").filter(pl.col(score).is_not_null())
     if members_only:
         quiet = quiet.filter(pl.col("platform_member"))
     assert (quiet[score] == start).all()
+    unscored = citizens.filter(pl.col(score).is_null() & (not members_only or pl.col("platform_member")))
+    assert unscored.join(result.scores, on="citizen_id").height == 0  # the engine does not score them either
     return result
 
 
@@ -156,6 +159,62 @@ def test_strict_daily_class_counts_equal_the_engines_day_by_day(strict_run):
         assert (got == expected).all(), f"{name}: (day, daily, policy) " \
             f"{[(d, got[d], expected[d]) for d in np.flatnonzero(got != expected)[:5]]}"
         assert held.sum() > 0, name
+
+
+@pytest.fixture(scope="module")
+def aged_run(tmp_path_factory, busy):
+    """The strict policy scoring only citizens of 18 and over, for 400 days: those 17 at the
+    start come of age on day 365."""
+    folder = tmp_path_factory.mktemp("aged")
+    policy = folder / "aged.toml"
+    policy.write_text(STRICT.replace('title = "Test policy"\n', 'title = "Test policy"\nmin_age = 18\n'),
+                      encoding="utf-8")
+    return simulate(population=4000, days=400, seed=5, out=folder / "run", events="all",
+                    policy=str(policy), overrides=busy), str(policy)
+
+
+def test_min_age_leaves_minors_unscored_as_the_engine_does(aged_run):
+    run, policy = aged_run
+    assert load_policy(policy).min_age == 18
+    result = _compare(run, policy)
+    citizens = run.citizens
+    minors = citizens.filter(pl.col("age") < 18)
+    assert minors.height > 500 and minors["score"].is_null().all() and minors["class"].is_null().all()
+    adults = citizens.filter(pl.col("age") >= 18)
+    assert adults["score"].is_not_null().all()
+    # Minors' events were recorded but did not count; nor did those of the 17-year-olds before day 365.
+    status = (result.decisions.filter(pl.col("status") != "unknown_kind")  # kinds the policy has no rule for
+              .join(citizens.select("citizen_id", "age"), on="citizen_id"))
+    assert status.filter(pl.col("age") < 18)["status"].unique().to_list() == ["underage"]
+    came = status.filter(pl.col("age") == 18)
+    assert (came.filter(pl.col("day") < 365)["status"] == "underage").all()
+    assert came.filter(pl.col("day") < 365).height > 20
+    assert (came.filter(pl.col("day") >= 365)["status"] == "counted").any()
+    assert (status.filter(pl.col("age") > 18)["status"] != "underage").all()
+    assert (run.events.filter(pl.col("citizen_id").is_in(minors["citizen_id"].implode()))["state_points"] == 0).all()
+
+
+def test_min_age_daily_class_counts_follow_the_engine_and_grow_on_the_birthday(aged_run):
+    run, policy = aged_run
+    loaded = load_policy(policy)
+    days = run.manifest["days"]
+    births = run.citizens.select("citizen_id", "birth_day")
+    classes = daily_classes(loaded, run.events, run.citizens["citizen_id"], days, births)
+    daily = run.daily.sort("day")
+    scored = np.zeros(days, np.int64)
+    for c, name in enumerate(loaded.class_names):
+        expected = (classes == c).sum(axis=1)
+        got = daily[f"class.{name}"].to_numpy()
+        assert (got == expected).all(), f"class {name}: (day, daily, engine) " \
+            f"{[(d, got[d], expected[d]) for d in np.flatnonzero(got != expected)[:5]]}"
+        scored += got
+    coming = (run.citizens["age"] == 18).sum()
+    assert coming > 20 and scored[365] - scored[364] == coming and (np.diff(scored)[:364] == 0).all()
+    for name, held in consequences(loaded, classes).items():
+        prefix = "benefit" if name == "cheaper-loans" else "sanction"
+        got, expected = daily[f"{prefix}.{name}"].to_numpy(), held.sum(axis=1)
+        assert (got == expected).all(), f"{name}: (day, daily, policy) " \
+            f"{[(d, got[d], expected[d]) for d in np.flatnonzero(got != expected)[:5]]}"
 
 
 def test_event_ids_sort_in_the_order_the_simulator_counted_them(busy_run):

@@ -15,7 +15,9 @@ def test_pilot_regions_keep_their_shares_and_policies(tmp_path):
     assert abs(rest / 20000 - 0.9329) <= 1 / 20000  # regions get their shares, rounded
     unscored = run.citizens.filter(pl.col("region") == "rest-of-china")
     assert unscored["score"].is_null().all() and unscored["class"].is_null().all()
-    assert run.citizens.filter(pl.col("region") == "rongcheng")["score"].is_not_null().all()
+    rongcheng = run.citizens.filter(pl.col("region") == "rongcheng")
+    assert (rongcheng["score"].is_not_null() == (rongcheng["age"] >= 18)).all()  # its measures: 18 and over
+    assert rongcheng["score"].is_null().any()
     daily = run.daily.filter(pl.col("region") == "rest-of-china")
     assert daily["class.A"].is_null().all()
 

@@ -62,13 +62,17 @@ class Scoring:
 
 
 def score_ledger(policy: Policy | CompiledPolicy, events: pl.DataFrame, *, as_of: int | None = None,
-                 strict: bool = False) -> Scoring:
-    """Score a validated event table as of day `as_of` (default: its largest day)."""
+                 strict: bool = False, births: pl.DataFrame | None = None) -> Scoring:
+    """Score a validated event table as of day `as_of` (default: its largest day).
+
+    `births` (citizen_id, birth_day), for a policy with a `min_age`: the events of a citizen before
+    they are of age do not count, and `scores` leaves out the citizens not of age by `as_of`.
+    """
     compiled = policy if isinstance(policy, CompiledPolicy) else CompiledPolicy.of(policy)
     day = events["day"].to_numpy()
     if as_of is None:
         as_of = int(day.max()) if len(day) else 0
-    rule, status = compiled.passing_status(events)
+    rule, status = compiled.passing_status(events, births)
     if strict and (status == Status.UNKNOWN_KIND).any():
         kinds = events.filter(pl.Series(status == Status.UNKNOWN_KIND))["kind"].unique().sort()
         raise EventError(f"unknown event kind(s) with no rule in policy "
@@ -93,6 +97,9 @@ def score_ledger(policy: Policy | CompiledPolicy, events: pl.DataFrame, *, as_of
         .sort("citizen_id")
         .collect()
     )
+    first = compiled.scored_from(per_citizen["citizen_id"], births)
+    if first is not None:
+        per_citizen = per_citizen.filter(pl.Series(first <= as_of))
     score = compiled.clamp(per_citizen["total"].to_numpy())
     klass = compiled.classify(score, per_citizen["cap_class"].to_numpy())
     scores = pl.DataFrame({"citizen_id": per_citizen["citizen_id"], "score": score}).with_columns(

@@ -21,11 +21,17 @@ class Status(IntEnum):
     CAP = 4
     EXPIRED = 5
     FUTURE = 6
+    UNDERAGE = 7
 
 
-STATUS_NAMES = ["counted", "unknown_kind", "source", "confidence", "cap", "expired", "future"]
+STATUS_NAMES = ["counted", "unknown_kind", "source", "confidence", "cap", "expired", "future", "underage"]
 STATUS_DTYPE = pl.Enum(STATUS_NAMES)
 NO_RULE = -1
+# The scoring calendar's year: a citizen's age steps every 365 days from their birth day.
+YEAR_DAYS = 365
+# A register of births: citizen_id, birth_day (a day index: day 0 is the ledger's first day).
+BIRTHS_SCHEMA = {"citizen_id": pl.String, "birth_day": pl.Int64}
+_ALWAYS = np.iinfo(np.int64).min // 2  # the first scored day of a citizen of no known age
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,14 +88,31 @@ class CompiledPolicy:
         """Column of `source_ok` for each event's source (0 = missing or not named by any rule)."""
         return _lookup(source, {s: i + 1 for i, s in enumerate(self.source_ids)}, 0)
 
-    def passing_status(self, events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(rule index, status) per event before caps and expiry: counted, unknown kind, source, confidence."""
+    def scored_from(self, citizen_id: pl.Series, births: pl.DataFrame | None) -> np.ndarray | None:
+        """The first day the policy scores each citizen: their birth day (from `births`) plus its
+        `min_age` years. None when it scores everyone from the start (no min_age, or no register);
+        a citizen the register does not list is scored from the start (their age is not known)."""
+        if self.policy.min_age == 0 or births is None:
+            return None
+        born = (pl.DataFrame({"citizen_id": citizen_id.cast(pl.String)})
+                .join(births, on="citizen_id", how="left", maintain_order="left")["birth_day"])
+        return np.where(born.is_null().to_numpy(), _ALWAYS,
+                        born.fill_null(0).to_numpy() + YEAR_DAYS * self.policy.min_age)
+
+    def passing_status(self, events: pl.DataFrame, births: pl.DataFrame | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(rule index, status) per event before caps and expiry: counted, unknown kind, underage
+        (before the citizen is scored: see `scored_from`), source, confidence."""
         rule = self.rule_index(events["kind"])
         known = rule != NO_RULE
         safe_rule = np.where(known, rule, 0)
         status = np.full(len(rule), Status.COUNTED, dtype=np.int8)
         status[~known] = Status.UNKNOWN_KIND
         if self.n_rules:
+            first = self.scored_from(events["citizen_id"], births)
+            if first is not None:
+                known &= events["day"].to_numpy() >= first
+                status[(rule != NO_RULE) & ~known] = Status.UNDERAGE
             src = self.source_code(events["source"])
             src_fail = known & ~self.source_ok[safe_rule, src]
             conf = events["confidence"].fill_null(1.0).to_numpy()

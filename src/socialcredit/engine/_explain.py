@@ -20,25 +20,25 @@ class Explanation:
 
     citizen_id: str
     as_of: int
-    score: int
-    class_name: str
-    score_class: str
+    score: int | None  # None (and no class) for a citizen the policy does not score yet: under its min_age
+    class_name: str | None
+    score_class: str | None
     capped_by: str | None
     factors: pl.DataFrame
     events: pl.DataFrame
 
 
 def explain(policy: Policy | CompiledPolicy, events: pl.DataFrame, citizen_id: str, *,
-            as_of: int | None = None) -> Explanation:
-    """Explain one citizen's score as of `as_of` (default: the ledger's largest day)."""
+            as_of: int | None = None, births: pl.DataFrame | None = None) -> Explanation:
+    """Explain one citizen's score as of `as_of` (default: the ledger's largest day); `births` as
+    in `score_ledger`."""
     compiled = policy if isinstance(policy, CompiledPolicy) else CompiledPolicy.of(policy)
     mine = events.filter(pl.col("citizen_id") == citizen_id)
     if mine.height == 0:
         raise KeyError(f"citizen '{citizen_id}' has no events in the ledger")
     if as_of is None:
         as_of = int(events["day"].max())
-    result = score_ledger(compiled, mine, as_of=as_of)
-    row = result.scores.row(0, named=True)
+    result = score_ledger(compiled, mine, as_of=as_of, births=births)
     decisions = result.decisions.sort(["day", "event_id"])
     counted = decisions.filter(pl.col("status") == "counted")
     factors = (
@@ -50,6 +50,12 @@ def explain(policy: Policy | CompiledPolicy, events: pl.DataFrame, citizen_id: s
         .head(MAX_FACTORS)
         .select("rule", "reason", "effect", "points", "events")
     )
+    events_out = decisions.select("event_id", "day", "kind", "rule", "points", "status", "reason",
+                                  "source", "source_ref", "confidence")
+    if result.scores.height == 0:  # not of the policy's age yet
+        return Explanation(citizen_id=citizen_id, as_of=as_of, score=None, class_name=None, score_class=None,
+                           capped_by=None, factors=factors, events=events_out)
+    row = result.scores.row(0, named=True)
     score_class = compiled.policy.class_names[int(compiled.classify(np.array([row["score"]]))[0])]
     capped_by = None
     if row["class"] != score_class:
@@ -58,7 +64,5 @@ def explain(policy: Policy | CompiledPolicy, events: pl.DataFrame, citizen_id: s
         capped_by = next(r.id for r in capping if r.id in ids)
     return Explanation(
         citizen_id=citizen_id, as_of=as_of, score=row["score"], class_name=row["class"],
-        score_class=score_class, capped_by=capped_by, factors=factors,
-        events=decisions.select("event_id", "day", "kind", "rule", "points", "status", "reason",
-                                "source", "source_ref", "confidence"),
+        score_class=score_class, capped_by=capped_by, factors=factors, events=events_out,
     )

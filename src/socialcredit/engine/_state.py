@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from socialcredit.engine._compiled import NO_RULE, CompiledPolicy, Status
+from socialcredit.engine._compiled import BIRTHS_SCHEMA, NO_RULE, YEAR_DAYS, CompiledPolicy, Status
 from socialcredit.policy import Policy
 
 _DELTA_SCHEMA = {"code": pl.Int64, "rule": pl.Int32, "day": pl.Int32, "sign": pl.Int8}
@@ -21,11 +21,15 @@ class ScoreState:
     batch and the days it touches, not with the ledger: counted points are kept as running totals,
     the days on which points start or expire are scheduled, and only the (rule, citizen, day) groups
     with a `max_per_day` cap keep their events, so that a late event can be ranked among them.
+
+    `births` (citizen_id, birth_day) is the register a policy's `min_age` reads (see
+    `score_ledger`); a citizen not of age has class -1 in `score_of` and is not in `scores`.
     """
 
-    def __init__(self, policy: Policy | CompiledPolicy, *, as_of: int = 0):
+    def __init__(self, policy: Policy | CompiledPolicy, *, as_of: int = 0, births: pl.DataFrame | None = None):
         self.compiled = policy if isinstance(policy, CompiledPolicy) else CompiledPolicy.of(policy)
         self.as_of = as_of
+        self.births = None if births is None else births.select(BIRTHS_SCHEMA.keys()).cast(BIRTHS_SCHEMA)
         self._ids = pl.DataFrame(schema={"citizen_id": pl.String, "code": pl.Int64})
         n_classes = len(self.compiled.policy.classes)
         self._total = np.zeros(0, dtype=np.int64)
@@ -42,7 +46,7 @@ class ScoreState:
         """Add a validated batch of events; return each event's status as of `as_of`."""
         compiled = self.compiled
         codes = self._codes_for(events["citizen_id"])
-        rule, status = compiled.passing_status(events)
+        rule, status = compiled.passing_status(events, self.births)
         day = events["day"].to_numpy().astype(np.int32)
         passing = status == Status.COUNTED
         safe_rule = np.where(rule == NO_RULE, 0, rule)
@@ -77,26 +81,45 @@ class ScoreState:
                           entry["cap_class"].to_numpy(), entry["sign"].to_numpy())
         self.as_of = day
 
+    def add_births(self, births: pl.DataFrame) -> None:
+        """Add citizens to the register of births (a citizen listed again takes the new birth day).
+
+        Events already applied keep the status they had; add a citizen before their events."""
+        births = births.select(BIRTHS_SCHEMA.keys()).cast(BIRTHS_SCHEMA)
+        self.births = births if self.births is None else pl.concat(
+            [self.births.join(births, on="citizen_id", how="anti"), births])
+
     def scores(self) -> pl.DataFrame:
-        """Score and class of every citizen seen, sorted by citizen_id."""
+        """Score and class of every citizen seen (and of age), sorted by citizen_id."""
         ids = self._ids.sort("citizen_id")
-        score, klass = self._score_and_class(ids["code"].to_numpy())
-        return pl.DataFrame({"citizen_id": ids["citizen_id"], "score": score}).with_columns(
-            self.compiled.class_series(klass)
-        )
+        score, klass = self.score_of(ids["citizen_id"])
+        scored = klass >= 0
+        return pl.DataFrame({"citizen_id": ids["citizen_id"].filter(pl.Series(scored)),
+                             "score": score[scored]}).with_columns(self.compiled.class_series(klass[scored]))
 
     def score_of(self, citizen_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Score and class index (0 = top) of these citizens; unseen ones join at the start score."""
-        return self._score_and_class(self._codes_for(citizen_ids))
+        """Score and class index (0 = top) of these citizens; unseen ones join at the start score;
+        class -1 for a citizen not of the policy's age as of `as_of`."""
+        score, klass = self._score_and_class(self._codes_for(citizen_ids))
+        first = self.compiled.scored_from(citizen_ids, self.births)
+        if first is not None:
+            klass[first > self.as_of] = -1
+        return score, klass
 
     def due(self, day: int) -> pl.Series:
-        """The citizens whose points start or expire after `as_of` and by `day` (what `advance` changes)."""
+        """The citizens whose points start or expire, or who come of age, after `as_of` and by
+        `day` (whom `advance` changes)."""
         codes = [entry["code"] for at, entries in self._schedule.items() if self.as_of < at <= day
                  for entry in entries]
-        if not codes:
-            return pl.Series("citizen_id", [], dtype=pl.String)
         # Codes are handed out in the order rows join `_ids`, so a code is its row.
-        return self._ids["citizen_id"].gather(pl.concat(codes).unique().sort())
+        ids = self._ids["citizen_id"].gather(pl.concat(codes).unique().sort()) if codes else \
+            pl.Series("citizen_id", [], dtype=pl.String)
+        min_age = self.compiled.policy.min_age
+        if min_age and self.births is not None:
+            first = pl.col("birth_day") + YEAR_DAYS * min_age
+            of_age = self.births.filter((first > self.as_of) & (first <= day))["citizen_id"]
+            ids = pl.concat([ids, of_age.filter(~of_age.is_in(ids.implode()))]) if len(ids) else of_age
+        return ids
 
     def _score_and_class(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         score = self.compiled.clamp(self._total[codes])

@@ -130,6 +130,9 @@ class Policy(BaseModel):
     min: int
     max: int
     appeals: bool = False
+    # Citizens younger than this (whole years) are not scored: their events do not count, and they
+    # hold no score or class until they come of age.
+    min_age: int = Field(default=0, ge=0, le=120)
     classes: list[RatingClass] = Field(alias="class", min_length=1)
     rules: list[Rule] = Field(default_factory=list, alias="rule")
     benefits: list[Consequence] = Field(default_factory=list, alias="benefit")

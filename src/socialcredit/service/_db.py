@@ -36,6 +36,8 @@ _SCHEMA = [
         id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS class_history_citizen ON class_history (citizen_id, day)",
     "CREATE TABLE IF NOT EXISTS citizens (citizen_id TEXT PRIMARY KEY, attributes TEXT NOT NULL)",
+    # The register of births a policy's min_age reads (birth_day: a day index, day 0 the first).
+    "CREATE TABLE IF NOT EXISTS births (citizen_id TEXT PRIMARY KEY, birth_day BIGINT NOT NULL)",
     # The camera profile a simulation run's data centre holds (see Ledger.load_run): its age
     # estimate, the estimate's standard error, sightings, and sightings by place type (JSON).
     # (Databases made before it may hold an unused `profiles` table, which nothing wrote but

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from socialcredit.engine import CompiledPolicy, ScoreState, score_ledger
+from socialcredit.engine import BIRTHS_SCHEMA, CompiledPolicy, ScoreState, score_ledger
 from socialcredit.events import EVENT_SCHEMA, EventError, validate_events
 from socialcredit.service._db import Database
 from socialcredit.service._errors import Conflict, Forbidden, Invalid, TooLarge
@@ -353,7 +353,7 @@ class Ledger:
 
     def _build(self, cur, day: int) -> ScoreState:
         """The state of the whole ledger (voided events left out), read in chunks."""
-        state = ScoreState(self.compiled, as_of=day)
+        state = ScoreState(self.compiled, as_of=day, births=self._births(cur))
         cur.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE voided = 0"))
         while True:
             chunk = cur.fetchmany(_BUILD_CHUNK)
@@ -361,6 +361,25 @@ class Ledger:
                 break
             state.apply(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
         return state
+
+    def _births(self, cur, citizen_ids: pl.Series | None = None) -> pl.DataFrame | None:
+        """The register of births (of these citizens), None when the policy has no min_age."""
+        if not self.compiled.policy.min_age:
+            return None
+        db = self.db
+        if citizen_ids is None:
+            return db.frame("SELECT citizen_id, birth_day FROM births", (), BIRTHS_SCHEMA, cur)
+        return db.frame(f"SELECT citizen_id, birth_day FROM births WHERE {db.any_of('citizen_id')}",
+                        (db.list_param(citizen_ids),), BIRTHS_SCHEMA, cur)
+
+    def births_of(self, citizen_id: str) -> pl.DataFrame | None:
+        """This citizen's row of the register of births, None when the policy has no min_age."""
+        return self._births(None, pl.Series([citizen_id]))
+
+    def scored_from(self, citizen_id: str) -> int | None:
+        """The first day the policy scores this citizen, None when it scores them from the start."""
+        first = self.compiled.scored_from(pl.Series([citizen_id]), self.births_of(citizen_id))
+        return None if first is None or first[0] <= 0 else int(first[0])
 
     def _score_new(self, cur, state: ScoreState, events: pl.DataFrame) -> None:
         """Apply events just stored (each once) to the state; write the touched citizens' scores."""
@@ -374,8 +393,10 @@ class Ledger:
 
     def _write_scores(self, cur, state: ScoreState, ids: pl.Series, before: np.ndarray) -> None:
         score, after = state.score_of(ids)
-        # In key order: the upsert then walks the scores index front to back.
-        new = pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before}).sort("citizen_id")
+        # In key order: the upsert then walks the scores index front to back. A citizen not of the
+        # policy's age has no score (and, the day going only forward, had none before).
+        new = (pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before})
+               .filter(pl.col("class_idx") >= 0).sort("citizen_id"))
         if self._dirty:
             dirty = new["citizen_id"].is_in(list(self._dirty))
             if dirty.any():
@@ -416,7 +437,7 @@ class Ledger:
         if fresh is not None:
             first_seen = fresh.filter(~pl.col("citizen_id").is_in(old["citizen_id"].implode()))
             ledger = pl.concat([ledger, first_seen.select(EVENT_COLUMNS).cast(EVENT_SCHEMA)])
-        new = self._scores(ledger, citizen_ids)
+        new = self._scores(ledger, citizen_ids, cur)
         self._count_classes(cur, new, old)
         changed = (new.join(old, on="citizen_id", how="left")
                    .filter(pl.col("class_idx") != pl.col("old").fill_null(self.start_class)))
@@ -426,14 +447,18 @@ class Ledger:
             "ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, class = excluded.class, "
             "class_idx = excluded.class_idx, as_of = excluded.as_of"))
 
-    def _scores(self, ledger: pl.DataFrame, citizen_ids: pl.Series) -> pl.DataFrame:
-        """Score and class per citizen, as of the service day."""
+    def _scores(self, ledger: pl.DataFrame, citizen_ids: pl.Series, cur) -> pl.DataFrame:
+        """Score and class per citizen (of age), as of the service day."""
         c = self.compiled
-        result = score_ledger(c, ledger, as_of=self.day)
+        births = self._births(cur, citizen_ids)
+        result = score_ledger(c, ledger, as_of=self.day, births=births)
         scored = result.scores.with_columns(class_idx=pl.col("class").to_physical().cast(pl.Int32),
                                             **{"class": pl.col("class").cast(pl.String)})
-        # Citizens whose every event was voided are back at the start.
+        # Citizens whose every event was voided are back at the start (if of age).
         alone = pl.DataFrame({"citizen_id": citizen_ids.unique()}).join(scored, on="citizen_id", how="anti")
+        first = c.scored_from(alone["citizen_id"], births)
+        if first is not None:
+            alone = alone.filter(pl.Series(first <= self.day))
         start = alone.with_columns(score=pl.lit(c.policy.start, pl.Int64),
                                    **{"class": pl.lit(self.class_names[self.start_class])},
                                    class_idx=pl.lit(self.start_class, pl.Int32))
@@ -518,9 +543,30 @@ class Ledger:
         encoded = (pl.struct(attributes).struct.json_encode() if attributes else pl.lit("{}"))
         self.db.insert_frame(cur, "citizens", citizens.select("citizen_id", attributes=encoded),
                              conflict="ON CONFLICT (citizen_id) DO UPDATE SET attributes = excluded.attributes")
-        # Every loaded citizen has a score from the start (the start score until an event moves
-        # it), so that class counts and look-ups cover the citizens with no event too.
-        start = citizens.select("citizen_id", score=pl.lit(self.compiled.policy.start, pl.Int64),
+        births = None
+        if "birth_day" in citizens.columns:
+            births = citizens.select(BIRTHS_SCHEMA.keys()).cast(BIRTHS_SCHEMA)
+            self.db.insert_frame(cur, "births", births,
+                                 conflict="ON CONFLICT (citizen_id) DO UPDATE SET birth_day = excluded.birth_day")
+            if self._state is not None:
+                self._mutated = True
+                self._state.add_births(births)
+        # Every loaded citizen of age has a score from the start (the start score until an event
+        # moves it), so that class counts and look-ups cover the citizens with no event too.
+        of_age = citizens
+        first = self.compiled.scored_from(citizens["citizen_id"], births)
+        if first is not None:
+            of_age = citizens.with_columns(day=pl.Series(first)).filter(pl.col("day") <= self.day)
+            # Those who came of age since the start entered the start class that day (unless
+            # scored already: a run loaded again).
+            came = of_age.filter(pl.col("day") > 0)
+            if came.height:
+                db = self.db
+                known = db.frame(f"SELECT citizen_id FROM scores WHERE {db.any_of('citizen_id')}",
+                                 (db.list_param(came["citizen_id"]),), {"citizen_id": pl.String}, cur)
+                db.insert_frame(cur, "class_history", came.join(known, on="citizen_id", how="anti").select(
+                    "citizen_id", pl.col("day").cast(pl.Int32), class_idx=pl.lit(self.start_class, pl.Int32)))
+        start = of_age.select("citizen_id", score=pl.lit(self.compiled.policy.start, pl.Int64),
                                 **{"class": pl.lit(self.class_names[self.start_class])},
                                 class_idx=pl.lit(self.start_class, pl.Int32), as_of=pl.lit(self.day, pl.Int32))
         if self.db.insert_frame(cur, "scores", start, conflict="ON CONFLICT (citizen_id) DO NOTHING"):

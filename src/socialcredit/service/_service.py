@@ -35,6 +35,7 @@ PLACE_TYPES = ("street", "mall", "subway")  # the simulator's place types (simul
 # minus a benefit's `loan_rate_discount`; a sanction with `loan_allowed = false` refuses the loan.
 LOAN_BASE_RATE = 0.04
 LOAN_CLASS_SPREAD = 0.005
+NOT_SCORED = -1  # the class index of a citizen the policy does not score (under its min_age)
 # The projector waits at most this long for batches being received before it projects.
 PROJECT_DEFER_S = 2.0
 # ... and while batches keep coming: a batch acknowledged less than this long ago counts as arriving.
@@ -214,12 +215,17 @@ class Service:
 
     # -- look-ups ---------------------------------------------------------------------------------
 
-    def _status(self, citizen_id: str) -> tuple[int, str, int]:
+    def _status(self, citizen_id: str) -> tuple[int | None, str | None, int]:
+        """Score, class and class index; (None, None, NOT_SCORED) for a citizen under the policy's
+        min_age."""
         rows = self.db.execute("SELECT score, class, class_idx FROM scores WHERE citizen_id = ?",
                                (citizen_id,))
         if rows:
             return int(rows[0][0]), rows[0][1], int(rows[0][2])
         if self.db.execute("SELECT 1 FROM citizens WHERE citizen_id = ?", (citizen_id,)):
+            first = self.ledger.scored_from(citizen_id)
+            if first is not None and first > self.day:
+                return None, None, NOT_SCORED
             start = self.ledger.start_class
             return self.policy.start, self.policy.class_names[start], start
         raise NotFound(f"no citizen '{citizen_id}'")
@@ -229,6 +235,8 @@ class Service:
         """Active benefits and sanctions: held long enough in a qualifying class (either list is
         left empty when not asked for)."""
         out: tuple[list[dict], list[dict]] = ([], [])
+        if class_idx == NOT_SCORED:  # no class, so no consequence of one
+            return out
         candidates = self._candidates[class_idx]
         if not (benefits and sanctions):
             candidates = [c for c in candidates if (benefits if c[1] else sanctions)]
@@ -279,7 +287,8 @@ class Service:
         ledger = self._ledger_of(citizen_id)
         if ledger.height == 0:
             return [], []
-        e = explain(self.compiled, ledger, citizen_id, as_of=self.day)
+        e = explain(self.compiled, ledger, citizen_id, as_of=self.day,
+                    births=self.ledger.births_of(citizen_id))
         events = e.events.with_columns(pl.col("status").cast(pl.String), voided=False)
         return e.factors.to_dicts(), events.to_dicts()
 
@@ -432,7 +441,8 @@ class Service:
                                                                   "the loan quote")
         refused = [s["name"] for s in sanctions if s["parameters"].get("loan_allowed") is False]
         discounts = [b for b in benefits if "loan_rate_discount" in b["parameters"]]
-        rate = LOAN_BASE_RATE + LOAN_CLASS_SPREAD * idx
+        # A citizen the policy does not score is quoted as one without a record.
+        rate = LOAN_BASE_RATE + LOAN_CLASS_SPREAD * (self.ledger.start_class if idx == NOT_SCORED else idx)
         rate -= sum(float(b["parameters"]["loan_rate_discount"]) for b in discounts)
         out = {"citizen_id": citizen_id, "amount": amount, "approved": not refused,
                "rate": None if refused else round(rate, 6)}

@@ -238,6 +238,7 @@ def _policy_arrays(policies: list[Policy], commercial: int, scenario: Scenario):
         ctab[p, : len(scores)] = cp.classify(scores)
         pint[p, K.P_START], pint[p, K.P_LO], pint[p, K.P_HI] = policy.start, policy.min, policy.max
         pint[p, K.P_N_CLASSES] = n_cls
+        pint[p, K.P_MIN_AGE] = policy.min_age
         pint[p, K.P_CAP_CLASS] = -1
         pint[p, K.P_KB] = -1
         pint[p, K.P_KS] = MAX_CLASSES + 1

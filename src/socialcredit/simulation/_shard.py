@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from socialcredit.engine import CompiledPolicy
+from socialcredit.engine import YEAR_DAYS, CompiledPolicy
 from socialcredit.simulation._kinds import (
     EFFECTS,
     F_ADMITTED,
@@ -39,6 +39,7 @@ from socialcredit.simulation.kernel import (
     LEVELS,
     OVERFLOW,
     P_CAP_CLASS,
+    P_MIN_AGE,
     Scratch,
     State,
     flight_bans_reaching,
@@ -174,13 +175,15 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
     # Classes as codes into every policy's class names, named by polars (object arrays are slow).
     names = sorted({c for p in plan.policies for c in p.class_names})
     klass = np.zeros(n, np.uint8)
-    scored = region_policy >= 0
+    min_age = plan.arrays["pol"].pint[:, P_MIN_AGE]
+    age = s["age"].astype(np.int64)
+    scored = (region_policy >= 0) & (age >= min_age[region_policy])
     # Consequences in force on the last day (benefits need their held days, like in the kernel).
     effects = {name: np.zeros(n, bool) for name in ("insurance", "loan_discount", "loan_refusal",
                                                     "flight_ban", "gate_stop")}
     held_for = plan.days - 1 - s["since"].astype(np.int64)
     for p in np.unique(region_policy[scored]):
-        mask = region_policy == p
+        mask = (region_policy == p) & scored
         cp = CompiledPolicy.of(plan.policies[p])
         sc = cp.clamp(s["state_total"][mask].astype(np.int64))
         cap = np.where(s["cap_count"][mask] > 0, plan.arrays["pol"].pint[p, P_CAP_CLASS], -1)
@@ -199,7 +202,7 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         c_score = cs
         c_class = np.array([names.index(c) for c in cp.policy.class_names],
                            np.uint8)[cp.classify(cs)]
-    c_member = member & (plan.commercial >= 0)
+    c_member = member & (plan.commercial >= 0) & (age >= min_age[plan.commercial])
     block = index // plan.block_size
     flight_ban = np.zeros(n, bool)
     flight_bans_reaching(plan.seed, block, index % plan.block_size,
@@ -217,6 +220,8 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         "region": pl.Series(region, dtype=pl.UInt32).replace_strict(
             dict(enumerate(regions)), return_dtype=pl.Enum(regions)),
         "age": s["age"],
+        # Day of birth (day 0: the start date; the model's years have 365 days, ages on the last day).
+        "birth_day": -YEAR_DAYS * (age - (plan.days - 1) // YEAR_DAYS),
         "male": (flags & F_MALE) != 0,
         "urban": (flags & F_URBAN) != 0,
         "income_decile": (s["group_decile"] & 15).astype(np.uint8),

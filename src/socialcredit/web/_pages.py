@@ -45,6 +45,7 @@ STATUS_TEXT = {
     "cap": "not scored: daily cap reached",
     "expired": "expired",
     "future": "not yet counted",
+    "underage": "not scored: before the citizen was of age",
     "voided": "voided on appeal",
 }
 TITLES = {401: "Please sign in again", 403: "Not allowed", 404: "Not found", 409: "Already done",
@@ -129,7 +130,8 @@ def page_routes(service: Service) -> APIRouter:
         except ServiceError as exc:
             return error_page(request, exc, "app")
         return render(request, "app.html", key=key, done=done, status_text=STATUS_TEXT,
-                      gauge=gauge(service.policy, view["status"]["score"]), **view)
+                      gauge=None if view["status"]["score"] is None else gauge(service.policy, view["status"]["score"]),
+                      **view)
 
     @router.post("/app/signin")
     async def app_sign_in(request: Request):
@@ -320,7 +322,8 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
                for row in appeals]
     open_events = {a["event_id"] for a in appeals if a["status"] == "open"}
     names = service.policy.class_names
-    idx = names.index(status["class"])
+    scored = status["class"] is not None  # else under the policy's min_age: no class, nothing attached
+    idx = names.index(status["class"]) if scored else None
     return {
         "status": status,
         "reasons": history.get("reasons", []),
@@ -330,8 +333,8 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
         "own_views": len(seen) - len(others),
         "appeals": appeals,
         "open_events": open_events,
-        "class_benefits": [b for b in service.policy.benefits if idx <= names.index(b.class_)],
-        "class_sanctions": [s for s in service.policy.sanctions if idx >= names.index(s.class_)],
+        "class_benefits": [b for b in service.policy.benefits if scored and idx <= names.index(b.class_)],
+        "class_sanctions": [s for s in service.policy.sanctions if scored and idx >= names.index(s.class_)],
     }
 
 

@@ -44,6 +44,7 @@ from socialcredit.simulation.kernel._layout import (
     P_KB,
     P_KS,
     P_LO,
+    P_MIN_AGE,
     P_N_CLASSES,
     P_START,
     RECORD_ALL,
@@ -59,7 +60,7 @@ from socialcredit.simulation.kernel._layout import (
 )
 
 __all__ = ["AGES", "GROUPS", "LEVELS", "N_PINT", "OVERFLOW", "P_CAP_CLASS", "P_HI", "P_HMIN_B", "P_HMIN_S", "P_KB",
-           "P_KS", "P_LO", "P_N_CLASSES", "P_START", "RECORD_ALL", "RECORD_NONE", "RECORD_SAMPLE",
+           "P_KS", "P_LO", "P_MIN_AGE", "P_N_CLASSES", "P_START", "RECORD_ALL", "RECORD_NONE", "RECORD_SAMPLE",
            "Consequences", "Kinds", "Params", "Policies", "Scratch", "State", "World",
            "flight_bans_reaching", "run_block", "travel_top"]
 

@@ -38,7 +38,7 @@ from socialcredit.simulation.kernel._layout import (
     RECORD_SAMPLE,
     S_PLATFORM,
 )
-from socialcredit.simulation.kernel._scoring import JIT, learned_bit, score
+from socialcredit.simulation.kernel._scoring import JIT, learned_bit, score, scored
 from socialcredit.simulation.kernel._sensors import camera_sees_act
 
 
@@ -186,7 +186,7 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
                 else:
                     p = comm if (flags[att] & F_MEMBER) else -1
                     cap_n = sc.cap_c
-                if not (p >= 0 and pol.rule_of[p, k] >= 0 and pol.accept[p, k, src]
+                if not (p >= 0 and pol.rule_of[p, k] >= 0 and scored(pol, p, st, att) and pol.accept[p, k, src]
                         and cf >= pol.min_conf[p, k]
                         and (pol.caps[p, k] == 0 or cap_n[att] < pol.caps[p, k])):
                     continue

@@ -13,6 +13,7 @@ from socialcredit.simulation.kernel._layout import OVERFLOW, S_SAMPLE
 from socialcredit.simulation.kernel._population import order_citizens, order_groups, populate
 from socialcredit.simulation.kernel._scoring import (
     days_in_bands,
+    enter_classes,
     expire_points,
     mature_held,
     settle_bands,
@@ -62,8 +63,10 @@ def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st
         if t % 365 == np.int64(fp.adm_day):
             admissions(seed, block, t, fp, world, pol, st, metrics)
         end_of_day(seed, block, t, fp, world, pol, cons, sc, metrics)
-        if t % 365 == 364:
+        if t % 365 == 364 and t + 1 < D:  # a year on (the run's ages are those of its last day)
             for i in range(st.age.shape[0]):
                 st.age[i] = min(np.int64(st.age[i]) + 1, 255)
+                if not enter_classes(pol, world.region_policy, world.comm, st, sc, i, t + 1):
+                    return OVERFLOW
     days_in_bands(pol, world.region_policy, st, D)
     return n_ev

@@ -59,8 +59,8 @@ Policies = namedtuple("Policies", [
     "min_conf", "rule_of", "caps",  # [policy, kind]
 ])
 # Columns of Policies.pint.
-P_START, P_LO, P_HI, P_CAP_CLASS, P_KB, P_KS, P_N_CLASSES, P_HMIN_B, P_HMIN_S = range(9)
-N_PINT = 9
+P_START, P_LO, P_HI, P_CAP_CLASS, P_KB, P_KS, P_N_CLASSES, P_HMIN_B, P_HMIN_S, P_MIN_AGE = range(10)
+N_PINT = 10
 
 # The policies' consequences, for the daily holder counts.
 Consequences = namedtuple("Consequences", [

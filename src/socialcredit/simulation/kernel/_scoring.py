@@ -16,6 +16,7 @@ from socialcredit.simulation.kernel._layout import (
     P_KB,
     P_KS,
     P_LO,
+    P_MIN_AGE,
     P_N_CLASSES,
     P_START,
 )
@@ -27,6 +28,12 @@ JIT = {"cache": True, "_nrt": False, "error_model": "numpy"}
 def learned_bit(k):
     """The learned-bit of kind k: what a citizen remembers once scored for it; none for standing records."""
     return np.uint32(1) << np.uint32(k) if k < N_DAILY_KINDS else np.uint32(0)
+
+
+@nb.njit(inline="always", **JIT)
+def scored(pol, p, st, a):
+    """True when policy p scores citizen `a` today: they are of its minimum age."""
+    return np.int64(st.age[a]) >= pol.pint[p, P_MIN_AGE]
 
 
 @nb.njit(inline="always", **JIT)
@@ -54,7 +61,7 @@ def band(pol, p, c):
 def has_effect(pol, region_policy, st, a, e, t):
     """True when consequence effect `e` applies to citizen `a` on day `t`."""
     p = region_policy[st.region[a]]
-    if p < 0:
+    if p < 0 or not scored(pol, p, st, a):
         return False
     h = pol.eff_held[p, e, klass(pol, p, st.state_total[a], st.cap_count[a])]
     return h >= 0 and t - np.int64(st.since[a]) >= h
@@ -218,21 +225,32 @@ def start_classes(pol, region_policy, comm, st, sc):
     """Day 0: everyone starts at the policy's start score, in its class and band; False when a
     held-days queue is full."""
     for i in range(st.age.shape[0]):
-        r = np.int64(st.region[i])
-        p = region_policy[r]
-        if p >= 0:
-            c = klass(pol, p, 0, 0)
-            sc.hist_s[r, c] += 1
-            b = band(pol, p, c)
-            if b > 0 and pol.held[p, b - 1, 0] > 0:
-                n = sc.fifo_len[b - 1]
-                if 2 * n + 2 > sc.fifo.shape[1]:
-                    return False
-                sc.fifo[b - 1, 2 * n] = i
-                sc.fifo[b - 1, 2 * n + 1] = 0
-                sc.fifo_len[b - 1] = n + 1
-        if comm >= 0 and (st.flags[i] & F_MEMBER):
-            sc.hist_c[r, klass(pol, comm, 0, 0)] += 1
+        if not enter_classes(pol, region_policy, comm, st, sc, i, 0):
+            return False
+    return True
+
+
+@nb.njit(inline="always", **JIT)
+def enter_classes(pol, region_policy, comm, st, sc, i, t):
+    """Citizen i is scored from day t (the start, or the day they come of age): count them in
+    their classes and start their band's held-days clock; False when a held-days queue is full."""
+    r = np.int64(st.region[i])
+    p = region_policy[r]
+    if p >= 0 and scored(pol, p, st, i) and (t == 0 or np.int64(st.age[i]) == pol.pint[p, P_MIN_AGE]):
+        c = klass(pol, p, st.state_total[i], st.cap_count[i])
+        sc.hist_s[r, c] += 1
+        st.since[i] = t
+        b = band(pol, p, c)
+        if b > 0 and pol.held[p, b - 1, 0] > 0:
+            n = sc.fifo_len[b - 1]
+            if 2 * n + 2 > sc.fifo.shape[1]:
+                return False
+            sc.fifo[b - 1, 2 * n] = i
+            sc.fifo[b - 1, 2 * n + 1] = t
+            sc.fifo_len[b - 1] = n + 1
+    if (comm >= 0 and (st.flags[i] & F_MEMBER) and scored(pol, comm, st, i)
+            and (t == 0 or np.int64(st.age[i]) == pol.pint[comm, P_MIN_AGE])):
+        sc.hist_c[r, klass(pol, comm, st.commercial_total[i], 0)] += 1
     return True
 
 
@@ -241,7 +259,7 @@ def days_in_bands(pol, region_policy, st, D):
     """At the end of the run: add the days each citizen has been under benefits or sanctions."""
     for i in range(st.age.shape[0]):
         p = region_policy[np.int64(st.region[i])]
-        if p < 0:
+        if p < 0 or not scored(pol, p, st, i):
             continue
         b = band(pol, p, klass(pol, p, st.state_total[i], st.cap_count[i]))
         if b > 0:
