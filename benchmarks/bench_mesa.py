@@ -110,7 +110,7 @@ class TownModel(mesa.Model):
         self.kt = (kinds.driver, kinds.min_age, kinds.max_age, kinds.base, kinds.rural)
         self.obs = (kinds.obs_type, kinds.obs_src, kinds.obs_prob, kinds.obs_plat)
         self.place_cum = kinds.place_cum
-        self.coverage = world.coverage[0]
+        self.coverage = world.coverage[0, 0]  # day 0, the one region
         self.fmr = world.fmr[0]
         self.plat_share = world.plat_share
         self.group_cum = world.group_cum

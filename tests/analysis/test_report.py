@@ -163,3 +163,53 @@ def test_the_record_section_sets_the_run_beside_the_published_figures(runs, comp
     # The run ends in March: the year-end stocks are not covered, and say so.
     stock = re.search(r"<td>People on the judgment-defaulter list, end of 2018</td>(.*?)</tr>", section, re.S)
     assert "not covered" in stock.group(1) and "does not reach 2018-12-31" in stock.group(1)
+
+
+def test_a_rollout_run_reports_its_phases(tmp_path):
+    import polars as pl
+
+    from socialcredit.simulation import simulate
+
+    run = simulate(population=3000, days=1096, seed=3, out=tmp_path / "run", scenario="rollout-2018-2020")
+    text = _paragraphs(write_report(run.path))
+    assert "Roll-out: the phases" in text
+    assert ("2020-01-01 730 rest-of-china joins taz-2018; cameras: street 0.15, mall 0.4, subway 0.6 "
+            "nationwide roll-out") in text
+    assert "2019-01-01 365 rongcheng cameras: street 0.4, mall 0.6, subway 0.95" in text
+    # Each phase's scored share, worked out here from daily.parquet.
+    daily = run.daily
+    classes = [c for c in daily.columns if c.startswith("class.")]
+    scored = daily.group_by("day").agg(pl.sum_horizontal(classes).sum().alias("n")).sort("day")["n"].to_numpy()
+    for first, last, start, end in ((0, 365, "2018-01-01", "2018-12-31"), (365, 730, "2019-01-01", "2019-12-31"),
+                                    (730, 1096, "2020-01-01", "2020-12-31")):
+        share = _pct(scored[first:last].mean() / 3000)
+        assert f"{start} {end} {share}" in text, (start, share)
+    assert scored[729] < 0.1 * 3000 < 0.9 * 3000 < scored[730]  # the pilots, then the nation
+
+
+def test_a_sweep_of_the_gaming_settings_gives_the_sensitivity_table(runs, tmp_path):
+    import polars as pl
+
+    from socialcredit.simulation import sweep
+
+    folder = tmp_path / "sweep"
+    outcomes = sweep(scenario="one-town", grid={"behaviour.gaming": [0.0, 0.3], "behaviour.savvy_share": [0.1, 0.3]},
+                     seeds=[1, 2], out=folder, population=20000, days=240)
+    # Worked out here from the runs' citizens: the top class (AAA) and its bots.
+    for row in outcomes.iter_rows(named=True):
+        citizens = pl.read_parquet(folder / row["run"] / "citizens.parquet").filter(pl.col("class").is_not_null())
+        top = citizens.filter(pl.col("class") == "AAA")
+        assert row["top_share"] == top.height / citizens.height
+        assert row["top_bot_share"] == (top["bot"].mean() if top.height else None)
+    no_gaming = outcomes.filter(pl.col("behaviour.gaming") == 0.0)
+    assert (no_gaming["top_share"] == 0).all()  # without the bots nobody reaches AAA (one-town, 240 days)
+    gamed = outcomes.filter(pl.col("behaviour.gaming") == 0.3)
+    assert (gamed["top_share"] > 0).all() and (gamed["top_bot_share"] == 1.0).all()
+    text = _paragraphs(write_report(runs[0], out=tmp_path / "r.html", sweep=folder))
+    assert "Sensitivity: the top class and its bots" in text
+    mean = gamed.filter(pl.col("behaviour.savvy_share") == 0.3)["top_share"].to_numpy()
+    assert f"0.3 0.3 2 {_pct(mean.mean(), 2)} ({_pct(mean.min(), 2)}-{_pct(mean.max(), 2)}) 100%" in text
+    assert "0 0.1 2 0.00% (0.00%-0.00%) nobody at the top 0 " in text
+    result = CliRunner().invoke(app, ["report", str(runs[0]), "--out", str(tmp_path / "x.html"),
+                                      "--sweep", str(tmp_path)])
+    assert result.exit_code == 1 and "not a sweep folder" in result.output

@@ -89,10 +89,12 @@ def register_report_command(app: typer.Typer) -> None:
             "--compare", help="A second run folder (same population and seed) to set beside it.")] = None,
         out_file: Annotated[Path | None, typer.Option(
             "--out", "-o", help="HTML file to write (default: RUN_DIR/report.html).")] = None,
+        sweep: Annotated[Path | None, typer.Option(
+            "--sweep", help="A `socialcredit sweep` folder: its table of the top class by setting.")] = None,
     ) -> None:
         """Write a self-contained HTML report of a run (opens offline) and print its path."""
         try:
-            path = write_report(run_dir, out=out_file, compare=compare)
+            path = write_report(run_dir, out=out_file, compare=compare, sweep=sweep)
         except ReportError as exc:
             raise _fail(str(exc)) from None
         out.print(str(path), highlight=False, soft_wrap=True)

@@ -1,9 +1,12 @@
-"""The HTML report of a run: eleven sections of plots and short text, one self-contained file."""
+"""The HTML report of a run: eleven sections of plots and short text (a twelfth, the roll-out, for a
+scenario whose regions change on dates), one self-contained file."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import html
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -112,13 +115,16 @@ class _Section:
 
 
 def write_report(run_dir: str | Path, *, out: str | Path | None = None,
-                 compare: str | Path | None = None) -> Path:
-    """Write the HTML report of the run in `run_dir` (optionally beside `compare`) and return its path."""
+                 compare: str | Path | None = None, sweep: str | Path | None = None) -> Path:
+    """Write the HTML report of the run in `run_dir` (optionally beside `compare`, and with the
+    sensitivity table of the sweep folder `sweep`) and return its path."""
     run = _Run(Path(run_dir))
     other = _Run(Path(compare)) if compare is not None else None
-    sections = [_overview(run), _distribution(run), _reasons(run), _consequences(run), _wrongful(run),
-                _behaviour(run), _inequality(run), _audit(run), _compare(run, other), _record(run),
-                _method(run)]
+    grid = _sweep(Path(sweep)) if sweep is not None else None
+    sections = [_overview(run), _rollout(run), _distribution(run), _reasons(run), _consequences(run),
+                _wrongful(run), _behaviour(run), _inequality(run), _audit(run), _compare(run, other),
+                _sensitivity(grid), _record(run), _method(run)]
+    sections = [s for s in sections if s is not None]
     env = Environment(loader=PackageLoader("socialcredit.analysis", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     man = run.manifest
@@ -270,6 +276,88 @@ def _overview(run: _Run) -> _Section:
                         xaxis_title="day", yaxis_title="share", yaxis_tickformat=".0%")],
         tables=[_table(facts, caption="The run"), _table(regions, caption="Policies per region")],
         notes=[_events_note(run)])
+
+
+def _rollout(run: _Run) -> _Section | None:
+    """The phases of a scenario whose regions join a scheme or change their cameras on dates."""
+    scenario = run.manifest["scenario"]
+    start = dt.date.fromisoformat(scenario.get("start_date", "2018-01-01"))
+    days = run.manifest["days"]
+    steps = []
+    for region in scenario["region"]:
+        for change in region.get("change", []):
+            day = (dt.date.fromisoformat(change["date"]) - start).days
+            what = []
+            if change.get("policy"):
+                what.append(f"joins {change['policy']}")
+            if change.get("coverage"):
+                what.append("cameras: " + ", ".join(f"{p} {v:g}" for p, v in change["coverage"].items()))
+            steps.append((change["date"], day, region["name"], "; ".join(what), change.get("note") or ""))
+    if not steps:
+        return None
+    table = pl.DataFrame(steps, schema=["date", "day", "region", "change", "note"], orient="row").sort("day", "region")
+    bounds = [0, *sorted({d for _, d, *_ in steps if 0 < d < days}), days]
+    classes = [f"class.{c}" for c in run.classes]
+    per_day = (run.daily.group_by("day")
+               .agg(scored=pl.sum_horizontal(classes).sum(), sightings=pl.col("sightings").sum(),
+                    down=pl.col("wrongful_downgrades").sum())
+               .sort("day").collect())
+    population = run.manifest["population"]
+    phases = []
+    for first, last in itertools.pairwise(bounds):
+        part = per_day.filter(pl.col("day").is_between(first, last - 1))
+        phases.append({"from": str(start + dt.timedelta(days=first)), "to": str(start + dt.timedelta(days=last - 1)),
+                       "scored share": _pct(part["scored"].mean() / population),
+                       "sightings per 1,000 citizens a day": f"{1000 * part['sightings'].mean() / population:.1f}",
+                       "wrongful moves down a class": f"{int(part['down'].sum()):,}"})
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=per_day["day"], y=per_day["scored"] / population, name="scored share", mode="lines"))
+    fig.add_trace(go.Scatter(x=per_day["day"], y=per_day["sightings"] / population, name="sightings per citizen",
+                             mode="lines", yaxis="y2"))
+    for day in bounds[1:-1]:
+        fig.add_vline(x=day, line_dash="dot", line_color="#6b7280")
+    return _Section("rollout", "Roll-out: the phases", [
+        f"The scenario changes on {len(bounds) - 2} date(s): regions join a scheme, cameras are added. "
+        "The table lists each change; the chart shows the share of citizens scored and the camera sightings "
+        "per citizen day by day, a dotted line at each change; the second table sums up each phase."],
+        figures=[_figure(fig, title="Scored share and camera sightings over time", xaxis_title="day",
+                         yaxis_title="scored share", yaxis_tickformat=".0%",
+                         yaxis2={"title": "sightings per citizen", "overlaying": "y", "side": "right"})],
+        tables=[_table(table, caption="Changes by date"), _table(pl.DataFrame(phases), caption="Phases")])
+
+
+def _sweep(folder: Path) -> tuple[dict[str, Any], pl.DataFrame]:
+    """A sweep folder's settings (sweep.json) and outcomes (outcomes.parquet)."""
+    try:
+        settings = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+        outcomes = pl.read_parquet(folder / "outcomes.parquet")
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"--sweep {folder}: not a sweep folder ({exc})") from None
+    return settings, outcomes
+
+
+def _sensitivity(grid: tuple[dict[str, Any], pl.DataFrame] | None) -> _Section | None:
+    """How the top class, and the bots in it, move with the settings a sweep varied."""
+    if grid is None:
+        return None
+    settings, outcomes = grid
+    keys = list(settings["grid"])
+    table = (outcomes.group_by(keys, maintain_order=True)
+             .agg(runs=pl.len(),
+                  top=pl.col("top_share").mean(), top_lo=pl.col("top_share").min(), top_hi=pl.col("top_share").max(),
+                  bots=pl.col("top_bot_share").mean(), bots_deployed=pl.col("bots_deployed").mean()))
+    rows = pl.DataFrame([{
+        **{k: r[k] for k in keys}, "runs": r["runs"],
+        "top-class share (seeds' range)": f"{_pct(r['top'], 2)} ({_pct(r['top_lo'], 2)}-{_pct(r['top_hi'], 2)})",
+        "bot owners among them": "nobody at the top" if r["bots"] is None else _pct(r["bots"], 0),
+        "bots deployed": round(r["bots_deployed"], 1)} for r in table.iter_rows(named=True)])
+    return _Section("sensitivity", "Sensitivity: the top class and its bots", [
+        f"A sweep of {outcomes.height} runs ({settings['population']:,} citizens x {settings['days']} days of "
+        f"{settings['scenario']}, seeds {', '.join(map(str, settings['seeds']))}) varied {', '.join(keys)}. "
+        "For each setting: the share of the scored citizens in their policy's top class at the end (mean, and "
+        "the range across seeds), and how many of them own a bot that collects the newspaper reward. Where the "
+        "share falls to nothing without gaming, the top class is reached only by the bots."],
+        tables=[_table(rows, caption="Top class by setting")])
 
 
 def _distribution(run: _Run) -> _Section:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,14 +79,14 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
         raise SimulationError(f"--seed must lie within [0, 2**63) (got {seed})")
     names: list[str] = []
     for region in scenario.regions:
-        if region.policy is not None and region.policy not in names:
-            names.append(region.policy)
+        if region.scheme is not None and region.scheme not in names:
+            names.append(region.scheme)
     commercial = -1
     if scenario.commercial_policy is not None:
         names.append(scenario.commercial_policy)
         commercial = len(names) - 1
     policies = [load_policy(n) for n in names]
-    region_policy = np.array([names.index(r.policy) if r.policy is not None else -1
+    region_policy = np.array([names.index(r.scheme) if r.scheme is not None else -1
                               for r in scenario.regions], dtype=np.int64)
     shares = np.array([r.share for r in scenario.regions])
     cum = np.concatenate([[0.0], np.cumsum(shares)])
@@ -98,9 +99,9 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
                         K.travel_top(params.train, params), params.loan])
     world = K.World(
         region_policy=region_policy,
+        region_from=np.array([day_of(scenario, r.joins()) for r in scenario.regions], dtype=np.int64),
         region_urban=np.array([r.urban for r in scenario.regions]),
-        coverage=np.array([[r.coverage.street, r.coverage.mall, r.coverage.subway]
-                           for r in scenario.regions]),
+        coverage=coverage_by_day(scenario, days),
         fmr=_fmr(scenario, represented_sizes(scenario)),
         group_cum=np.cumsum([g.share for g in scenario.population.groups]),
         plat_share=np.array([scenario.sensors.platforms.browsing, scenario.sensors.platforms.games,
@@ -112,6 +113,22 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
     # By run_block's parameter names: the shard and the GPU launcher pass them as they are.
     arrays = {"fp": params, "world": world, "kinds": kinds, "pol": pol, "cons": cons}
     return Plan(scenario, population, days, seed, policies, commercial, region_start, arrays)
+
+
+def day_of(scenario: Scenario, date: dt.date | None) -> int:
+    """The run's day index of `date` (0: the start_date, or no date)."""
+    return 0 if date is None else (date - scenario.start_date).days
+
+
+def coverage_by_day(scenario: Scenario, days: int) -> np.ndarray:
+    """Camera coverage [day, region, place] from each region's coverage and its dated changes."""
+    out = np.empty((days, len(scenario.regions), 3))
+    for r, region in enumerate(scenario.regions):
+        steps = [(0, region.coverage)] + [(day_of(scenario, c.date), c.coverage) for c in region.changes
+                                          if c.coverage is not None]
+        for (first, cov), (last, _) in zip(steps, [*steps[1:], (days, None)], strict=True):
+            out[min(first, days):min(last, days), r] = (cov.street, cov.mall, cov.subway)
+    return out
 
 
 def _jump_inverse(p: np.ndarray) -> np.ndarray:

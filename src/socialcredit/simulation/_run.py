@@ -239,7 +239,9 @@ def daily_frame(plan: Plan, metrics: np.ndarray) -> pl.DataFrame:
     days, n_regions, _ = metrics.shape
     flat = metrics.reshape(days * n_regions, -1)
     region_policy = plan.arrays["world"].region_policy
-    rows_policy = np.tile(region_policy, days)
+    # Before a region joins its scheme (roll-out), it has no classes: null, as an unscored region.
+    rows_policy = np.where(np.arange(days)[:, None] >= plan.arrays["world"].region_from[None, :],
+                           region_policy[None, :], -1).ravel()
     cols: dict[str, Any] = {
         "day": np.repeat(np.arange(days, dtype=np.int32), n_regions),
         "region": pl.Series(np.tile(np.arange(n_regions), days), dtype=pl.UInt32).replace_strict(
@@ -293,7 +295,7 @@ def _manifest(plan: Plan, mode: EventsMode, events: str, device: str, workers: i
         "socialcredit": __version__,
         "python": platform.python_version(),
         "scenario": plan.scenario.model_dump(mode="json", by_alias=True),
-        "policies": {r.name: r.policy for r in plan.scenario.regions},
+        "policies": {r.name: r.scheme for r in plan.scenario.regions},
         "commercial_policy": plan.scenario.commercial_policy,
         "seed": plan.seed,
         "population": plan.population,

@@ -34,8 +34,25 @@ class Coverage(BaseModel):
     subway: Share
 
 
+class Change(BaseModel):
+    """A roll-out step of a region on a date: it joins a scheme (`policy`), its cameras change, or both."""
+
+    model_config = _STRICT
+    date: dt.date
+    policy: str | None = None
+    coverage: Coverage | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Change:
+        if self.policy is None and self.coverage is None:
+            raise ValueError("a change needs a policy (the region joins a scheme) or a coverage")
+        return self
+
+
 class Region(BaseModel):
-    """A region: its share of the represented population, its policy (none: unscored), its cameras."""
+    """A region: its share of the represented population, its policy (none: unscored), its cameras,
+    and how they change on given dates (`[[region.change]]`, in date order)."""
 
     model_config = _STRICT
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -43,6 +60,27 @@ class Region(BaseModel):
     policy: str | None = None
     urban: float = Field(default=0.64, ge=0.0, le=1.0)
     coverage: Coverage = Coverage(street=0.05, mall=0.2, subway=0.3)
+    changes: list[Change] = Field(default_factory=list, alias="change")
+
+    @model_validator(mode="after")
+    def _check(self) -> Region:
+        dates = [c.date for c in self.changes]
+        if dates != sorted(set(dates)):
+            raise ValueError("change: dates must be distinct and in order")
+        joins = [i for i, c in enumerate(self.changes) if c.policy is not None]
+        if joins and (self.policy is not None or len(joins) > 1):
+            raise ValueError(f"change[{joins[-1]}].policy: a region joins a scheme once, and only if it "
+                             "has none (points do not carry over from one scheme to another)")
+        return self
+
+    @property
+    def scheme(self) -> str | None:
+        """The policy the region is scored with, from the start or from the day it joins."""
+        return self.policy or next((c.policy for c in self.changes if c.policy is not None), None)
+
+    def joins(self) -> dt.date | None:
+        """The date the region joins its scheme; None when scored from the start (or never)."""
+        return next((c.date for c in self.changes if c.policy is not None), None)
 
 
 class Group(BaseModel):
@@ -213,6 +251,11 @@ class Scenario(BaseModel):
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise ValueError(f"region[{i}].name: '{name}' is used twice")
+        for i, region in enumerate(self.regions):
+            for j, change in enumerate(region.changes):
+                if change.date <= self.start_date:
+                    raise ValueError(f"region[{i}].change[{j}].date: {change.date} is not after the "
+                                     f"start_date ({self.start_date}); say it in the region itself")
         return self
 
 
@@ -233,10 +276,14 @@ def load_scenario(name_or_file: str | Path, *, overrides: dict[str, Any] | None 
     data, source = _scenario_data(name_or_file, seen=())
     for dotted, value in (overrides or {}).items():
         _set(data, dotted, value, source)
-    if policy is not None:
+    if policy is not None:  # one policy everywhere: a region joining a scheme later joins this one
         for region in data.get("region", []):
             if isinstance(region, dict):
-                region["policy"] = policy
+                joins = [c for c in region.get("change", []) if isinstance(c, dict) and "policy" in c]
+                for change in joins:
+                    change["policy"] = policy
+                if not joins:
+                    region["policy"] = policy
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -244,6 +291,8 @@ def load_scenario(name_or_file: str | Path, *, overrides: dict[str, Any] | None 
             f"{location(e['loc'], {'regions': 'region'}) or 'scenario'}: {e['msg']}" for e in exc.errors())) from None
     for i, region in enumerate(scenario.regions):
         _check_policy(region.policy, f"region[{i}].policy", source)
+        for j, change in enumerate(region.changes):
+            _check_policy(change.policy, f"region[{i}].change[{j}].policy", source)
     _check_policy(scenario.commercial_policy, "commercial_policy", source)
     return scenario
 

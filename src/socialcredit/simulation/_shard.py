@@ -177,7 +177,8 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
     klass = np.zeros(n, np.uint8)
     min_age = plan.arrays["pol"].pint[:, P_MIN_AGE]
     age = s["age"].astype(np.int64)
-    scored = (region_policy >= 0) & (age >= min_age[region_policy])
+    started = plan.arrays["world"].region_from[region] <= plan.days - 1  # the region's scheme, by the last day
+    scored = (region_policy >= 0) & started & (age >= min_age[region_policy])
     # Consequences in force on the last day (benefits need their held days, like in the kernel).
     effects = {name: np.zeros(n, bool) for name in ("insurance", "loan_discount", "loan_refusal",
                                                     "flight_ban", "gate_stop")}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from socialcredit.policy import load_policy
 from socialcredit.simulation._run import Run, dask_client, simulate
 from socialcredit.simulation._scenario import SimulationError, load_scenario, parse_value
 
@@ -62,6 +64,10 @@ def sweep(*, scenario: str | Path, grid: dict[str, list[Any]], seeds: list[int],
     rows = [_outcome(name, combo, seed, run) for (name, combo, seed), run in zip(jobs, runs, strict=True)]
     outcomes = pl.DataFrame(rows)
     outcomes.write_parquet(out / "outcomes.parquet")
+    # What was varied, for readers of the folder (the report's sensitivity table).
+    (out / "sweep.json").write_text(json.dumps({
+        "scenario": str(scenario), "policy": policy, "population": population, "days": days,
+        "grid": grid, "seeds": seeds}, indent=2, default=str), encoding="utf-8")
     return outcomes
 
 
@@ -89,4 +95,17 @@ def _outcome(name: str, combo: dict[str, Any], seed: int, run: Run) -> dict[str,
     row["sanction_citizen_days"] = int(sum(int(daily[c].sum() or 0) for c in sanctions))
     for counter in ("jobs_lost", "flights_blocked", "trains_blocked", "gate_stops", "bots_deployed"):
         row[counter] = int(daily[counter].sum())
+    row["top_share"], row["top_bot_share"] = _top_class(run)
     return row
+
+
+def _top_class(run: Run) -> tuple[float | None, float | None]:
+    """Share of the scored citizens in their policy's top class at the end, and the share of
+    newspaper bots' owners among them (None where nobody is scored, or nobody is at the top)."""
+    tops = {region: load_policy(name).class_names[0]
+            for region, name in run.manifest["policies"].items() if name is not None}
+    citizens = run.citizens.filter(pl.col("class").is_not_null())
+    if citizens.height == 0:
+        return None, None
+    top = citizens.filter(pl.col("class") == pl.col("region").cast(pl.String).replace_strict(tops, default=None))
+    return top.height / citizens.height, (float(top["bot"].mean()) if top.height else None)

@@ -96,7 +96,7 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
             v = sg % LEVELS
             if v == 0 and k == K_COMPLAINT:
                 censor = 1.0
-                if kinds.sign[r, k] < 0:
+                if kinds.sign[r, k] < 0 and t >= world.region_from[r]:
                     share = sc.peer_pen[r] / max(region_lo[r + 1] - region_lo[r], 1)
                     censor = (1.0 - fp.self_censorship) * max(0.0, 1.0 - fp.peer_censorship * share)
             top = kinds.rmax[k, v]
@@ -186,7 +186,8 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
                 else:
                     p = comm if (flags[att] & F_MEMBER) else -1
                     cap_n = sc.cap_c
-                if not (p >= 0 and pol.rule_of[p, k] >= 0 and scored(pol, p, st, att) and pol.accept[p, k, src]
+                if not (p >= 0 and pol.rule_of[p, k] >= 0 and scored(pol, p, st, att)
+                        and (scheme == 1 or t >= world.region_from[ra]) and pol.accept[p, k, src]
                         and cf >= pol.min_conf[p, k]
                         and (pol.caps[p, k] == 0 or cap_n[att] < pol.caps[p, k])):
                     continue

@@ -96,7 +96,7 @@ def flight_bans_reaching(seed, blocks, within, class_ban, blacklisted, fp, out):
 def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
     """Job loss, flights, trains and loans of the day: each a stream of adults met by a geometric
     jump, their class (or the defaulter list) deciding what happens."""
-    flags, gd, rp = st.flags, st.group_decile, world.region_policy
+    flags, gd = st.flags, st.group_decile
     for stream in range(S_JOBS, S_LOANS + 1):
         if stream == S_JOBS:
             top = fp.job_loss
@@ -120,7 +120,7 @@ def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
             if st.age[i] < 18:
                 continue
             if stream == S_JOBS:
-                if (flags[i] & F_EMPLOYED) and has_effect(pol, rp, st, i, E_JOB_LOSS, t):
+                if (flags[i] & F_EMPLOYED) and has_effect(pol, world, st, i, E_JOB_LOSS, t):
                     flags[i] &= ~np.uint8(F_EMPLOYED)
                     decile = max(np.int64(gd[i] & 15) - np.int64(fp.income_drop), 0)
                     gd[i] = (gd[i] & 0xF0) | decile
@@ -142,18 +142,18 @@ def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
                     covered = uniform(key, draw - 1) < fp.train_banned_share
                 banned = covered and (
                     ((flags[i] & F_BLACKLISTED) != 0 and fp.blacklist_bans > 0)
-                    or (has_effect(pol, rp, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
+                    or (has_effect(pol, world, st, i, E_FLIGHT_BAN if flight else E_TRAIN_BAN, t)
                         and ban_reaches(seed, block, i, flight, fp)))
                 if banned:
                     metrics[t, r, M_COUNT + (C_FLIGHTS_BLOCKED if flight else C_TRAINS_BLOCKED)] += 1
                     st.learned[i] |= np.uint32(LEARNED_REFUSED)
-                elif flight and has_effect(pol, rp, st, i, E_FLIGHT_DISC, t):
+                elif flight and has_effect(pol, world, st, i, E_FLIGHT_DISC, t):
                     metrics[t, r, M_COUNT + C_FLIGHTS_DISC] += 1
             else:
                 metrics[t, r, M_COUNT + C_LOANS] += 1
-                if has_effect(pol, rp, st, i, E_LOAN_REFUSAL, t):
+                if has_effect(pol, world, st, i, E_LOAN_REFUSAL, t):
                     metrics[t, r, M_COUNT + C_LOANS_REFUSED] += 1
-                elif has_effect(pol, rp, st, i, E_LOAN_DISC, t):
+                elif has_effect(pol, world, st, i, E_LOAN_DISC, t):
                     metrics[t, r, M_COUNT + C_LOANS_DISC] += 1
 
 
@@ -180,7 +180,6 @@ def delistings(seed, block, t, fp, region_lo, world, st, sc, metrics):
 def admissions(seed, block, t, fp, world, pol, st, metrics):
     """University admission, once a year: parents' class helps or hurts their children."""
     key = stream_key(seed, block, t, S_ADMISSION)
-    rp = world.region_policy
     for i in range(st.age.shape[0]):
         if st.age[i] != 18:
             continue
@@ -189,10 +188,10 @@ def admissions(seed, block, t, fp, world, pol, st, metrics):
         chance = fp.adm_base
         pa = np.int64(st.parent[i])
         if pa != NO_PARENT:
-            if has_effect(pol, rp, st, pa, E_ADM_BONUS, t):
+            if has_effect(pol, world, st, pa, E_ADM_BONUS, t):
                 chance *= 1.0 + fp.adm_bonus
                 metrics[t, r, M_COUNT + C_ADM_HELPED] += 1
-            elif has_effect(pol, rp, st, pa, E_ADM_PENALTY, t):
+            elif has_effect(pol, world, st, pa, E_ADM_PENALTY, t):
                 chance *= 1.0 - fp.adm_penalty
                 metrics[t, r, M_COUNT + C_ADM_HURT] += 1
         if uniform(key, i) < chance:

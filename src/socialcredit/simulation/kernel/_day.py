@@ -12,9 +12,10 @@ from socialcredit.simulation.kernel._consequences import admissions, daily_strea
 from socialcredit.simulation.kernel._layout import OVERFLOW, S_SAMPLE
 from socialcredit.simulation.kernel._population import order_citizens, order_groups, populate
 from socialcredit.simulation.kernel._scoring import (
+    birthday,
     days_in_bands,
-    enter_classes,
     expire_points,
+    join_scheme,
     mature_held,
     settle_bands,
     start_classes,
@@ -33,7 +34,7 @@ def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st
     populate(seed, block, fp, region_lo, world, st, sc.listed)
     order_citizens(st, sc.order, sc.seg)
     order_groups(st, sc.gorder, sc.gseg, sc.gpos)
-    if not start_classes(pol, world.region_policy, world.comm, st, sc):
+    if not start_classes(pol, world, st, sc):
         return OVERFLOW
     count = sc.count
     n_bots = 0
@@ -66,7 +67,9 @@ def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st
         if t % 365 == 364 and t + 1 < D:  # a year on (the run's ages are those of its last day)
             for i in range(st.age.shape[0]):
                 st.age[i] = min(np.int64(st.age[i]) + 1, 255)
-                if not enter_classes(pol, world.region_policy, world.comm, st, sc, i, t + 1):
+                if not birthday(pol, world, st, sc, i, t + 1):
                     return OVERFLOW
-    days_in_bands(pol, world.region_policy, st, D)
+        if t + 1 < D and not join_scheme(pol, world, region_lo, st, sc, t + 1):
+            return OVERFLOW
+    days_in_bands(pol, world, st, D)
     return n_ev

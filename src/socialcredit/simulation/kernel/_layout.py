@@ -27,8 +27,9 @@ Params = namedtuple("Params", [
 # Regions and what the sensors and consequence streams need of them.
 World = namedtuple("World", [
     "region_policy",  # [region] -> policy index, -1 unscored
+    "region_from",  # [region] the day its policy starts scoring (0: from the start)
     "region_urban",  # [region] urban share
-    "coverage",  # [region, place] camera coverage
+    "coverage",  # [day, region, place] camera coverage
     "fmr",  # [region, group] false-match rate at the region's represented gallery
     "group_cum",  # cumulative population shares of the demographic groups
     "plat_share",  # [platform] share of people using it (the last: e-commerce members)

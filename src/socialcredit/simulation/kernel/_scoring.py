@@ -32,8 +32,17 @@ def learned_bit(k):
 
 @nb.njit(inline="always", **JIT)
 def scored(pol, p, st, a):
-    """True when policy p scores citizen `a` today: they are of its minimum age."""
+    """True when policy p scores citizen `a` today by age: they are of its minimum age."""
     return np.int64(st.age[a]) >= pol.pint[p, P_MIN_AGE]
+
+
+@nb.njit(inline="always", **JIT)
+def state_scored(pol, world, st, a, t):
+    """True when the region's policy scores citizen `a` on day t: it has started there, and they
+    are of its age."""
+    r = np.int64(st.region[a])
+    p = world.region_policy[r]
+    return p >= 0 and t >= world.region_from[r] and scored(pol, p, st, a)
 
 
 @nb.njit(inline="always", **JIT)
@@ -58,11 +67,11 @@ def band(pol, p, c):
 
 
 @nb.njit(inline="always", **JIT)
-def has_effect(pol, region_policy, st, a, e, t):
+def has_effect(pol, world, st, a, e, t):
     """True when consequence effect `e` applies to citizen `a` on day `t`."""
-    p = region_policy[st.region[a]]
-    if p < 0 or not scored(pol, p, st, a):
+    if not state_scored(pol, world, st, a, t):
         return False
+    p = world.region_policy[st.region[a]]
     h = pol.eff_held[p, e, klass(pol, p, st.state_total[a], st.cap_count[a])]
     return h >= 0 and t - np.int64(st.since[a]) >= h
 
@@ -221,46 +230,78 @@ def mature_held(pol, region_policy, st, sc, t):
 
 
 @nb.njit(inline="always", **JIT)
-def start_classes(pol, region_policy, comm, st, sc):
-    """Day 0: everyone starts at the policy's start score, in its class and band; False when a
-    held-days queue is full."""
+def start_classes(pol, world, st, sc):
+    """Day 0: everyone scored starts at the policy's start score, in its class and band; False when
+    a held-days queue is full."""
     for i in range(st.age.shape[0]):
-        if not enter_classes(pol, region_policy, comm, st, sc, i, 0):
+        if state_scored(pol, world, st, i, 0) and not enter_state(pol, world, st, sc, i, 0):
             return False
+        enter_commercial(pol, world.comm, st, sc, i, 0)
     return True
 
 
 @nb.njit(inline="always", **JIT)
-def enter_classes(pol, region_policy, comm, st, sc, i, t):
-    """Citizen i is scored from day t (the start, or the day they come of age): count them in
-    their classes and start their band's held-days clock; False when a held-days queue is full."""
+def enter_state(pol, world, st, sc, i, t):
+    """Citizen i is scored from day t (the start, the day they come of age, the day their region
+    joins its scheme): count them in their class and start their band's held-days clock; False
+    when a held-days queue is full."""
     r = np.int64(st.region[i])
-    p = region_policy[r]
-    if p >= 0 and scored(pol, p, st, i) and (t == 0 or np.int64(st.age[i]) == pol.pint[p, P_MIN_AGE]):
-        c = klass(pol, p, st.state_total[i], st.cap_count[i])
-        sc.hist_s[r, c] += 1
-        st.since[i] = t
-        b = band(pol, p, c)
-        if b > 0 and pol.held[p, b - 1, 0] > 0:
-            n = sc.fifo_len[b - 1]
-            if 2 * n + 2 > sc.fifo.shape[1]:
-                return False
-            sc.fifo[b - 1, 2 * n] = i
-            sc.fifo[b - 1, 2 * n + 1] = t
-            sc.fifo_len[b - 1] = n + 1
+    p = world.region_policy[r]
+    c = klass(pol, p, st.state_total[i], st.cap_count[i])
+    sc.hist_s[r, c] += 1
+    st.since[i] = t
+    b = band(pol, p, c)
+    if b > 0 and pol.held[p, b - 1, 0] > 0:
+        n = sc.fifo_len[b - 1]
+        if 2 * n + 2 > sc.fifo.shape[1]:
+            return False
+        sc.fifo[b - 1, 2 * n] = i
+        sc.fifo[b - 1, 2 * n + 1] = t
+        sc.fifo_len[b - 1] = n + 1
+    return True
+
+
+@nb.njit(inline="always", **JIT)
+def enter_commercial(pol, comm, st, sc, i, t):
+    """A platform member enters the commercial score's classes on day t, once of its age."""
     if (comm >= 0 and (st.flags[i] & F_MEMBER) and scored(pol, comm, st, i)
             and (t == 0 or np.int64(st.age[i]) == pol.pint[comm, P_MIN_AGE])):
-        sc.hist_c[r, klass(pol, comm, st.commercial_total[i], 0)] += 1
+        sc.hist_c[np.int64(st.region[i]), klass(pol, comm, st.commercial_total[i], 0)] += 1
+
+
+@nb.njit(inline="always", **JIT)
+def birthday(pol, world, st, sc, i, t):
+    """Citizen i turned a year older for day t: they enter the classes of a policy whose age they
+    reached (a region joining its scheme that day enters them in `join_scheme`); False when a
+    held-days queue is full."""
+    r = np.int64(st.region[i])
+    p = world.region_policy[r]
+    if (p >= 0 and world.region_from[r] < t and np.int64(st.age[i]) == pol.pint[p, P_MIN_AGE]
+            and not enter_state(pol, world, st, sc, i, t)):
+        return False
+    enter_commercial(pol, world.comm, st, sc, i, t)
     return True
 
 
 @nb.njit(inline="always", **JIT)
-def days_in_bands(pol, region_policy, st, D):
+def join_scheme(pol, world, region_lo, st, sc, t):
+    """Regions whose policy starts on day t: their citizens of age enter its classes; False when a
+    held-days queue is full."""
+    for r in range(region_lo.shape[0] - 1):
+        if world.region_from[r] == t and world.region_policy[r] >= 0:
+            for i in range(region_lo[r], region_lo[r + 1]):
+                if scored(pol, world.region_policy[r], st, i) and not enter_state(pol, world, st, sc, i, t):
+                    return False
+    return True
+
+
+@nb.njit(inline="always", **JIT)
+def days_in_bands(pol, world, st, D):
     """At the end of the run: add the days each citizen has been under benefits or sanctions."""
     for i in range(st.age.shape[0]):
-        p = region_policy[np.int64(st.region[i])]
-        if p < 0 or not scored(pol, p, st, i):
+        if not state_scored(pol, world, st, i, D - 1):
             continue
+        p = world.region_policy[np.int64(st.region[i])]
         b = band(pol, p, klass(pol, p, st.state_total[i], st.cap_count[i]))
         if b > 0:
             days = D - np.int64(st.since[i]) - pol.pint[p, P_HMIN_B + b - 1]

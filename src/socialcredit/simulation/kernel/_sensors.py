@@ -66,7 +66,7 @@ def camera_sees_act(key, draw, fp, world, kinds, st, sc, k, actor, ra, lo_r, hi_
     place = 0
     while place < 2 and up >= kinds.place_cum[k, place]:
         place += 1
-    cov = world.coverage[ra, place]
+    cov = world.coverage[t, ra, place]
     if (st.flags[actor] & F_URBAN) == 0:
         cov *= fp.rural_coverage
     d0 = draw
@@ -113,7 +113,7 @@ def passive_sightings(seed, block, t, fp, region_lo, world, st, sc, metrics):
             break
         lo, hi = region_lo[r], region_lo[r + 1]
         place = int(uniform(key, draw) * 3)
-        cov = world.coverage[r, place]
+        cov = world.coverage[t, r, place]
         if (flags[i] & F_URBAN) == 0:
             cov *= fp.rural_coverage
         if uniform(key, draw + 1) >= cov or uniform(key, draw + 2) < fp.fnmr:
