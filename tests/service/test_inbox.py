@@ -50,3 +50,45 @@ def test_a_crash_before_the_inbox_clean_up_projects_nothing_twice(service, keys,
     per_day, classes = service.ledger.counts()
     assert sum(per_day.values()) == 9 and sum(classes) == 3
     assert inbox.execute("SELECT COUNT(*) FROM inbox")[0][0] == 0
+
+
+def test_two_processes_acknowledging_at_once_lose_no_batch_on_postgresql(make_service, pg_url):
+    """Batch numbers come from a sequence: a batch that took number n but commits after batch n + 1
+    would fall behind a projection that already went past n + 1, and be lost. On PostgreSQL the
+    inbox insert therefore holds an advisory lock to its commit (SQLite has one writer anyway).
+    Two services stand for two processes; the first is held between its insert and its commit."""
+    import threading
+
+    from .conftest import make_keys
+
+    first, second = make_service(url=pg_url), make_service(url=pg_url)
+    secret = make_keys(first.db, tag="-pg")["agency"]
+    agency = authenticate(first.db, secret)
+    inserted, release = threading.Event(), threading.Event()
+    inbox = first.db.inbox
+    plain = inbox.execute
+
+    def held(text, *args, **kwargs):  # the first batch: numbered, then kept from its commit
+        rows = plain(text, *args, **kwargs)
+        if text.startswith("INSERT INTO inbox"):
+            inserted.set()
+            release.wait(10)
+        return rows
+
+    inbox.execute = held
+    a, b = _batches(first, 2)
+    slow = threading.Thread(target=first.ingest, args=(agency, a), kwargs={"wait": False})
+    slow.start()
+    assert inserted.wait(10)
+    fast = threading.Thread(target=second.ingest, args=(authenticate(second.db, secret), b), kwargs={"wait": False})
+    fast.start()
+    fast.join(0.5)
+    assert fast.is_alive()  # the second waits for the first's commit
+    second.ledger.project()  # a projection meanwhile sees neither
+    release.set()
+    slow.join(10)
+    fast.join(10)
+    while second.ledger.project():
+        pass
+    stored = second.db.execute("SELECT COUNT(*) FROM events")[0][0]
+    assert stored == 6  # both batches of 3
