@@ -82,7 +82,8 @@ def test_a_citizen_under_the_min_age_is_explained_as_not_scored(small_policy):
                      {"event_id": "2", "citizen_id": "kid", "kind": "k.reward", "day": 4}])
     births = pl.DataFrame({"citizen_id": ["kid"], "birth_day": [-18 * 365 + 4]})  # of age on day 4
     young = explain(aged, ledger, "kid", as_of=3, births=births)
-    assert (young.score, young.class_name, young.factors.height) == (None, None, 0)
+    assert (young.citizen_id, young.as_of, young.score, young.class_name, young.score_class,
+            young.capped_by, young.factors.height) == ("kid", 3, None, None, None, None, 0)
     assert young.events["status"].to_list() == ["underage", "future"]
     grown = explain(aged, ledger, "kid", as_of=4, births=births)
     assert (grown.score, grown.class_name) == (1040, "B")

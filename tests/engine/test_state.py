@@ -80,3 +80,23 @@ def test_the_first_event_of_a_batch_can_lose_to_the_cap():
     status = ScoreState(POLICY, as_of=3).apply(batch)
     assert status.tolist() == [Status.CAP, Status.COUNTED]
     assert score_ledger(POLICY, batch, as_of=3).decisions.sort("event_id")["status"].to_list() == ["counted", "cap"]
+
+
+def test_due_names_exactly_who_comes_of_age_in_the_window_beside_the_scheduled():
+    aged = POLICY.model_copy(update={"min_age": 1})
+    # Of age (1 year = 365 days) on days 2, 5, 6 and 9; "then" was of age before day 5.
+    births = pl.DataFrame({"citizen_id": ["d2", "d5", "d6", "d9", "then"],
+                           "birth_day": [2 - 365, 5 - 365, 6 - 365, 9 - 365, -400]})
+    state = ScoreState(aged, as_of=5, births=births)
+    assert sorted(state.due(8)) == ["d6"]  # after as_of (d5 is of age on day 5 itself) and by day 8
+    assert sorted(state.due(9)) == ["d6", "d9"]
+    # Beside a citizen whose points start in the window, both are named.
+    state.apply(events([{"event_id": "x", "citizen_id": "other", "kind": "k.reward", "day": 7},
+                        {"event_id": "y", "citizen_id": "d6", "kind": "k.reward", "day": 7}]))
+    assert sorted(state.due(8)) == ["d6", "other"]  # d6 once, though both of age and with points
+    score, klass = state.score_of(pl.Series(["d2", "d6", "then", "unlisted"]))
+    assert klass.tolist() == [1, -1, 1, 1] and score.tolist() == [1000] * 4  # -1: not of age yet
+    # Without a min_age the register changes nothing: nobody comes of age.
+    plain = ScoreState(POLICY, as_of=5, births=pl.concat([births, pl.DataFrame(
+        {"citizen_id": ["born-on-7"], "birth_day": [7]})]))
+    assert len(plain.due(9)) == 0
