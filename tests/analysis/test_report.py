@@ -201,6 +201,7 @@ def test_a_sweep_of_the_gaming_settings_gives_the_sensitivity_table(runs, tmp_pa
         top = citizens.filter(pl.col("class") == "AAA")
         assert row["top_share"] == top.height / citizens.height
         assert row["top_bot_share"] == (top["bot"].mean() if top.height else None)
+        assert row["top_volunteer_share"] == (top["volunteer"].mean() if top.height else None)
     no_gaming = outcomes.filter(pl.col("behaviour.gaming") == 0.0)
     assert (no_gaming["top_share"] == 0).all()  # without the bots nobody reaches AAA (one-town, 240 days)
     gamed = outcomes.filter(pl.col("behaviour.gaming") == 0.3)
@@ -208,8 +209,10 @@ def test_a_sweep_of_the_gaming_settings_gives_the_sensitivity_table(runs, tmp_pa
     text = _paragraphs(write_report(runs[0], out=tmp_path / "r.html", sweep=folder))
     assert "Sensitivity: the top class and its bots" in text
     mean = gamed.filter(pl.col("behaviour.savvy_share") == 0.3)["top_share"].to_numpy()
-    assert f"0.3 0.3 2 {_pct(mean.mean(), 2)} ({_pct(mean.min(), 2)}-{_pct(mean.max(), 2)}) 100%" in text
-    assert "0 0.1 2 0.00% (0.00%-0.00%) nobody at the top 0 " in text
+    volunteers = gamed.filter(pl.col("behaviour.savvy_share") == 0.3)["top_volunteer_share"].mean()
+    assert (f"0.3 0.3 2 {_pct(mean.mean(), 2)} ({_pct(mean.min(), 2)}-{_pct(mean.max(), 2)}) 100% "
+            f"{_pct(volunteers, 0)} ") in text
+    assert "0 0.1 2 0.00% (0.00%-0.00%) nobody at the top nobody at the top 0 " in text
     result = CliRunner().invoke(app, ["report", str(runs[0]), "--out", str(tmp_path / "x.html"),
                                       "--sweep", str(tmp_path)])
     assert result.exit_code == 1 and "not a sweep folder" in result.output

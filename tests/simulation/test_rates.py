@@ -128,13 +128,15 @@ def aging_run(tmp_path_factory):
 ])
 def test_age_limited_kinds_follow_ages_through_a_birthday(aging_run, kind, base, ages):
     # Both traits are spread evenly with mean factor 1, so the population rate is the base rate
-    # times the citizens of the right age; everyone is a year younger before day 365.
+    # times the citizens of the right age, plus the dedicated volunteers' weekly shifts (default
+    # behaviour.volunteer_rate) for volunteering; everyone is a year younger before day 365.
     final_age = aging_run.citizens["age"]
+    extra = aging_run.citizens["volunteer"].cast(pl.Float64) / 7 if kind == "civic.volunteering" else 0.0
     daily = aging_run.daily
     for days, years_back in ((pl.col("day") < 365, 1), (pl.col("day") >= 365, 0)):
         in_range = ((final_age - years_back) >= ages[0]) & ((final_age - years_back) <= ages[1])
         n_days = daily.filter(days)["day"].n_unique()
-        expected = base * int(in_range.sum()) * n_days
+        expected = float(((base + extra) * in_range).sum()) * n_days
         observed = daily.filter(days)[f"{kind}.true"].sum()
         assert abs(_z(observed, expected)) < 4, (kind, years_back, observed, expected)
 

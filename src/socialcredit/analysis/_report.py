@@ -345,18 +345,21 @@ def _sensitivity(grid: tuple[dict[str, Any], pl.DataFrame] | None) -> _Section |
     table = (outcomes.group_by(keys, maintain_order=True)
              .agg(runs=pl.len(),
                   top=pl.col("top_share").mean(), top_lo=pl.col("top_share").min(), top_hi=pl.col("top_share").max(),
-                  bots=pl.col("top_bot_share").mean(), bots_deployed=pl.col("bots_deployed").mean()))
+                  bots=pl.col("top_bot_share").mean(), volunteers=pl.col("top_volunteer_share").mean(),
+                  bots_deployed=pl.col("bots_deployed").mean()))
     rows = pl.DataFrame([{
         **{k: r[k] for k in keys}, "runs": r["runs"],
         "top-class share (seeds' range)": f"{_pct(r['top'], 2)} ({_pct(r['top_lo'], 2)}-{_pct(r['top_hi'], 2)})",
         "bot owners among them": "nobody at the top" if r["bots"] is None else _pct(r["bots"], 0),
+        "volunteers among them": "nobody at the top" if r["volunteers"] is None else _pct(r["volunteers"], 0),
         "bots deployed": round(r["bots_deployed"], 1)} for r in table.iter_rows(named=True)])
     return _Section("sensitivity", "Sensitivity: the top class and its bots", [
         f"A sweep of {outcomes.height} runs ({settings['population']:,} citizens x {settings['days']} days of "
         f"{settings['scenario']}, seeds {', '.join(map(str, settings['seeds']))}) varied {', '.join(keys)}. "
         "For each setting: the share of the scored citizens in their policy's top class at the end (mean, and "
-        "the range across seeds), and how many of them own a bot that collects the newspaper reward. Where the "
-        "share falls to nothing without gaming, the top class is reached only by the bots."],
+        "the range across seeds), how many of them own a bot that collects the newspaper reward, and how many "
+        "are dedicated volunteers, who earn the top class by weekly shifts (the honest route). Where the share "
+        "falls to nothing without gaming, within these days the top class is reached only by the bots."],
         tables=[_table(rows, caption="Top class by setting")])
 
 

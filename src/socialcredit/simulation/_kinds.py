@@ -78,6 +78,7 @@ KIND_NAMES = tuple(k[0] for k in KINDS)
 N_KINDS = len(KINDS)
 K_NEWSPAPER = KIND_NAMES.index("online.party_newspaper_visit")
 K_COMPLAINT = KIND_NAMES.index("social.complaint")
+K_VOLUNTEERING = KIND_NAMES.index("civic.volunteering")
 K_JUDGMENT_DEFAULT = KIND_NAMES.index("court.judgment_default")
 # Kinds acted every day come first; the standing records (day 0 only) last, without feedback.
 N_DAILY_KINDS = sum(1 for k in KINDS if k[1] != STANDING)

@@ -156,6 +156,8 @@ def _float_params(s: Scenario) -> K.Params:
         listed_share=pop.listed_share, delisting=con.delisting,
         train_banned_share=con.train_banned_share, retry=con.retry, travel_income=con.travel_income,
         flight_ban_reach=con.flight_ban_reach, train_ban_reach=con.train_ban_reach,
+        volunteer_share=beh.volunteer_share, volunteer_rate=beh.volunteer_rate,
+        volunteer_inv=float(_jump_inverse(np.array(beh.volunteer_rate))),
     )
 
 

@@ -161,6 +161,11 @@ class Behaviour(BaseModel):
     conformity: float = Field(default=0.2, ge=0.0)
     gaming: float = Field(default=0.3, ge=0.0, le=1.0)
     savvy_share: float = Field(default=0.10, ge=0.0, le=1.0)
+    # Dedicated volunteers: a share of everyone who, besides their civic trait's occasional
+    # volunteering, do a shift at `volunteer_rate` a day while of the kind's ages (ASSUMPTION: 1%
+    # serve weekly; no published figure). The honest route to the top class, beside heroic acts.
+    volunteer_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    volunteer_rate: float = Field(default=1 / 7, ge=0.0, lt=1.0)
     rates: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ from socialcredit.simulation.kernel import (
     P_MIN_AGE,
     Scratch,
     State,
+    dedicated_volunteers,
     flight_bans_reaching,
     run_block,
 )
@@ -104,6 +105,7 @@ def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> Scratch:
         cap_c=np.zeros(size, np.uint8),
         touched=np.empty(size, np.int64),
         bots=np.empty(size, np.int64),
+        volunteers=np.empty(size, np.int64),
         ev=np.empty((7, room["events"]), np.int64),
         ev_conf=np.empty(room["events"], np.float64),
         count=np.zeros(8, np.int64),
@@ -209,6 +211,8 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
     flight_bans_reaching(plan.seed, block, index % plan.block_size,
                          effects["flight_ban"], (flags & F_BLACKLISTED) != 0, plan.arrays["fp"],
                          flight_ban)
+    volunteer = np.zeros(n, bool)
+    dedicated_volunteers(plan.seed, block, index % plan.block_size, plan.arrays["fp"], volunteer)
     block_start = block * plan.block_size
     parent = s["parent"].astype(np.int64)
     sightings = s["sightings"]
@@ -233,6 +237,7 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         "employed": (flags & F_EMPLOYED) != 0,
         "blacklisted": (flags & F_BLACKLISTED) != 0,
         "bot": (flags & F_BOT) != 0,
+        "volunteer": volunteer,
         "admitted": (flags & F_ADMITTED) != 0,
         "score": pl.Series(score).set(pl.Series(~scored), None),
         "class": _named(klass, names).set(pl.Series(~scored), None),

@@ -95,17 +95,20 @@ def _outcome(name: str, combo: dict[str, Any], seed: int, run: Run) -> dict[str,
     row["sanction_citizen_days"] = int(sum(int(daily[c].sum() or 0) for c in sanctions))
     for counter in ("jobs_lost", "flights_blocked", "trains_blocked", "gate_stops", "bots_deployed"):
         row[counter] = int(daily[counter].sum())
-    row["top_share"], row["top_bot_share"] = _top_class(run)
+    row["top_share"], row["top_bot_share"], row["top_volunteer_share"] = _top_class(run)
     return row
 
 
-def _top_class(run: Run) -> tuple[float | None, float | None]:
-    """Share of the scored citizens in their policy's top class at the end, and the share of
-    newspaper bots' owners among them (None where nobody is scored, or nobody is at the top)."""
+def _top_class(run: Run) -> tuple[float | None, float | None, float | None]:
+    """Share of the scored citizens in their policy's top class at the end, and the shares of
+    newspaper bots' owners and of dedicated volunteers among them (None where nobody is scored,
+    or nobody is at the top)."""
     tops = {region: load_policy(name).class_names[0]
             for region, name in run.manifest["policies"].items() if name is not None}
     citizens = run.citizens.filter(pl.col("class").is_not_null())
     if citizens.height == 0:
-        return None, None
+        return None, None, None
     top = citizens.filter(pl.col("class") == pl.col("region").cast(pl.String).replace_strict(tops, default=None))
-    return top.height / citizens.height, (float(top["bot"].mean()) if top.height else None)
+    if top.height == 0:
+        return 0.0, None, None
+    return top.height / citizens.height, float(top["bot"].mean()), float(top["volunteer"].mean())

@@ -58,11 +58,12 @@ from socialcredit.simulation.kernel._layout import (
     State,
     World,
 )
+from socialcredit.simulation.kernel._population import dedicated_volunteers
 
 __all__ = ["AGES", "GROUPS", "LEVELS", "N_PINT", "OVERFLOW", "P_CAP_CLASS", "P_HI", "P_HMIN_B", "P_HMIN_S", "P_KB",
            "P_KS", "P_LO", "P_MIN_AGE", "P_N_CLASSES", "P_START", "RECORD_ALL", "RECORD_NONE", "RECORD_SAMPLE",
            "Consequences", "Kinds", "Params", "Policies", "Scratch", "State", "World",
-           "flight_bans_reaching", "run_block", "travel_top"]
+           "dedicated_volunteers", "flight_bans_reaching", "run_block", "travel_top"]
 
 
 def _drop_stale_cache() -> None:

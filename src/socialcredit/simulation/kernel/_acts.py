@@ -20,6 +20,7 @@ from socialcredit.simulation._kinds import (
     K_COMPLAINT,
     K_JUDGMENT_DEFAULT,
     K_NEWSPAPER,
+    K_VOLUNTEERING,
     LOW_INCOME,
     M_COUNT,
     M_KIND,
@@ -88,8 +89,9 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
     det = 1.0 - fp.deterrence
     conform = 1.0 + fp.conformity
     bit = learned_bit(k)
-    # Segments: each (region, deviance level) of the order, then the bots.
-    last = n_regions * LEVELS + 1 if k == K_NEWSPAPER else n_regions * LEVELS
+    # Segments: each (region, deviance level) of the order, then the bots (newspaper) or the
+    # dedicated volunteers (volunteering).
+    last = n_regions * LEVELS + 1 if k == K_NEWSPAPER or k == K_VOLUNTEERING else n_regions * LEVELS
     for sg in range(last):
         r = sg // LEVELS
         if r < n_regions:
@@ -111,9 +113,14 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
             lo, hi = seg[cell + age_lo], seg[cell + age_hi + 1]
             if lo == hi:  # small regions leave many cells empty: spare them a draw
                 continue
-        else:  # bots never tire: each visits the party newspaper once a day
+        elif k == K_NEWSPAPER:  # bots never tire: each visits the party newspaper once a day
             top, inv = 1.0, 0.0
             lo, hi = 0, n_active_bots
+        else:  # a dedicated volunteer's shifts come at their own rate, whatever their traits
+            top, inv = fp.volunteer_rate, fp.volunteer_inv
+            lo, hi = 0, count[4]
+            if top <= 0.0 or lo == hi:
+                continue
         i = lo - 1
         while True:
             if top >= 1.0:
@@ -123,7 +130,12 @@ def kind_pass(k, t, D, seed, block, key, n_active_bots, fp, region_lo, world, ki
             if i >= hi:
                 break
             if r == n_regions:
-                actor = bots[i]
+                if k == K_NEWSPAPER:
+                    actor = bots[i]
+                else:
+                    actor = sc.volunteers[i]
+                    if not kinds.min_age[k] <= st.age[actor] <= kinds.max_age[k]:
+                        continue
                 ra = np.int64(region[actor])
             else:
                 actor = order[i]

@@ -10,7 +10,7 @@ from socialcredit.simulation._kinds import N_DAILY_KINDS, N_KINDS
 from socialcredit.simulation.kernel._acts import kind_pass
 from socialcredit.simulation.kernel._consequences import admissions, daily_streams, delistings, end_of_day
 from socialcredit.simulation.kernel._layout import OVERFLOW, S_SAMPLE
-from socialcredit.simulation.kernel._population import order_citizens, order_groups, populate
+from socialcredit.simulation.kernel._population import list_volunteers, order_citizens, order_groups, populate
 from socialcredit.simulation.kernel._scoring import (
     birthday,
     days_in_bands,
@@ -37,6 +37,7 @@ def run_block(seed, block, D, fp, region_lo, world, kinds, pol, cons, record, st
     if not start_classes(pol, world, st, sc):
         return OVERFLOW
     count = sc.count
+    count[4] = list_volunteers(seed, block, fp, st.age.shape[0], sc.volunteers)
     n_bots = 0
     n_active_bots = 0
     n_ev = 0

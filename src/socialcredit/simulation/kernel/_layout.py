@@ -22,6 +22,7 @@ Params = namedtuple("Params", [
     "adm_penalty", "sample", "male", "member", "savvy", "employed", "age_0_14", "age_15_59",
     "blacklist_bans", "gate_stop", "adm_day", "instore", "listed_share", "delisting",
     "train_banned_share", "retry", "travel_income", "flight_ban_reach", "train_ban_reach",
+    "volunteer_share", "volunteer_rate", "volunteer_inv",
 ])
 
 # Regions and what the sensors and consequence streams need of them.
@@ -83,6 +84,7 @@ Scratch = namedtuple("Scratch", [
     "ptr",  # [policy, band, slot] read positions of the maturity queues
     "cap_s", "cap_c", "touched",  # per-day cap counters and who has one
     "bots",  # citizens running a bot
+    "volunteers",  # the block's dedicated volunteers (their number in count[4])
     "ev", "ev_conf",  # recorded events and their confidences
     "count",  # counters handed between the day loop and the kind passes
     "order", "seg",  # citizens by (region, deviance level, age) and where each cell starts
@@ -101,6 +103,7 @@ AGES = 256  # ages an uint8 holds
 S_PASSIVE, S_JOBS, S_FLIGHTS, S_TRAINS, S_LOANS, S_GATES, S_ADMISSION, S_SAMPLE = range(40, 48)
 S_DELIST = 48
 S_BAN_REACH = 49  # drawn once per citizen (day 0): whose class-based ban reaches the carriers
+S_VOLUNTEER = 50  # drawn once per citizen: who volunteers every week or so
 S_POPULATION, S_PLATFORM = 100, 110
 # Counter slots (see _kinds.COUNTERS).
 C_JOBS, C_FLIGHTS, C_FLIGHTS_BLOCKED, C_FLIGHTS_DISC, C_TRAINS, C_TRAINS_BLOCKED, C_GATES = range(7)

@@ -15,7 +15,7 @@ from socialcredit.simulation._kinds import (
     F_URBAN,
     NO_PARENT,
 )
-from socialcredit.simulation.kernel._layout import AGES, GROUPS, LEVELS, S_POPULATION
+from socialcredit.simulation.kernel._layout import AGES, GROUPS, LEVELS, S_POPULATION, S_VOLUNTEER
 from socialcredit.simulation.kernel._scoring import JIT
 
 
@@ -72,6 +72,39 @@ def populate(seed, block, fp, region_lo, world, st, listed):
                         pa = j
                         break
             st.parent[i] = pa
+
+
+@nb.njit(inline="always", **JIT)
+def volunteers(key, i, fp):
+    """Whether citizen `i` of a block is a dedicated volunteer: one draw per citizen, for the run,
+    on the block's `volunteer_key`."""
+    return uniform(key, i) < fp.volunteer_share
+
+
+@nb.njit(inline="always", **JIT)
+def volunteer_key(seed, block):
+    """The stream of a block's volunteer draws."""
+    return stream_key(seed, block, POPULATION_DAY, S_VOLUNTEER)
+
+
+@nb.njit(**JIT)
+def list_volunteers(seed, block, fp, n, out):
+    """The dedicated volunteers among a block's `n` citizens, into `out`; return how many."""
+    m = 0
+    if fp.volunteer_share > 0.0:
+        key = volunteer_key(seed, block)
+        for i in range(n):
+            if volunteers(key, i, fp):
+                out[m] = i
+                m += 1
+    return m
+
+
+@nb.njit(**JIT)
+def dedicated_volunteers(seed, blocks, within, fp, out):
+    """Per citizen (block, index within it), into `out`: whether they are a dedicated volunteer."""
+    for n in range(blocks.shape[0]):
+        out[n] = volunteers(volunteer_key(seed, blocks[n]), within[n], fp)
 
 
 @nb.njit(**JIT)
