@@ -108,10 +108,10 @@ def policy_show(name_or_file: Annotated[str, typer.Argument(help="Preset name or
     out.print(rules)
     for title, items in (("Benefits", p.benefits), ("Sanctions", p.sanctions)):
         if items:
-            t = Table("name", "class", "held days", "context", "parameters", title=title)
+            t = Table("name", "class", "effect", "parameters", "held days", "context", title=title)
             for b in items:
-                params = ", ".join(f"{k}={v}" for k, v in b.parameters.items())
-                t.add_row(b.name, b.class_, str(b.held_days), b.context, params)
+                params = ", ".join(f"{k}={v}" for k, v in b.params.model_dump().items())
+                t.add_row(b.name, b.class_, b.effect, params, str(b.held_days), b.context)
             out.print(t)
     if p.grants:
         g = Table("role", "may see", "purpose required", title="Access grants")

@@ -33,12 +33,14 @@ def test_a_trigger_in_another_context_is_unrelated():
 name = "no-flights"
 class = "C"
 context = "travel"
+effect = "flight_ban"
 triggered_by = ["camera"]
 
 [[sanction]]
 name = "road-course"
 class = "C"
 context = "general"
+effect = "obligation"
 triggered_by = ["capped"]
 """
     audit = audit_policy(parse_policy(text))

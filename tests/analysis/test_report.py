@@ -216,3 +216,23 @@ def test_a_sweep_of_the_gaming_settings_gives_the_sensitivity_table(runs, tmp_pa
     result = CliRunner().invoke(app, ["report", str(runs[0]), "--out", str(tmp_path / "x.html"),
                                       "--sweep", str(tmp_path)])
     assert result.exit_code == 1 and "not a sweep folder" in result.output
+
+
+def test_a_run_moved_elsewhere_without_its_policy_file_reports_the_same_bytes(tmp_path):
+    """The run folder is the contract: it keeps copies of its policies, so neither moving it nor
+    deleting (or editing) the policy file it was simulated with changes its report."""
+    from importlib import resources
+
+    from socialcredit.simulation import simulate
+
+    policy = tmp_path / "scheme.toml"
+    policy.write_text(resources.files("socialcredit.policy.presets").joinpath("rongcheng.toml")
+                      .read_text(encoding="utf-8").replace('name = "rongcheng"', 'name = "scheme"', 1), encoding="utf-8")
+    run = simulate(population=3000, days=30, seed=3, out=tmp_path / "here" / "run", policy=str(policy))
+    before = write_report(run.path, out=tmp_path / "before.html").read_bytes()
+    policy.write_text(policy.read_text(encoding="utf-8").replace("points = 30", "points = 300"), encoding="utf-8")
+    moved = tmp_path / "there" / "moved"
+    shutil.move(run.path, moved)
+    assert write_report(moved, out=tmp_path / "after.html").read_bytes() == before
+    policy.unlink()
+    assert write_report(moved, out=tmp_path / "again.html").read_bytes() == before

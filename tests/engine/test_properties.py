@@ -4,7 +4,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socialcredit.engine import ScoreState, Status, score_ledger
+from socialcredit.engine import ScoreState, Status, class_history, score_ledger
 from socialcredit.policy import parse_policy
 from tests.conftest import SMALL_POLICY, events
 from tests.engine.reference import reference_scores
@@ -157,3 +157,48 @@ def test_min_age_incremental_equals_batch_and_due_names_who_comes_of_age(rows, d
     assert as_dict(state.scores()) == as_dict(expected.scores)
     _, klass = state.score_of(pl.Series(["a", "b", "c", "d"]))
     assert [k < 0 for k in klass] == [c in births and births[c] + 365 > final_day for c in "abcd"]
+
+
+def reference_history(policy, rows, as_of, births=None) -> list[tuple[str, int, int]]:
+    """Day by day, the reference's class of every citizen with an event; a row where it changes
+    from the day before (from the start class, or on the day a citizen comes of age)."""
+    names = policy.class_names
+    start = names.index(next(c.name for c in policy.classes if c.min is None or policy.start >= c.min))
+    first = {c: b + 365 * policy.min_age for c, b in (births or {}).items()}
+    out, before = [], {}
+    for day in range(as_of + 1):
+        classes = reference_scores(policy, rows, day, births)
+        for citizen in sorted({r["citizen_id"] for r in rows}):
+            if citizen not in classes:
+                continue  # not of age yet
+            now = names.index(classes[citizen][1])
+            if citizen not in before:
+                entry = first.get(citizen, 0)
+                if entry > 0 and day == entry:
+                    out.append((citizen, day, now))
+                elif now != start:
+                    out.append((citizen, day, now))
+            elif now != before[citizen]:
+                out.append((citizen, day, now))
+            before[citizen] = now
+    return sorted(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=event_rows, as_of=st.integers(0, 12), salt=st.integers(0, 999))
+def test_class_history_is_the_reference_class_day_by_day(rows, as_of, salt):
+    rows = with_ids(rows, salt)
+    if not rows:
+        return
+    history = class_history(POLICY, events(rows), as_of=as_of)
+    assert sorted(history.iter_rows()) == reference_history(POLICY, rows, as_of)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=event_rows, as_of=st.integers(0, 12), salt=st.integers(0, 999), births=births_of)
+def test_class_history_starts_when_a_citizen_comes_of_age(rows, as_of, salt, births):
+    rows = with_ids(rows, salt)
+    if not rows:
+        return
+    history = class_history(AGED, events(rows), as_of=as_of, births=register(births))
+    assert sorted(history.iter_rows()) == reference_history(AGED, rows, as_of, births)

@@ -1,6 +1,7 @@
 """The service's CLI commands: keys create and revoke, db load, help texts."""
 
 import json
+import shutil
 from importlib.resources import files
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from typer.testing import CliRunner
 from socialcredit.cli import app
 from socialcredit.engine import score_ledger
 from socialcredit.events import validate_events
-from socialcredit.policy import load_policy
+from socialcredit.policy import load_policy, parse_policy
 from socialcredit.service import Database, Service, authenticate
 from socialcredit.service._errors import Invalid
+from socialcredit.simulation import Run
 from tests.conftest import db_load, simulate_run
 
 runner = CliRunner()
@@ -77,7 +79,7 @@ def test_db_load_scores_a_real_run_under_the_policy_it_was_simulated_with(loaded
     url = f"sqlite:///{tmp_path}/loaded.db"  # loaded here, not copied: `make mutate` maps db load to this test
     output = db_load(run.path, url)
     assert f"loaded {run.citizens.height:,} citizens and {run.events.height:,} events" in output
-    assert f"(policy '{policy}')" in output
+    assert f"(policy '{policy}', the run's own)" in output
     service = Service.open(url)
     try:
         assert service.policy.name == policy and service.day == loaded.day == run.manifest["days"] - 1
@@ -259,31 +261,30 @@ def policy_file(folder: Path, name: str = "town-scheme") -> Path:
     return path
 
 
-def test_db_load_finds_a_toml_policy_the_run_names_by_a_relative_path(tmp_path, monkeypatch):
+def test_db_load_reads_the_runs_own_copy_of_its_policy_file(tmp_path, monkeypatch):
+    """A run keeps a copy of each policy it used: with the policy file gone and the run moved
+    elsewhere, db load scores it under that policy, and the database serves without --policy."""
     project = tmp_path / "project"
     policy_file(project)
     monkeypatch.chdir(project)  # as a user runs `socialcredit simulate --policy policies/town-scheme.toml`
     run = simulate_run(Path("runs/town"), "policies/town-scheme.toml", population=1000, days=20)
-    assert run.manifest["policies"] == {"town": "policies/town-scheme.toml"}
-    for where, args in ((project, []), (tmp_path, [])):  # from the project, then from elsewhere
-        monkeypatch.chdir(where)
-        url = f"sqlite:///{tmp_path}/load-{where.name}.db"
-        result = runner.invoke(app, ["db", "load", str(project / "runs" / "town"), "--db", url, *args])
-        assert result.exit_code == 0, result.output
-        assert "(policy 'town-scheme' from " in result.output and "town-scheme.toml)" in result.output
-        assert Service.open(url).policy.name == "town-scheme"
-        assert scores_of(url).equals(the_run_says(run))
-    (project / "policies" / "town-scheme.toml").rename(tmp_path / "moved.toml")
-    url = f"sqlite:///{tmp_path}/gone.db"
-    result = runner.invoke(app, ["db", "load", str(project / "runs" / "town"), "--db", url])
-    assert result.exit_code == 1
-    assert "scored with the policy file 'policies/town-scheme.toml', which is not here" in result.output
-    assert f"{project / 'runs' / 'town' / 'policies' / 'town-scheme.toml'}" in result.output  # what it tried
-    assert "pass --policy" in result.output
-    result = runner.invoke(app, ["db", "load", str(project / "runs" / "town"), "--db", url,
-                                 "--policy", str(tmp_path / "moved.toml")])
+    assert run.manifest["policies"] == {"town": "town-scheme"}
+    original = project / "policies" / "town-scheme.toml"
+    assert (project / "runs" / "town" / "policies" / "town-scheme.toml").read_text() == original.read_text()
+    policy = parse_policy(original.read_text())
+    original.unlink()
+    moved = tmp_path / "elsewhere" / "town"
+    shutil.move(project / "runs" / "town", moved)
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/load.db"
+    result = runner.invoke(app, ["db", "load", str(moved), "--db", url])
     assert result.exit_code == 0, result.output
-    assert scores_of(url).equals(the_run_says(run))
+    assert "(policy 'town-scheme', the run's own)" in result.output
+    assert Service.open(url).policy == policy  # kept by the database: no --policy, no file
+    assert scores_of(url).equals(the_run_says(Run.open(moved)))
+    (moved / "policies" / "town-scheme.toml").unlink()
+    result = runner.invoke(app, ["db", "load", str(moved), "--db", f"sqlite:///{tmp_path}/gone.db"])
+    assert result.exit_code == 1 and "holds no copy of its policy 'town-scheme'" in result.output
 
 
 def test_db_load_asks_which_policy_when_the_run_has_several(tmp_path):

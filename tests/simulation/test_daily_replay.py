@@ -67,30 +67,40 @@ CONSEQUENCES = """
 [[benefit]]
 name = "better-health-insurance"
 class = "AA"
+effect = "insurance_tier"
+parameters = {{ tier = "premium" }}
 held_days = {insurance}
 [[benefit]]
 name = "cheaper-loans"
 class = "AA"
+effect = "loan_price"
+parameters = {{ rate_change = -0.005 }}
 held_days = {loans}
 [[sanction]]
 name = "train-ban"
 class = "D"
+effect = "train_ban"
 [[sanction]]
 name = "subway-gate-stop"
 class = "D"
+effect = "gate_stop"
+parameters = {{ stop_probability = 0.5 }}
 [[sanction]]
 name = "flight-ban"
 class = "C"
+effect = "flight_ban"
 held_days = {flight}
 [[sanction]]
 name = "loan-restriction"
 class = "C"
+effect = "loan_refusal"
 held_days = {refusal}
 """
 NORTH = ('name = "north-test"\ntitle = "North"\nstart = 1000\nmin = 0\nmax = 2000\n' + CLASSES_NORTH
          + RULES.format(red=-6, red_days=3, litter_days=4, paper=3)
          + CONSEQUENCES.format(insurance=5, loans=2, flight=3, refusal=1)
-         + '[[benefit]]\nname = "cheaper-flights"\nclass = "AAA"\n')
+         + '[[benefit]]\nname = "cheaper-flights"\nclass = "AAA"\neffect = "flight_price"\n'
+         + 'parameters = { discount = 0.1 }\n')
 SOUTH = ('name = "south-test"\ntitle = "South"\nstart = 1000\nmin = 0\nmax = 2000\n' + CLASSES_SOUTH
          + RULES.format(red=-5, red_days=4, litter_days=2, paper=4)
          + CONSEQUENCES.format(insurance=4, loans=1, flight=2, refusal=5))

@@ -94,10 +94,13 @@ expires_after_days = 3
 [[benefit]]
 name = "cheaper-loans"
 class = "AAA"
+effect = "loan_price"
+parameters = { rate_change = -0.005 }
 held_days = 2
 [[sanction]]
 name = "flight-ban"
 class = "D"
+effect = "flight_ban"
 held_days = 1
 """
 

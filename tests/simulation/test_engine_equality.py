@@ -62,10 +62,13 @@ expires_after_days = 7
 [[benefit]]
 name = "cheaper-loans"
 class = "AAA"
+effect = "loan_price"
+parameters = { rate_change = -0.005 }
 held_days = 4
 [[sanction]]
 name = "flight-ban"
 class = "D"
+effect = "flight_ban"
 """
 
 

@@ -1,6 +1,7 @@
 """Regions, consequences and the pilot-regions preset on a small population."""
 
 import math
+from importlib import resources
 
 import polars as pl
 
@@ -23,10 +24,14 @@ def test_pilot_regions_keep_their_shares_and_policies(tmp_path):
 
 
 def test_class_d_brings_job_loss_travel_bans_and_hurts_children(tmp_path):
-    # Frequent offences push many into D; admission day falls inside the run.
-    run = simulate(population=20000, days=170, seed=8, out=tmp_path / "harsh", overrides={
-        "behaviour.rates.online.pornography": 0.2, "behaviour.deterrence": 0.0,
-        "consequences.job_loss": 0.05, "consequences.flight": 0.05})
+    # Frequent offences push many into D; admission day falls inside the run. The job-loss risk is
+    # the policy's (its job_loss sanction), here 25 times taz-2018's.
+    harsh = tmp_path / "harsh.toml"
+    text = resources.files("socialcredit.policy.presets").joinpath("taz-2018.toml").read_text(encoding="utf-8")
+    assert "risk_per_day = 0.002 " in text
+    harsh.write_text(text.replace("risk_per_day = 0.002 ", "risk_per_day = 0.05 "), encoding="utf-8")
+    run = simulate(population=20000, days=170, seed=8, out=tmp_path / "harsh", policy=str(harsh), overrides={
+        "behaviour.rates.online.pornography": 0.2, "behaviour.deterrence": 0.0, "consequences.flight": 0.05})
     daily = run.daily
     assert daily["class.D"].max() > 1000
     assert daily["jobs_lost"].sum() > 100

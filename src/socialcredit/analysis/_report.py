@@ -23,10 +23,11 @@ from plotly.offline import get_plotlyjs
 from socialcredit.analysis import _metrics as m
 from socialcredit.analysis._audit import FLAGS, audit_policy
 from socialcredit.analysis._validate import compare_run, load_targets
-from socialcredit.policy import Policy, PolicyError, load_policy
-from socialcredit.simulation import list_scenarios
+from socialcredit.policy import Policy
+from socialcredit.simulation import Run, list_scenarios
 from socialcredit.simulation._kinds import K_COMPLAINT, KIND_NAMES
 from socialcredit.simulation._scenario import PRESET_PACKAGE as SCENARIOS
+from socialcredit.simulation._scenario import SimulationError
 
 PALETTE = ["#1a9850", "#66bd63", "#a6d96a", "#fee08b", "#fdae61", "#d73027", "#a50026", "#67001f"]
 SERIES = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#db2777", "#65a30d"]
@@ -66,20 +67,23 @@ class _Run:
         return pl.scan_parquet(path) if path.is_file() else None
 
     @cached_property
+    def _run(self) -> Run:
+        return Run.open(self.path)
+
+    @cached_property
     def policies(self) -> dict[str, Policy]:
-        """Region -> the state policy scoring it (unscored regions left out)."""
-        loaded: dict[str, Policy] = {}
-        for region, name in self.manifest["policies"].items():
-            if name is not None:
-                loaded[region] = _load(name, self.path)
-        return loaded
+        """Region -> the state policy scoring it (unscored regions left out), from the run's copies."""
+        try:
+            return {region: p for region, p in self._run.region_policies.items() if p is not None}
+        except SimulationError as exc:
+            raise ReportError(str(exc)) from None
 
     @cached_property
     def distinct_policies(self) -> list[Policy]:
         """Every policy of the run once: the regions' and the commercial one."""
         out = {p.name: p for p in self.policies.values()}
-        if self.manifest.get("commercial_policy"):
-            commercial = _load(self.manifest["commercial_policy"], self.path)
+        commercial = self._run.commercial_policy
+        if commercial is not None:
             out.setdefault(commercial.name, commercial)
         return list(out.values())
 
@@ -91,17 +95,6 @@ class _Run:
     def label(self) -> str:
         policies = ", ".join(sorted({p.name for p in self.policies.values()})) or "unscored"
         return f"{self.manifest['scenario']['name']} / {policies}"
-
-
-def _load(name: str, run_path: Path) -> Policy:
-    try:
-        return load_policy(name)
-    except PolicyError:
-        # A policy file named relative to where the run was started: try beside the run.
-        local = run_path / Path(name).name
-        if local.is_file():
-            return load_policy(str(local))
-        raise ReportError(f"{run_path}: cannot load policy '{name}' named in manifest.json") from None
 
 
 @dataclass

@@ -17,8 +17,8 @@ Measures name what a run holds, in the run's own column names:
 - `daily.<column>`: a column of daily.parquet, summed over regions (and days, for a flow);
 - `citizens.<column>`: citizens at the run's end where a boolean column is true, or where a
   comparison holds (`citizens.commercial_score>=700`);
-- `holders.<effect>`: citizens holding a state-score consequence mapped to that effect
-  (flight_ban, train_ban, ...; see the scenario's `consequences.effects`). A class-based travel
+- `holders.<effect>`: citizens holding a state-score consequence with that effect (flight_ban,
+  train_ban, ...: the policy's consequence vocabulary). A class-based travel
   ban counts where it reaches the carriers' lists: the holders times the scenario's
   `consequences.<effect>_reach`, the expected number (each holder's ban reaches the lists with
   that chance, fixed per citizen), whose sampling error is that of the holders.
@@ -40,6 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scipy.stats import chi2
 
 from socialcredit._validation import location
+from socialcredit.engine import CompiledConsequences
+from socialcredit.policy._model import EFFECTS
+from socialcredit.simulation import Run
 from socialcredit.simulation._kinds import REACH_EFFECTS
 
 DEFAULT_TARGETS = "targets-2018.toml"
@@ -217,9 +220,14 @@ class _RunTables:
         self.daily_columns = self.daily.collect_schema().names()
         self.citizens = pl.scan_parquet(path / "citizens.parquet")
         self.citizen_columns = self.citizens.collect_schema().names()
-        self.effects: dict[str, list[str]] = scenario["consequences"]["effects"]
+        # Effect -> the names of the state policies' consequences with it (the daily columns
+        # benefit.<name> and sanction.<name> count their holders).
+        self.effects: dict[str, set[str]] = {}
+        for policy in filter(None, Run.open(path).region_policies.values()):
+            for item in CompiledConsequences.of(policy).items:
+                self.effects.setdefault(item.effect, set()).add(item.name)
         self.reach = {effect: float(scenario["consequences"].get(f"{effect}_reach", 1.0))
-                      if effect in REACH_EFFECTS else 1.0 for effect in self.effects}
+                      for effect in REACH_EFFECTS}
 
     def day_of(self, date: dt.date) -> int:
         return (date - self.start).days
@@ -265,9 +273,9 @@ def _measure(run: _RunTables, measure: str, how: str, target: Target) -> tuple[f
         where = col if op is None else (col >= float(number)) if op == ">=" else (col < float(number))
         return float(run.citizens.select(where.fill_null(False).sum()).collect().item()), 1.0, ""
     if source == "holders":
-        names = run.effects.get(column)
-        if names is None:
-            return None, 1.0, f"not modelled: no effect '{column}' in the scenario's consequences.effects"
+        if column not in EFFECTS:
+            return None, 1.0, f"not modelled: no effect '{column}' (effects: {', '.join(EFFECTS)})"
+        names = run.effects.get(column, set())
         columns = [c for c in run.daily_columns
                    if c.split(".", 1)[0] in ("benefit", "sanction") and c.split(".", 1)[1] in names]
         if not columns:

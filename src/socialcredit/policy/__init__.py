@@ -1,6 +1,6 @@
 """Policies: declarative scoring schemes in TOML, validated on load."""
 
-from socialcredit.policy._load import PolicyError, list_presets, load_policy, parse_policy
+from socialcredit.policy._load import PolicyError, list_presets, load_policy, parse_policy, policy_source
 from socialcredit.policy._model import (
     GRANT_FIELDS,
     ROLES,
@@ -25,4 +25,5 @@ __all__ = [
     "list_presets",
     "load_policy",
     "parse_policy",
+    "policy_source",
 ]

@@ -32,17 +32,22 @@ def list_presets() -> list[str]:
 
 def load_policy(name_or_file: str | Path) -> Policy:
     """Load a preset by name, or a policy from a TOML file."""
+    text, source = policy_source(name_or_file)
+    return parse_policy(text, source=source)
+
+
+def policy_source(name_or_file: str | Path) -> tuple[str, str]:
+    """The TOML text of a preset (by name) or a policy file, and how to name it in errors."""
     path = Path(name_or_file)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise PolicyError(str(path), [("", "no such file")])
-        return parse_policy(path.read_text(encoding="utf-8"), source=str(path))
+        return path.read_text(encoding="utf-8"), str(path)
     name = str(name_or_file)
     if name not in list_presets():
         known = ", ".join(list_presets())
         raise PolicyError(name, [("", f"no preset or file named '{name}' (presets: {known})")])
-    text = resources.files(PRESET_PACKAGE).joinpath(f"{name}.toml").read_text(encoding="utf-8")
-    return parse_policy(text, source=f"preset '{name}'")
+    return resources.files(PRESET_PACKAGE).joinpath(f"{name}.toml").read_text(encoding="utf-8"), f"preset '{name}'"
 
 
 def parse_policy(text: str, *, source: str = "<string>") -> Policy:

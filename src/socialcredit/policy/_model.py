@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Role = Literal[
     "citizen",
@@ -85,12 +85,129 @@ class Rule(BaseModel):
     note: str | None = None
 
 
+# What a benefit or sanction does, from a fixed vocabulary, each with its typed parameters. The
+# engine compiles them once (engine.CompiledConsequences); the simulator, the service's decisions
+# and the report read that, so an effect means the same everywhere.
+Effect = Literal[
+    "loan_price",
+    "loan_refusal",
+    "insurance_tier",
+    "flight_price",
+    "flight_ban",
+    "train_ban",
+    "gate_stop",
+    "job_loss",
+    "admission",
+    "perk",
+    "obligation",
+    "eligibility_loss",
+]
+
+
+class _Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParameters(_Parameters):
+    """An effect that takes no parameters (a refusal, a ban)."""
+
+
+class LoanPrice(_Parameters):
+    """The loan rate moves by `rate_change` (a fraction: -0.005 is half a point off)."""
+
+    rate_change: float = Field(ge=-0.2, le=0.2)
+
+
+class InsuranceTier(_Parameters):
+    """Health insurance at the named tier."""
+
+    tier: str = Field(min_length=1)
+
+
+class FlightPrice(_Parameters):
+    """Airline tickets at `discount` (a fraction) off."""
+
+    discount: float = Field(gt=0.0, le=1.0)
+
+
+class TrainBan(_Parameters):
+    """No tickets for the named class of train."""
+
+    train_class: str = Field(default="high-speed", min_length=1)
+
+
+class GateStop(_Parameters):
+    """Cameras at subway gates flag the citizen, who is stopped at a passage with this chance."""
+
+    stop_probability: float = Field(ge=0.0, le=1.0)
+
+
+class JobLoss(_Parameters):
+    """Employers see the class: the daily chance of losing one's job."""
+
+    risk_per_day: float = Field(ge=0.0, lt=1.0)
+
+
+class Admission(_Parameters):
+    """A parent's class moves their child's chance of university admission by `chance_change` (a
+    fraction of the chance: 0.25 is a quarter more; positive for a benefit, negative for a sanction)."""
+
+    chance_change: float = Field(ge=-1.0, le=1.0)
+    applies_to: Literal["children"] = "children"
+
+
+class Perk(_Parameters):
+    """A service on better terms: a discount (a fraction) and or no deposit."""
+
+    discount: float = Field(default=0.0, ge=0.0, le=1.0)
+    deposit_waived: bool = False
+
+
+class Obligation(_Parameters):
+    """Something the citizen must (or is asked to) do: a course, a meeting, inspections."""
+
+    hours: int = Field(default=0, ge=0)
+    fee: float = Field(default=0.0, ge=0.0)
+    mandatory: bool = False
+    inspections_per_year: int = Field(default=0, ge=0)
+
+
+class EligibilityLoss(_Parameters):
+    """What the citizen may no longer apply for."""
+
+    subsidies: bool = False
+    public_posts: bool = False
+    honours: bool = False
+
+
+# Per effect: its parameters and whether a benefit, a sanction or either may bring it.
+EFFECTS: dict[str, tuple[type[_Parameters], str]] = {
+    "loan_price": (LoanPrice, "either"),
+    "loan_refusal": (NoParameters, "sanction"),
+    "insurance_tier": (InsuranceTier, "benefit"),
+    "flight_price": (FlightPrice, "benefit"),
+    "flight_ban": (NoParameters, "sanction"),
+    "train_ban": (TrainBan, "sanction"),
+    "gate_stop": (GateStop, "sanction"),
+    "job_loss": (JobLoss, "sanction"),
+    "admission": (Admission, "either"),
+    "perk": (Perk, "benefit"),
+    "obligation": (Obligation, "sanction"),
+    "eligibility_loss": (EligibilityLoss, "sanction"),
+}
+# Effects that decide something in the simulator or the service (a price, a ban, a stop): a policy
+# holds at most one benefit and one sanction of each, so that what applies is never ambiguous.
+DECIDING_EFFECTS = ("loan_price", "loan_refusal", "insurance_tier", "flight_price", "flight_ban",
+                    "train_ban", "gate_stop", "job_loss", "admission")
+
+
 class Consequence(BaseModel):
-    """A benefit or sanction attached to a rating class."""
+    """A benefit or sanction attached to a rating class: what it does (`effect`, `parameters`)."""
 
     model_config = _STRICT
     name: str = Field(min_length=1)
     class_: str = Field(alias="class", min_length=1)
+    effect: Effect
     held_days: int = Field(default=0, ge=0)
     context: Context = "general"
     # Rule ids: when set, the consequence reaches only citizens with a counted, unexpired event of one
@@ -99,6 +216,11 @@ class Consequence(BaseModel):
     description: str | None = None
     parameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
     note: str | None = None
+
+    @property
+    def params(self) -> _Parameters:
+        """The parameters, typed by the effect (checked when the policy loads)."""
+        return EFFECTS[self.effect][0].model_validate(self.parameters)
 
 
 class Grant(BaseModel):
@@ -169,12 +291,21 @@ class Policy(BaseModel):
                     if src not in source_ids:
                         problems.append((f"rule[{i}].sources[{j}]", _unknown("source", src)))
         for label, items in (("benefit", self.benefits), ("sanction", self.sanctions)):
+            deciding: dict[str, int] = {}
             for i, item in enumerate(items):
                 if item.class_ not in class_names:
                     problems.append((f"{label}[{i}].class", _unknown("class", item.class_)))
                 for j, rule_id in enumerate(item.triggered_by or []):
                     if rule_id not in seen_ids:
                         problems.append((f"{label}[{i}].triggered_by[{j}]", _unknown("rule", rule_id)))
+                problems += _check_effect(f"{label}[{i}]", label, item)
+                if item.effect in DECIDING_EFFECTS:
+                    if item.effect in deciding:
+                        problems.append((f"{label}[{i}].effect", f"'{item.effect}' is also {label}"
+                                         f"[{deciding[item.effect]}]; a policy has at most one {label} "
+                                         "of each deciding effect"))
+                    deciding.setdefault(item.effect, i)
+        problems += _check_bands(self)
         roles: dict[str, int] = {}
         for i, grant in enumerate(self.grants):
             if grant.role in roles:
@@ -215,6 +346,69 @@ def _check_classes(classes: list[RatingClass]) -> list[tuple[str, str]]:
             if prev is not None and cls.min is not None and cls.min >= prev:
                 problems.append((f"class[{i}].min",
                                  f"must be below class[{i - 1}].min ({prev}): classes go from top to bottom"))
+    return problems
+
+
+def _check_effect(where: str, label: str, item: Consequence) -> list[tuple[str, str]]:
+    """The effect fits the list it is in, and its parameters fit the effect."""
+    model, allowed = EFFECTS[item.effect]
+    if allowed not in ("either", label):
+        return [(f"{where}.effect", f"'{item.effect}' is a {allowed}'s effect, not a {label}'s")]
+    try:
+        params = model.model_validate(item.parameters)
+    except ValidationError as exc:
+        return [(f"{where}.parameters" + "".join(f".{p}" for p in err["loc"]),
+                 _parameter_message(item.effect, err)) for err in exc.errors()]
+    if item.effect in _SIGNED:
+        name, benefit_sign = _SIGNED[item.effect]
+        value = getattr(params, name)
+        want = benefit_sign if label == "benefit" else -benefit_sign
+        if value * want <= 0:
+            return [(f"{where}.parameters.{name}",
+                     f"a {label}'s {name} must be {'above' if want > 0 else 'below'} 0 (got {value})")]
+    return []
+
+
+# Effects whose parameter's sign says benefit or sanction: (parameter, its sign in a benefit).
+_SIGNED = {"admission": ("chance_change", 1), "loan_price": ("rate_change", -1)}
+
+
+def _parameter_message(effect: str, err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(EFFECTS[effect][0].model_fields) or "none"
+        return f"unknown parameter of effect '{effect}' (its parameters: {known})"
+    if err["type"] == "missing":
+        return f"required by effect '{effect}'"
+    return f"{err['msg']} (got {err['input']!r})"
+
+
+def _check_bands(policy: Policy) -> list[tuple[str, str]]:
+    """Benefit classes lie above sanction classes, and held days count from entering the band.
+
+    A benefit covers its class and every better one, a sanction its class and every worse one; the
+    benefit band is the classes some benefit covers, the sanction band likewise. A citizen's held
+    days count from the day they entered the band, so a consequence with held days must sit at
+    the band's edge (its lowest benefit class, its highest sanction class), where that day is the
+    day they reached its class.
+    """
+    names = policy.class_names
+    index = {n: i for i, n in enumerate(names)}
+    ben = [(i, index[b.class_]) for i, b in enumerate(policy.benefits) if b.class_ in index]
+    san = [(i, index[s.class_]) for i, s in enumerate(policy.sanctions) if s.class_ in index]
+    problems: list[tuple[str, str]] = []
+    if ben and san and max(c for _, c in ben) >= min(c for _, c in san):
+        i, c = min(san, key=lambda x: x[1])
+        problems.append((f"sanction[{i}].class", f"'{names[c]}' is also under a benefit; benefit classes "
+                         "must lie above sanction classes"))
+    for label, items, found, edge in (("benefit", policy.benefits, ben, max),
+                                      ("sanction", policy.sanctions, san, min)):
+        if not found:
+            continue
+        boundary = edge(c for _, c in found)
+        for i, c in found:
+            if items[i].held_days > 0 and c != boundary:
+                problems.append((f"{label}[{i}].held_days", f"held days count from entering the {label} "
+                                 f"classes, so only a {label} at their edge ({names[boundary]}) may have them"))
     return problems
 
 

@@ -11,11 +11,12 @@ Conventions (documented assumptions):
   counts sightings by place type. Ages come from citizens.parquet (`age`, or `age_estimate` and
   `age_uncertainty`); with `age` only, the estimate wavers by +-6 / sqrt(sightings + 1) years.
 - Benefits apply to their class and better, sanctions to their class and worse, once the citizen
-  has been in such classes for `held_days`; class changes are dated by the service day on which
-  the service saw them. A subway gate stops a citizen under a sanction named "*subway*" or with
-  a `stop_probability`; an airline bans one under a sanction named "*flight*"; a bank quotes 4%
-  plus 0.5 points per class below the top, minus `loan_rate_discount`, refused under
-  `loan_allowed = false`.
+  has been in the benefit (sanction) classes for `held_days` (engine.CompiledConsequences, the
+  simulator's meaning too); class changes are dated by the service day on which the service saw
+  them, or by the run's own days for a run loaded with `db load`. Decisions follow the effects: a
+  subway gate stops a citizen under a `gate_stop` sanction, an airline refuses one under a
+  `flight_ban`, a bank quotes 4% plus 0.5 points per class below the top, moved by `loan_price`
+  benefits and sanctions, refused under a `loan_refusal`.
 - X-Purpose is required where the role's grant says `purpose_required`.
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import re
 import sys
 from pathlib import Path
@@ -12,11 +11,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from socialcredit.policy import PolicyError, list_presets
+from socialcredit.policy import Policy, PolicyError
 from socialcredit.service._db import DEFAULT_URL, Database
 from socialcredit.service._errors import ServiceError
 from socialcredit.service._keys import create_key, revoke_key
 from socialcredit.service._service import Service
+from socialcredit.simulation import Run
+from socialcredit.simulation._scenario import SimulationError
 
 DbOption = Annotated[str, typer.Option("--db", help="Database URL: a SQLite file or postgresql://...")]
 PolicyOption = Annotated[str | None, typer.Option(
@@ -36,7 +37,7 @@ def _shown(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)
 
 
-def _open(url: str, policy: str | None) -> Service:
+def _open(url: str, policy: str | Policy | None) -> Service:
     try:
         return Service.open(url, policy)
     except (ServiceError, PolicyError, RuntimeError) as exc:
@@ -91,8 +92,10 @@ def db_load(
 ) -> None:
     """Load a simulation run's citizens and events (the service day moves up to its last day).
 
-    Scored with the run's state policy (the manifest's `policies`) unless --policy says otherwise.
+    Scored with the run's state policy (its own copy, policies/<name>.toml) unless --policy says
+    otherwise; the database keeps it, so `serve` needs no --policy.
     """
+    origin = "the run's own" if policy is None else "--policy"
     if policy is None:
         try:
             policy = run_policy(run_dir)
@@ -106,50 +109,30 @@ def db_load(
         raise _fail(str(exc)) from None
     finally:
         service.close()
-    origin = f" from {policy}" if policy and policy not in list_presets() else ""
     _out.print(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events from {run_dir} "
-               f"into {_shown(db)} (policy '{name}'{origin})", highlight=False, soft_wrap=True)
+               f"into {_shown(db)} (policy '{name}', {origin})", highlight=False, soft_wrap=True)
 
 
-def run_policy(run_dir: Path) -> str | None:
-    """The state policy a run was scored with, as a preset name or a policy file that exists here.
+def run_policy(run_dir: Path) -> Policy | None:
+    """The state policy a run was scored with, from the run's own copy (policies/<name>.toml).
 
-    From the manifest's `policies` (region -> preset name or TOML path, none for an unscored
-    region): one policy is used; several are an error asking for --policy. A relative path is
-    taken as the simulator was given it (from the folder it ran in), so it is looked for from the
-    current folder, then from the run folder and each folder above it; the error says where it
-    looked. None: the run has no manifest (use the default).
+    One policy scores the run's regions; several are an error asking for --policy (the service
+    holds one). None: the folder has no manifest (events and citizens only: the default policy).
     """
-    manifest = Path(run_dir) / "manifest.json"
-    if not manifest.is_file():
+    if not (Path(run_dir) / "manifest.json").is_file():
         return None
     try:
-        policies = json.loads(manifest.read_text(encoding="utf-8")).get("policies")
-    except (ValueError, AttributeError):
-        raise ServiceError(f"{manifest}: not a run manifest (unreadable JSON object)") from None
-    if not isinstance(policies, dict):
-        raise ServiceError(f"{manifest} names no 'policies' (region -> policy): pass --policy")
-    names = sorted({p for p in policies.values() if p})
-    if not names:
-        raise ServiceError(f"{manifest}: no region of the run is scored (every policy is empty); "
-                           f"pass --policy")
-    if len(names) > 1:
-        regions = "; ".join(f"{r}: {p}" for r, p in policies.items() if p)
-        raise ServiceError(f"run {run_dir} scores its regions with {len(names)} policies ({regions}); the "
+        regions = Run.open(run_dir).region_policies
+    except (SimulationError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise ServiceError(f"{Path(run_dir) / 'manifest.json'}: not a run manifest ({exc})") from None
+    policies = {p.name: p for p in regions.values() if p is not None}
+    if not policies:
+        raise ServiceError(f"{run_dir}: no region of the run is scored (every policy is empty); pass --policy")
+    if len(policies) > 1:
+        shown = "; ".join(f"{r}: {p.name}" for r, p in regions.items() if p is not None)
+        raise ServiceError(f"run {run_dir} scores its regions with {len(policies)} policies ({shown}); the "
                            f"service holds one: pass --policy with the one to load it under")
-    (name,) = names
-    if name in list_presets():
-        return name
-    path = Path(name)
-    tried = [path]
-    if not path.is_absolute():  # from here, then from the run folder and each folder above it
-        run = Path(run_dir).resolve()
-        tried += [folder / path for folder in (run, *run.parents)]
-    for candidate in tried:
-        if candidate.is_file():
-            return str(candidate)
-    raise ServiceError(f"run {run_dir} was scored with the policy file '{name}', which is not here "
-                       f"(tried {', '.join(str(t) for t in tried)}): pass --policy with its path")
+    return next(iter(policies.values()))
 
 
 def keys_create(

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from socialcredit.engine import BIRTHS_SCHEMA, CompiledPolicy, ScoreState, score_ledger
+from socialcredit.engine import BIRTHS_SCHEMA, CompiledPolicy, ScoreState, class_history, score_ledger
 from socialcredit.events import EVENT_SCHEMA, EventError, validate_events
 from socialcredit.service._db import Database
 from socialcredit.service._errors import Conflict, Forbidden, Invalid, TooLarge
@@ -521,6 +521,7 @@ class Ledger:
                                                          _age_noise(run_dir))
             if events is not None:
                 state = self._sync(cur)
+                first_events = not self.db.execute("SELECT 1 FROM events LIMIT 1", (), cur)
                 stored = self.db.insert_frame(cur, "events", events.with_columns(batch=pl.lit(0, pl.Int64)),
                                               conflict="ON CONFLICT (event_id) DO NOTHING")
                 if stored == events.height:
@@ -531,9 +532,24 @@ class Ledger:
                     self._state = None
                     if self._delta is not None:
                         self._delta.valid = False  # which events were new is not known: count again
+                self._replay_history(cur, events.select(EVENT_COLUMNS) if first_events else None,
+                                     events["citizen_id"].unique())
                 self._bump(cur)
                 loaded["events"] = events.height
         return loaded
+
+    def _replay_history(self, cur, ledger: pl.DataFrame | None, citizen_ids: pl.Series) -> None:
+        """The class histories of these citizens replayed from their ledger (`ledger`, or read back
+        when None): class changes dated by their events' days, as a run dates them, so that held
+        days and `since` are the simulation's (a live batch dates them by the service day)."""
+        db = self.db
+        ids = db.list_param(citizen_ids)
+        if ledger is None:
+            ledger = db.frame(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
+                              f"WHERE voided = 0 AND {db.any_of('citizen_id')}", (ids,), EVENT_SCHEMA, cur)
+        history = class_history(self.compiled, ledger, as_of=self.day, births=self._births(cur, citizen_ids))
+        db.execute(f"DELETE FROM class_history WHERE {db.any_of('citizen_id')}", (ids,), cur)
+        db.insert_frame(cur, "class_history", history.select("citizen_id", pl.col("day").cast(pl.Int32), "class_idx"))
 
     def _load_citizens(self, cur, citizens: pl.DataFrame, origin: Path, age_noise: float | None) -> int:
         if "citizen_id" not in citizens.columns:

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import polars as pl
 
-from socialcredit.engine import CompiledPolicy, explain
+from socialcredit.engine import (
+    BENEFITS,
+    BETWEEN,
+    CompiledConsequence,
+    CompiledConsequences,
+    CompiledPolicy,
+    explain,
+)
 from socialcredit.events import EVENT_SCHEMA
-from socialcredit.policy import Consequence, Grant, Policy, list_presets, load_policy
+from socialcredit.policy import Grant, Policy, load_policy
 from socialcredit.service._access import Access, log_row, shown
 from socialcredit.service._db import DEFAULT_URL, Database
 from socialcredit.service._errors import Conflict, Forbidden, Invalid, NotFound
@@ -32,7 +39,7 @@ APPEAL_STATUSES = ("open", "upheld", "rejected")
 CAMERA_SOURCE = "camera"
 PLACE_TYPES = ("street", "mall", "subway")  # the simulator's place types (simulation/_kinds.py PLACES)
 # Loans (ASSUMPTION, the report gives no rates): 4% for the top class, +0.5 points per class below,
-# minus a benefit's `loan_rate_discount`; a sanction with `loan_allowed = false` refuses the loan.
+# moved by a `loan_price` benefit's or sanction's rate_change; a `loan_refusal` sanction refuses it.
 LOAN_BASE_RATE = 0.04
 LOAN_CLASS_SPREAD = 0.005
 NOT_SCORED = -1  # the class index of a citizen the policy does not score (under its min_age)
@@ -70,13 +77,7 @@ class Service:
                            f"use --policy {stored} or another database")
         self.ledger = Ledger(db, self.compiled)
         self.access = Access(policy)
-        self._class_index = {name: i for i, name in reversed(list(enumerate(policy.class_names)))}
-        # Per class: the benefits and sanctions a citizen in it may hold (the others need no history).
-        self._candidates = [
-            [(c, better, self._class_index[c.class_])
-             for items, better in ((policy.benefits, True), (policy.sanctions, False)) for c in items
-             if (idx <= self._class_index[c.class_] if better else idx >= self._class_index[c.class_])]
-            for idx in range(len(policy.class_names))]
+        self.consequence_rules = CompiledConsequences.of(policy)
         self._log = LookupLog(db)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -88,25 +89,24 @@ class Service:
     @classmethod
     def open(cls, url: str = DEFAULT_URL, policy: str | Policy | None = None, *,
              settings: Settings | None = None) -> Service:
-        """Open (and create) the database at `url` with a policy (default: the one it holds).
+        """Open (and create) the database at `url` with a policy: a preset name, a TOML file, a
+        Policy, or None for the one it holds.
 
-        A policy from a TOML file is remembered with its path, so that the database opens again
-        without naming the file.
+        The database keeps the whole policy it scores under, so it opens again without naming it:
+        no file needs to stay where it was.
         """
         db = Database.open(url)
-        file = None
-        if not isinstance(policy, Policy):
-            if policy is None:
-                stored = db.get_meta("policy")
-                policy = (db.get_meta("policy_file") if stored not in list_presets() else None) or stored
-            policy = policy or "taz-2018"
-            if policy not in list_presets():
-                file = str(Path(policy).resolve())
+        if policy is None:
+            kept = db.get_meta("policy_json")
+            policy = (Policy.model_validate_json(kept) if kept
+                      else load_policy(db.get_meta("policy") or "taz-2018"))
+        elif not isinstance(policy, Policy):
             policy = load_policy(policy)
         service = cls(db, policy, settings=settings)
-        if file is not None and db.get_meta("policy_file") != file:
+        kept = policy.model_dump_json(by_alias=True)
+        if db.get_meta("policy_json") != kept:
             with db.transaction() as cur:
-                db.set_meta(cur, "policy_file", file)
+                db.set_meta(cur, "policy_json", kept)
         return service
 
     @property
@@ -232,24 +232,20 @@ class Service:
 
     def consequences(self, citizen_id: str, class_idx: int, *, benefits: bool = True,
                      sanctions: bool = True) -> tuple[list[dict], list[dict]]:
-        """Active benefits and sanctions: held long enough in a qualifying class (either list is
-        left empty when not asked for)."""
+        """Benefits and sanctions in force (engine.CompiledConsequences): the class brings them and
+        the citizen has held its band long enough (either list is left empty when not asked for)."""
         out: tuple[list[dict], list[dict]] = ([], [])
         if class_idx == NOT_SCORED:  # no class, so no consequence of one
             return out
-        candidates = self._candidates[class_idx]
-        if not (benefits and sanctions):
-            candidates = [c for c in candidates if (benefits if c[1] else sanctions)]
-        if not candidates:  # nothing this class can bring: the class history is not read
-            return out
+        rules = self.consequence_rules
+        band = rules.band(class_idx)
+        if band == BETWEEN or not (benefits if band == BENEFITS else sanctions):
+            return out  # nothing this class can bring (or nothing asked for): no history is read
         history = self.db.execute("SELECT day, class_idx FROM class_history WHERE citizen_id = ? "
                                   "ORDER BY day, id", (citizen_id,))
-        day = self.day
-        for c, better, level in candidates:
-            since = _since(history, class_idx, self.ledger.start_class,
-                           (lambda i, lv=level: i <= lv) if better else (lambda i, lv=level: i >= lv))
-            if since is not None and day - since >= c.held_days:
-                out[0 if better else 1].append(_consequence(c, since))
+        since = _since(history, class_idx, self.ledger.start_class, lambda i: rules.band(i) == band)
+        for c in rules.in_force(class_idx, since, self.day):
+            out[0 if c.benefit else 1].append(_consequence(c, since))
         return out
 
     def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
@@ -378,7 +374,7 @@ class Service:
         counted = cams.filter(pl.col("voided") == 0)
         _, sanctions = self.consequences(citizen_id, idx)
         flag_list = [f"sanction:{s['name']}" for s in sanctions]
-        if any(_stops_at_gate(s) for s in sanctions):
+        if any(s["effect"] == "gate_stop" for s in sanctions):
             flag_list.append("stop-at-subway-gate")
         last = counted.select("day", "camera", "confidence").row(-1, named=True) if counted.height else None
         self._record(key, citizen_id, purpose, ["profile"], "profile", log)
@@ -411,7 +407,7 @@ class Service:
         """A subway gate's decision: stop a citizen under a gate sanction, else pass; logged."""
         grant, _, _, sanctions = self._consequence_check(key, "security", citizen_id, purpose,
                                                          "the subway gate")
-        stops = [s["name"] for s in sanctions if _stops_at_gate(s)]
+        stops = [s["name"] for s in sanctions if s["effect"] == "gate_stop"]
         out = {"citizen_id": citizen_id, "gate": gate, "decision": "stop" if stops else "pass"}
         if "sanctions" in grant.fields:
             out["because"] = stops
@@ -423,13 +419,13 @@ class Service:
         """An airline's check: banned under a flight-ban sanction, else may board; logged."""
         grant, _, benefits, sanctions = self._consequence_check(key, "airline", citizen_id, purpose,
                                                                 "the flight check")
-        bans = [s["name"] for s in sanctions if "flight" in s["name"]]
+        bans = [s["name"] for s in sanctions if s["effect"] == "flight_ban"]
         out = {"citizen_id": citizen_id, "flight": flight, "may_board": not bans,
                "decision": "banned" if bans else "board"}
         if "sanctions" in grant.fields:
             out["because"] = bans
         if "benefits" in grant.fields:
-            out["discount"] = sum(float(b["parameters"].get("flight_discount", 0)) for b in benefits)
+            out["discount"] = sum(b["parameters"]["discount"] for b in benefits if b["effect"] == "flight_price")
         self._record(key, citizen_id, purpose,
                      ["decision", *shown(grant, "sanctions", "benefits")], "flight", log)
         return out
@@ -439,11 +435,11 @@ class Service:
         """A bank's quote: the rate by class, benefits and sanctions; logged."""
         grant, idx, benefits, sanctions = self._consequence_check(key, "bank", citizen_id, purpose,
                                                                   "the loan quote")
-        refused = [s["name"] for s in sanctions if s["parameters"].get("loan_allowed") is False]
-        discounts = [b for b in benefits if "loan_rate_discount" in b["parameters"]]
+        refused = [s["name"] for s in sanctions if s["effect"] == "loan_refusal"]
+        priced = [c for c in (*benefits, *sanctions) if c["effect"] == "loan_price"]
         # A citizen the policy does not score is quoted as one without a record.
         rate = LOAN_BASE_RATE + LOAN_CLASS_SPREAD * (self.ledger.start_class if idx == NOT_SCORED else idx)
-        rate -= sum(float(b["parameters"]["loan_rate_discount"]) for b in discounts)
+        rate += sum(c["parameters"]["rate_change"] for c in priced)
         out = {"citizen_id": citizen_id, "amount": amount, "approved": not refused,
                "rate": None if refused else round(rate, 6)}
         if "sanctions" in grant.fields:
@@ -452,7 +448,7 @@ class Service:
             out["sanctions"] = [s["name"] for s in sanctions]
             out["refused_by"] = refused
         if "benefits" in grant.fields:
-            out["benefits"] = [b["name"] for b in discounts]
+            out["benefits"] = [b["name"] for b in benefits if b["effect"] == "loan_price"]
         self._record(key, citizen_id, purpose,
                      ["decision", *shown(grant, "sanctions", "benefits")], "loan", log)
         return out
@@ -581,17 +577,15 @@ def _since(history: list[tuple], current: int, start: int, qualifies) -> int | N
     return since
 
 
-def _consequence(c: Consequence, since: int) -> dict:
-    return {"name": c.name, "class": c.class_, "context": c.context, "since_day": since,
-            "held_days": c.held_days, "description": c.description, "parameters": dict(c.parameters)}
-
-
-def _stops_at_gate(sanction: dict) -> bool:
-    return "subway" in sanction["name"] or "stop_probability" in sanction["parameters"]
+def _consequence(c: CompiledConsequence, since: int) -> dict:
+    item = c.consequence
+    return {"name": c.name, "class": item.class_, "effect": c.effect, "context": item.context,
+            "since_day": since, "held_days": c.held_days, "description": item.description,
+            "parameters": c.params.model_dump()}
 
 
 def _blacklist(sanctions: list[dict]) -> dict:
-    bans = [s["name"] for s in sanctions if s["parameters"].get("blocked") is True]
+    bans = [s["name"] for s in sanctions if s["effect"] in ("flight_ban", "train_ban")]
     return {"listed": bool(bans), "bans": bans}
 
 

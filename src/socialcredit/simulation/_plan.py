@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from socialcredit.engine import CompiledPolicy
-from socialcredit.policy import Policy, load_policy
+from socialcredit.engine import CompiledConsequence, CompiledConsequences, CompiledPolicy
+from socialcredit.policy import Policy, parse_policy, policy_source
 from socialcredit.simulation import kernel as K
 from socialcredit.simulation._kinds import (
     CIVIC,
@@ -51,6 +51,7 @@ class Plan:
     commercial: int  # index into policies, -1 = none
     region_start: np.ndarray  # global first citizen of each region, plus the end
     arrays: dict = field(repr=False)
+    policy_texts: dict[str, str] = field(repr=False)  # name -> the TOML the policy was read from
 
     @property
     def block_size(self) -> int:
@@ -85,14 +86,21 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
     if scenario.commercial_policy is not None:
         names.append(scenario.commercial_policy)
         commercial = len(names) - 1
-    policies = [load_policy(n) for n in names]
+    sources = [policy_source(n) for n in names]
+    policies = [parse_policy(text, source=source) for text, source in sources]
+    texts: dict[str, str] = {}
+    for policy, (text, source) in zip(policies, sources, strict=True):
+        if texts.setdefault(policy.name, text) != text:
+            raise SimulationError(f"two different policies are named '{policy.name}' ({source} is one): "
+                                  "a run keeps one copy of each policy by name")
     region_policy = np.array([names.index(r.scheme) if r.scheme is not None else -1
                               for r in scenario.regions], dtype=np.int64)
     shares = np.array([r.share for r in scenario.regions])
     cum = np.concatenate([[0.0], np.cumsum(shares)])
     region_start = np.round(cum / cum[-1] * population).astype(np.int64)
-    params = _float_params(scenario)
-    pol, cons = _policy_arrays(policies, commercial, scenario)
+    pol, cons = _policy_arrays(policies, commercial)
+    # The job-loss stream meets adults at the largest daily risk of any policy, thinned to their own.
+    params = _float_params(scenario, job_loss=float(pol.eff_size[:, EFFECTS.index("job_loss")].max()))
     sign = _signs(policies, region_policy, commercial)
     kinds = _kind_arrays(scenario, (sign > 0).any(axis=0), sign)
     streams = np.array([params.passive, params.job_loss, K.travel_top(params.flight, params),
@@ -112,7 +120,7 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
     )
     # By run_block's parameter names: the shard and the GPU launcher pass them as they are.
     arrays = {"fp": params, "world": world, "kinds": kinds, "pol": pol, "cons": cons}
-    return Plan(scenario, population, days, seed, policies, commercial, region_start, arrays)
+    return Plan(scenario, population, days, seed, policies, commercial, region_start, arrays, texts)
 
 
 def day_of(scenario: Scenario, date: dt.date | None) -> int:
@@ -138,20 +146,19 @@ def _jump_inverse(p: np.ndarray) -> np.ndarray:
     return np.where(inside, 1.0 / np.log1p(-np.where(inside, p, 0.5)), 0.0)
 
 
-def _float_params(s: Scenario) -> K.Params:
+def _float_params(s: Scenario, *, job_loss: float) -> K.Params:
     sen, beh, con, pop = s.sensors, s.behaviour, s.consequences, s.population
     return K.Params(
         fnmr=sen.fnmr, deterrence=beh.deterrence, self_censorship=beh.self_censorship,
         peer_censorship=beh.peer_censorship, conformity=beh.conformity, gaming=beh.gaming,
         threshold=sen.threshold, false_tail=sen.false_tail, true_tail=sen.true_tail,
         age_noise=sen.age_noise_years,
-        passive=sen.passive_sightings, rural_coverage=sen.rural_coverage, job_loss=con.job_loss,
+        passive=sen.passive_sightings, rural_coverage=sen.rural_coverage, job_loss=job_loss,
         income_drop=float(con.income_drop), flight=con.flight, train=con.train, subway=con.subway,
-        loan=con.loan, adm_base=con.admission_base, adm_bonus=con.admission_bonus,
-        adm_penalty=con.admission_penalty, sample=1.0, male=pop.male_share,
+        loan=con.loan, adm_base=con.admission_base, sample=1.0, male=pop.male_share,
         member=pop.platform_share, savvy=beh.savvy_share, employed=pop.employment,
         age_0_14=pop.age_0_14, age_15_59=pop.age_15_59,
-        blacklist_bans=1.0 if con.blacklist_bans else 0.0, gate_stop=con.gate_stop,
+        blacklist_bans=1.0 if con.blacklist_bans else 0.0,
         adm_day=float(con.admission_day), instore=sen.instore_clothes,
         listed_share=pop.listed_share, delisting=con.delisting,
         train_banned_share=con.train_banned_share, retry=con.retry, travel_income=con.travel_income,
@@ -227,7 +234,36 @@ def _signs(policies: list[Policy], region_policy: np.ndarray, commercial: int) -
     return out
 
 
-def _policy_arrays(policies: list[Policy], commercial: int, scenario: Scenario):
+# The kernel's effects (simulation/_kinds.EFFECTS) of the policy's deciding effects, by (effect,
+# benefit). A loan surcharge (loan_price as a sanction) changes no count the kernel keeps.
+KERNEL_EFFECTS = {
+    ("loan_price", True): "loan_discount", ("loan_refusal", False): "loan_refusal",
+    ("insurance_tier", True): "insurance", ("flight_price", True): "flight_discount",
+    ("flight_ban", False): "flight_ban", ("train_ban", False): "train_ban",
+    ("gate_stop", False): "gate_stop", ("job_loss", False): "job_loss",
+    ("admission", True): "admission_bonus", ("admission", False): "admission_penalty",
+}
+
+
+def _size(item: CompiledConsequence) -> float:
+    """What the kernel multiplies by: a job-loss risk, a gate's stop chance, an admission chance's
+    change (as a positive fraction), a loan rate's or a flight's discount; 1 for a ban or a refusal."""
+    params = item.params
+    match item.effect:
+        case "admission":
+            return abs(params.chance_change)
+        case "loan_price":
+            return -params.rate_change
+        case "job_loss":
+            return params.risk_per_day
+        case "gate_stop":
+            return params.stop_probability
+        case "flight_price":
+            return params.discount
+    return 1.0
+
+
+def _policy_arrays(policies: list[Policy], commercial: int):
     n_p = len(policies)
     rows = max(n_p, 1)  # the kernel indexes row 0 even when no region is scored
     span = max(p.max - p.min for p in policies) + 1 if policies else 1
@@ -244,8 +280,7 @@ def _policy_arrays(policies: list[Policy], commercial: int, scenario: Scenario):
     c_cls, c_held, c_slot = (np.zeros((rows, MAX_CONSEQUENCES), np.int64) for _ in range(3))
     c_ben = np.zeros((rows, MAX_CONSEQUENCES), np.bool_)
     c_eff = np.full((rows, MAX_CONSEQUENCES), -1, np.int64)
-    effect_of = {name: EFFECTS.index(e) for e, names in scenario.consequences.effects.items()
-                 for name in names}
+    eff_size = np.zeros((rows, N_EFFECTS))
     for p, policy in enumerate(policies):
         where = f"policy '{policy.name}'"
         cp = CompiledPolicy.of(policy)
@@ -282,48 +317,45 @@ def _policy_arrays(policies: list[Policy], commercial: int, scenario: Scenario):
             for s, name in enumerate(SOURCES):
                 code = cp.source_ids.index(name) + 1 if name in cp.source_ids else 0
                 accept[p, k, s] = cp.source_ok[r, code]
-        items = [(b, True) for b in policy.benefits] + [(s, False) for s in policy.sanctions]
+        # Consequences from the engine's compilation: bands, held days and effects mean here what
+        # they mean in the service and the report (the policy keeps benefit classes above sanction
+        # classes, and held days at a band's edge).
+        consequences = CompiledConsequences.of(policy)
+        items = consequences.items
         if len(items) > MAX_CONSEQUENCES:
             raise SimulationError(f"{where}: at most {MAX_CONSEQUENCES} benefits and sanctions")
-        names = policy.class_names
         c_n[p] = len(items)
-        ben_classes = [names.index(c.class_) for c, b in items if b]
-        san_classes = [names.index(c.class_) for c, b in items if not b]
+        ben_classes = [c.level for c in items if c.benefit]
+        san_classes = [c.level for c in items if not c.benefit]
         if ben_classes:
             pint[p, K.P_KB] = max(ben_classes)
         if san_classes:
             pint[p, K.P_KS] = min(san_classes)
-        if pint[p, K.P_KB] >= pint[p, K.P_KS]:
-            raise SimulationError(f"{where}: a class is under both a benefit and a sanction; the "
-                                  "simulator needs the benefit classes above the sanction classes")
-        for j, (item, benefit) in enumerate(items):
-            label = f"{where}: {'benefit' if benefit else 'sanction'} '{item.name}'"
-            cls = names.index(item.class_)
-            band = 0 if benefit else 1
-            c_cls[p, j], c_ben[p, j], c_held[p, j] = cls, benefit, item.held_days
-            c_eff[p, j] = effect_of.get(item.name, -1)
+        for j, item in enumerate(items):
+            label = f"{where}: {'benefit' if item.benefit else 'sanction'} '{item.name}'"
+            band = 0 if item.benefit else 1
+            c_cls[p, j], c_ben[p, j], c_held[p, j] = item.level, item.benefit, item.held_days
+            kernel_effect = KERNEL_EFFECTS.get((item.effect, item.benefit))
+            c_eff[p, j] = -1 if kernel_effect is None else EFFECTS.index(kernel_effect)
             if item.held_days > 0:
                 if p == commercial:
                     raise SimulationError(f"{label}: held_days must be 0 in the commercial policy")
-                if cls != pint[p, K.P_KB if benefit else K.P_KS]:
-                    raise SimulationError(f"{label}: held_days > 0 is supported only at the "
-                                          f"{'lowest benefit' if benefit else 'highest sanction'} "
-                                          "class")
                 slots = [h for h in held[p, band] if h > 0]
                 if item.held_days not in slots:
                     if len(slots) == MAX_HELD:
                         raise SimulationError(f"{label}: at most {MAX_HELD} distinct held_days")
                     held[p, band, len(slots)] = item.held_days
                 c_slot[p, j] = list(held[p, band]).index(item.held_days)
-            classes = range(0, cls + 1) if benefit else range(cls, n_cls)
-            e = c_eff[p, j]
-            for c in classes:
-                if e >= 0 and (eff_held[p, e, c] < 0 or item.held_days < eff_held[p, e, c]):
-                    eff_held[p, e, c] = item.held_days
+        for (effect, benefit), kernel_effect in KERNEL_EFFECTS.items():
+            e = EFFECTS.index(kernel_effect)
+            eff_held[p, e, :n_cls] = consequences.held_for(effect, benefit)
+            item = consequences.deciding(effect, benefit)
+            if item is not None:
+                eff_size[p, e] = _size(item)
         for band, benefit in ((0, True), (1, False)):
-            helds = [c.held_days for c, b in items if b == benefit]
+            helds = [c.held_days for c in items if c.benefit == benefit]
             pint[p, K.P_HMIN_B + band] = min(helds) if helds else 0
-    pol = K.Policies(ctab=ctab, pint=pint, held=held, eff_held=eff_held, points=points,
+    pol = K.Policies(ctab=ctab, pint=pint, held=held, eff_held=eff_held, eff_size=eff_size, points=points,
                      expires=expires, capcls=caps_class, accept=accept, min_conf=min_conf,
                      rule_of=rule_of, caps=caps)
     cons = K.Consequences(count=c_n, cls=c_cls, benefit=c_ben, held=c_held, slot=c_slot,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from socialcredit.policy import Policy, parse_policy
 from socialcredit.simulation._kinds import (
     BYTES_PER_CITIZEN,
     COUNTERS,
@@ -38,6 +39,7 @@ from socialcredit.simulation.kernel import RECORD_ALL, RECORD_NONE, RECORD_SAMPL
 DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.3 GB at its peak
 GPU_CHUNK_BLOCKS = 1024  # on the GPU a shard's blocks are its threads: more of them (see _gpu.py)
 TABLES = ("daily", "citizens", "events")
+POLICY_FOLDER = "policies"  # a run folder's copies of the policies it used, <name>.toml
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,31 @@ class Run:
     def manifest(self) -> dict[str, Any]:
         """The run's manifest: scenario, policies, seed, version, timings, memory."""
         return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+
+    @cached_property
+    def policies(self) -> dict[str, Policy]:
+        """Every policy the run used (the regions' and the commercial one), by name, from the run's
+        own copies: editing or losing the original files changes nothing."""
+        names = {*filter(None, self.manifest["policies"].values()), self.manifest.get("commercial_policy")}
+        return {name: self._policy(name) for name in sorted(filter(None, names))}
+
+    @property
+    def region_policies(self) -> dict[str, Policy | None]:
+        """Region -> the state policy scoring it (None: unscored)."""
+        return {region: None if name is None else self.policies[name]
+                for region, name in self.manifest["policies"].items()}
+
+    @property
+    def commercial_policy(self) -> Policy | None:
+        """The commercial score's policy, if the run has one."""
+        name = self.manifest.get("commercial_policy")
+        return None if name is None else self.policies[name]
+
+    def _policy(self, name: str) -> Policy:
+        copy = self.path / POLICY_FOLDER / f"{name}.toml"
+        if not copy.is_file():
+            raise SimulationError(f"{self.path}: the run holds no copy of its policy '{name}' ({copy})")
+        return parse_policy(copy.read_text(encoding="utf-8"), source=str(copy))
 
     @cached_property
     def daily(self) -> pl.DataFrame:
@@ -164,6 +191,9 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
                                         "shards_s": sum(r.seconds for r in results),
                                         "write_s": t_write - t_sim, "total_s": t_write - t0})
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        (work / POLICY_FOLDER).mkdir()
+        for name, text in plan.policy_texts.items():  # the policies as used: the run reads its own
+            (work / POLICY_FOLDER / f"{name}.toml").write_text(text, encoding="utf-8")
         if out.exists():
             out.rmdir()
         work.rename(out)
@@ -295,8 +325,11 @@ def _manifest(plan: Plan, mode: EventsMode, events: str, device: str, workers: i
         "socialcredit": __version__,
         "python": platform.python_version(),
         "scenario": plan.scenario.model_dump(mode="json", by_alias=True),
-        "policies": {r.name: r.scheme for r in plan.scenario.regions},
-        "commercial_policy": plan.scenario.commercial_policy,
+        # Region -> the name of its state policy (None: unscored); each policy's copy is
+        # policies/<name>.toml in the run folder.
+        "policies": {r.name: None if p < 0 else plan.policies[p].name
+                     for r, p in zip(plan.scenario.regions, plan.arrays["world"].region_policy, strict=True)},
+        "commercial_policy": None if plan.commercial < 0 else plan.policies[plan.commercial].name,
         "seed": plan.seed,
         "population": plan.population,
         # Each simulated citizen stands for this many people: counts times it are the represented

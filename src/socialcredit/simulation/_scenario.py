@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from socialcredit._validation import location
 from socialcredit.policy import PolicyError, load_policy
-from socialcredit.simulation._kinds import EFFECTS, KIND_NAMES, KINDS
+from socialcredit.simulation._kinds import KIND_NAMES, KINDS
 
 PRESET_PACKAGE = "socialcredit.simulation.scenarios"
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -178,21 +178,11 @@ class Behaviour(BaseModel):
         return self
 
 
-def _default_effects() -> dict[str, list[str]]:
-    return {
-        "loan_discount": ["cheaper-loans"], "loan_refusal": ["loan-restriction"],
-        "insurance": ["better-health-insurance"], "flight_discount": ["cheaper-flights"],
-        "flight_ban": ["flight-ban"], "train_ban": ["train-ban"], "gate_stop": ["subway-gate-stop"],
-        "job_loss": ["job-loss-risk"], "admission_bonus": ["child-university-admission-bonus"],
-        "admission_penalty": ["child-admission-penalty"],
-    }
-
-
 class Consequences(BaseModel):
-    """What a class does to a life; `effects` maps policy consequence names onto effects."""
+    """How often people meet what a class does to them (fly, apply for loans, pass a gate); what a
+    consequence does is the policy's (its benefits' and sanctions' effects), never the scenario's."""
 
     model_config = _STRICT
-    job_loss: float = Field(default=0.002, ge=0.0, lt=1.0)
     income_drop: int = Field(default=2, ge=0, le=9)
     flight: float = Field(default=0.002, ge=0.0, lt=1.0)
     train: float = Field(default=0.01, ge=0.0, lt=1.0)
@@ -207,23 +197,12 @@ class Consequences(BaseModel):
     flight_ban_reach: float = Field(default=1.0, ge=0.0, le=1.0)
     train_ban_reach: float = Field(default=1.0, ge=0.0, le=1.0)
     subway: float = Field(default=0.5, ge=0.0, le=1.0)
-    gate_stop: float = Field(default=0.5, ge=0.0, le=1.0)
     loan: float = Field(default=0.0005, ge=0.0, lt=1.0)
     admission_day: int = Field(default=160, ge=0, le=364)
     admission_base: float = Field(default=0.4, ge=0.0, le=1.0)
-    admission_bonus: float = Field(default=0.25, ge=0.0)
-    admission_penalty: float = Field(default=0.5, ge=0.0, le=1.0)
     blacklist_bans: bool = True
     # Daily chance a listed defaulter leaves the list by complying (0: listings are permanent).
     delisting: float = Field(default=0.0, ge=0.0, lt=1.0)
-    effects: dict[str, list[str]] = Field(default_factory=_default_effects)
-
-    @model_validator(mode="after")
-    def _check(self) -> Consequences:
-        for effect in self.effects:
-            if effect not in EFFECTS:
-                raise ValueError(f"effects: unknown effect '{effect}' (effects: {', '.join(EFFECTS)})")
-        return self
 
 
 class Scenario(BaseModel):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from socialcredit.engine import YEAR_DAYS, CompiledPolicy
+from socialcredit.engine import BETWEEN, YEAR_DAYS, CompiledConsequences, CompiledPolicy
 from socialcredit.simulation._kinds import (
     EFFECTS,
     F_ADMITTED,
@@ -185,6 +185,7 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
     effects = {name: np.zeros(n, bool) for name in ("insurance", "loan_discount", "loan_refusal",
                                                     "flight_ban", "gate_stop")}
     held_for = plan.days - 1 - s["since"].astype(np.int64)
+    in_band = np.zeros(n, bool)  # in the benefit or sanction classes of their policy
     for p in np.unique(region_policy[scored]):
         mask = (region_policy == p) & scored
         cp = CompiledPolicy.of(plan.policies[p])
@@ -193,6 +194,7 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         idx = cp.classify(sc, cap)
         score[mask] = sc
         klass[mask] = np.array([names.index(c) for c in cp.policy.class_names], np.uint8)[idx]
+        in_band[mask] = CompiledConsequences.of(plan.policies[p]).bands[idx] != BETWEEN
         for name, flag in effects.items():
             h = plan.arrays["pol"].eff_held[p, EFFECTS.index(name), idx]
             flag[mask] = (h >= 0) & (held_for[mask] >= h)
@@ -249,6 +251,9 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         "flight_ban": flight_ban,
         "gate_flagged": effects["gate_stop"],
         "wrongful_points": s["wrongful_points"],
+        # The day the citizen entered the benefit (sanction) classes they are in: held days count
+        # from it (null between the bands).
+        "band_since": pl.Series(s["since"].astype(np.int64)).set(pl.Series(~in_band), None),
         "sanction_days": s["sanction_days"],
         "benefit_days": s["benefit_days"],
         "scored_kinds": s["learned"] & np.uint32(LEARNED_REFUSED - 1),

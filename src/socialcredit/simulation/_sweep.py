@@ -9,7 +9,6 @@ from typing import Any
 
 import polars as pl
 
-from socialcredit.policy import load_policy
 from socialcredit.simulation._run import Run, dask_client, simulate
 from socialcredit.simulation._scenario import SimulationError, load_scenario, parse_value
 
@@ -103,8 +102,7 @@ def _top_class(run: Run) -> tuple[float | None, float | None, float | None]:
     """Share of the scored citizens in their policy's top class at the end, and the shares of
     newspaper bots' owners and of dedicated volunteers among them (None where nobody is scored,
     or nobody is at the top)."""
-    tops = {region: load_policy(name).class_names[0]
-            for region, name in run.manifest["policies"].items() if name is not None}
+    tops = {region: policy.class_names[0] for region, policy in run.region_policies.items() if policy is not None}
     citizens = run.citizens.filter(pl.col("class").is_not_null())
     if citizens.height == 0:
         return None, None, None

@@ -121,6 +121,11 @@ def daily_streams(seed, block, t, fp, region_lo, world, pol, st, metrics):
                 continue
             if stream == S_JOBS:
                 if (flags[i] & F_EMPLOYED) and has_effect(pol, world, st, i, E_JOB_LOSS, t):
+                    risk = pol.eff_size[world.region_policy[st.region[i]], E_JOB_LOSS]
+                    if risk < top:  # the stream runs at the largest risk: thin to the policy's
+                        draw += 1
+                        if uniform(key, draw - 1) * top >= risk:
+                            continue
                     flags[i] &= ~np.uint8(F_EMPLOYED)
                     decile = max(np.int64(gd[i] & 15) - np.int64(fp.income_drop), 0)
                     gd[i] = (gd[i] & 0xF0) | decile
@@ -188,11 +193,12 @@ def admissions(seed, block, t, fp, world, pol, st, metrics):
         chance = fp.adm_base
         pa = np.int64(st.parent[i])
         if pa != NO_PARENT:
+            pp = world.region_policy[st.region[pa]]
             if has_effect(pol, world, st, pa, E_ADM_BONUS, t):
-                chance *= 1.0 + fp.adm_bonus
+                chance *= 1.0 + pol.eff_size[pp, E_ADM_BONUS]
                 metrics[t, r, M_COUNT + C_ADM_HELPED] += 1
             elif has_effect(pol, world, st, pa, E_ADM_PENALTY, t):
-                chance *= 1.0 - fp.adm_penalty
+                chance *= 1.0 - pol.eff_size[pp, E_ADM_PENALTY]
                 metrics[t, r, M_COUNT + C_ADM_HURT] += 1
         if uniform(key, i) < chance:
             st.flags[i] |= F_ADMITTED
@@ -223,7 +229,7 @@ def end_of_day(seed, block, t, fp, world, pol, cons, sc, metrics):
                 metrics[t, r, M_SCONS + j] = holders
                 if cons.effect[p, j] == E_GATE:
                     gate = max(gate, holders)
-            lam = gate * fp.subway * fp.gate_stop * world.region_urban[r]
+            lam = gate * fp.subway * pol.eff_size[p, E_GATE] * world.region_urban[r]
             metrics[t, r, M_COUNT + C_GATES] += poisson(lam, gate_key, 64 * r)
         if comm >= 0:
             n_cls = pol.pint[comm, P_N_CLASSES]

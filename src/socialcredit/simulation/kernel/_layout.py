@@ -18,9 +18,10 @@ State = namedtuple("State", [name for name, _ in STATE_FIELDS])
 Params = namedtuple("Params", [
     "fnmr", "deterrence", "self_censorship", "peer_censorship", "conformity", "gaming",
     "threshold", "false_tail", "true_tail", "age_noise", "passive", "rural_coverage",
-    "job_loss", "income_drop", "flight", "train", "subway", "loan", "adm_base", "adm_bonus",
-    "adm_penalty", "sample", "male", "member", "savvy", "employed", "age_0_14", "age_15_59",
-    "blacklist_bans", "gate_stop", "adm_day", "instore", "listed_share", "delisting",
+    "job_loss",  # the largest daily job-loss risk of the run's policies: the stream's rate
+    "income_drop", "flight", "train", "subway", "loan", "adm_base",
+    "sample", "male", "member", "savvy", "employed", "age_0_14", "age_15_59",
+    "blacklist_bans", "adm_day", "instore", "listed_share", "delisting",
     "train_banned_share", "retry", "travel_income", "flight_ban_reach", "train_ban_reach",
     "volunteer_share", "volunteer_rate", "volunteer_inv",
 ])
@@ -56,6 +57,7 @@ Policies = namedtuple("Policies", [
     "pint",  # [policy, P_*] integers of a policy (columns below)
     "held",  # [policy, band, slot] held days of the benefit (band 0) or sanction (1) classes
     "eff_held",  # [policy, effect, class] days a class must be held for an effect, -1 never
+    "eff_size",  # [policy, effect] its size: a risk, a chance, a discount (plan._size)
     "points", "expires", "capcls",  # [policy, kind]
     "accept",  # [policy, kind, source]
     "min_conf", "rule_of", "caps",  # [policy, kind]
