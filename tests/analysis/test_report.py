@@ -226,8 +226,8 @@ def test_a_run_moved_elsewhere_without_its_policy_file_reports_the_same_bytes(tm
     from socialcredit.simulation import simulate
 
     policy = tmp_path / "scheme.toml"
-    policy.write_text(resources.files("socialcredit.policy.presets").joinpath("rongcheng.toml")
-                      .read_text(encoding="utf-8").replace('name = "rongcheng"', 'name = "scheme"', 1), encoding="utf-8")
+    text = resources.files("socialcredit.policy.presets").joinpath("rongcheng.toml").read_text(encoding="utf-8")
+    policy.write_text(text.replace('name = "rongcheng"', 'name = "scheme"', 1), encoding="utf-8")
     run = simulate(population=3000, days=30, seed=3, out=tmp_path / "here" / "run", policy=str(policy))
     before = write_report(run.path, out=tmp_path / "before.html").read_bytes()
     policy.write_text(policy.read_text(encoding="utf-8").replace("points = 30", "points = 300"), encoding="utf-8")
