@@ -174,7 +174,8 @@ def test_sign_in_cookie_is_http_only_and_strict(site, page):
 
 def test_dashboard_renders_its_charts_and_pages_are_accessible(site, page, tmp_path):
     sign_in(page, site, "dashboard", site.keys["analyst"])
-    for name in ("classes", "kinds", "sources", "appeals"):
+    # The run `db load` loaded is attached: its simulated charts (consequences, wrongful) show too.
+    for name in ("classes", "kinds", "sources", "appeals", "consequences", "wrongful", "wrongful_groups"):
         page.locator(f"#fig-{name} .main-svg").first.wait_for()
     page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
     check_accessible(page.content())

@@ -103,3 +103,40 @@ def test_demo_serves_a_tiny_town_with_working_keys_and_a_live_feed(tmp_path, pag
     finally:
         code = stop(proc)
     assert code == 0, log.read_text()[-3000:]
+
+
+def _demo(tmp_path, port, name, *extra):
+    log = tmp_path / f"{name}.log"
+    proc = subprocess.Popen([SOCIALCREDIT, "demo", "--population", "2000", "--days", "30", "--seed", "7",
+                             "--port", str(port), "--out", str(tmp_path / "demo"), *extra],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def test_make_run_again_keeps_the_database_its_keys_and_look_ups_and_fresh_starts_over(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    seen = {}
+    for name, extra in (("first", ()), ("again", ()), ("fresh", ("--fresh",))):
+        proc, log = _demo(tmp_path, port, name, *extra)
+        try:
+            wait_for(url, proc, log, timeout=90)
+            text = log.read_text()
+            keys = {role: secret for role, _, secret in KEY_LINE.findall(text)}
+            citizen = re.search(r"\(citizen (\S+)\)", text).group(1)
+            bank = {"Authorization": f"Bearer {keys['bank']}", "X-Purpose": f"look-up {name}"}
+            assert httpx.get(f"{url}/api/citizens/{citizen}", headers=bank, timeout=30).status_code == 200
+            log_rows = httpx.get(f"{url}/api/citizens/{citizen}/lookups", timeout=30,
+                                 headers={"Authorization": f"Bearer {keys['citizen']}"}).json()
+            seen[name] = (text, keys, {row["purpose"] for row in log_rows["lookups"]})
+        finally:
+            assert stop(proc) == 0, log.read_text()[-3000:]
+    first, again, fresh = seen["first"], seen["again"], seen["fresh"]
+    assert "loading the run into" in first[0] and "reusing the demo database" not in first[0]
+    assert "reusing the demo database" in again[0] and "loading the run into" not in again[0]
+    assert again[1] == first[1]  # the same keys work again
+    assert {"look-up first", "look-up again"} <= again[2]  # the first demo's look-up is still in the log
+    assert "starting a new demo database (--fresh): removing" in fresh[0]
+    assert set(fresh[1].values()).isdisjoint(first[1].values())  # new keys
+    assert fresh[2] == {"look-up fresh"}
+    assert (tmp_path / "demo" / "demo-keys.txt").stat().st_mode & 0o777 == 0o600

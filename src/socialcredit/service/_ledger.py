@@ -516,6 +516,8 @@ class Ledger:
             if events.height and int(events["day"].max()) > self.day:
                 self.set_day(int(events["day"].max()))
         with self.write() as cur:
+            if (run_dir / "manifest.json").is_file():  # the dashboard shows the run beside the ledger
+                self.db.set_meta(cur, "run_dir", str(run_dir.resolve()))
             if citizens_file.is_file():
                 loaded["citizens"] = self._load_citizens(cur, pl.read_parquet(citizens_file), citizens_file,
                                                          _age_noise(run_dir))

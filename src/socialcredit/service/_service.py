@@ -114,6 +114,12 @@ class Service:
         """The service day."""
         return self.ledger.day
 
+    @property
+    def loaded_run(self) -> Path | None:
+        """The simulation run folder last loaded into the database (`db load`), while it is there."""
+        folder = self.db.get_meta("run_dir")
+        return Path(folder) if folder and (Path(folder) / "manifest.json").is_file() else None
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -16,7 +17,7 @@ import typer
 
 from socialcredit.analysis import write_report
 from socialcredit.policy import PolicyError
-from socialcredit.service import Service, ServiceError, create_app, create_key
+from socialcredit.service import Database, Service, ServiceError, create_app, create_key
 from socialcredit.service._commands import run_policy
 from socialcredit.simulation import SimulationError, simulate
 
@@ -38,8 +39,10 @@ OWN_EVERY = 30       # every 30th batch carries one more event of the demo citiz
 
 def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, port: int = 8000,
              live: bool = False, out: Path = Path("runs/demo"), scenario: str = "one-town",
-             policy: str | None = None, echo: Callable[[str], None] = typer.echo) -> None:
-    """Simulate, load, create keys, print them with the URLs, and serve on 127.0.0.1 until stopped."""
+             policy: str | None = None, fresh: bool = False, echo: Callable[[str], None] = typer.echo) -> None:
+    """Simulate, load, create keys, print them with the URLs, and serve on 127.0.0.1 until stopped.
+
+    A demo database that holds the same run is used again with its keys (`fresh` starts over)."""
     import uvicorn
 
     _check_port(port)  # before minutes of simulation, not after
@@ -65,23 +68,27 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
     report = write_report(run_dir)
     echo(f"report: {report}")
 
-    db_path = out / "demo.db"
-    for stale in out.glob("demo.db*"):  # a fresh database each time: new keys, no old look-ups
-        stale.unlink()
+    db_path, key_file = out / "demo.db", out / "demo-keys.txt"
+    kept = _kept(db_path, key_file, run_dir, fresh, echo)
     # The service holds one policy: the run's, as `socialcredit db load` finds it (a scenario that
     # scores its regions with several policies is refused with their names).
     service = Service.open(f"sqlite:///{db_path}", run_policy(run_dir))
     try:
-        echo(f"loading the run into {db_path} ...")
-        started = time.perf_counter()
-        loaded = service.load_run(run_dir)
-        echo(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events in "
-             f"{time.perf_counter() - started:.1f} s (policy {service.policy.name}, day {service.day})")
-        citizen = pick_citizen(run_dir, service)
-        keys = _create_keys(service, citizen, run_dir)
+        if kept is not None:
+            keys = kept
+            citizen = next(name.removeprefix("citizen-") for role, name, _ in keys if role == "citizen")
+        else:
+            echo(f"loading the run into {db_path} ...")
+            started = time.perf_counter()
+            loaded = service.load_run(run_dir)
+            echo(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events in "
+                 f"{time.perf_counter() - started:.1f} s (policy {service.policy.name}, day {service.day})")
+            citizen = pick_citizen(run_dir, service)
+            keys = _create_keys(service, citizen, run_dir)
+            _keep(service, key_file, keys, run_dir)
         url = f"http://{HOST}:{port}"
         echo("")
-        echo("demo keys (shown once; paste one into a page's sign-in):")
+        echo(f"demo keys (kept in {key_file}, readable by you alone; paste one into a page's sign-in):")
         for role, name, secret in keys:
             echo(f"  {role:<9} {name:<20} {secret}")
         echo("")
@@ -92,7 +99,6 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
         echo(f"  report        {report.resolve()}")
         echo(f"serving on {url} until Ctrl-C{' with a live feed of events' if live else ''}")
         app = create_app(service)
-        app.state.run_dir = run_dir
         stop = threading.Event()
         feeder = None
         if live:
@@ -108,6 +114,40 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
                 feeder.join()
     finally:
         service.close()
+
+
+def _kept(db_path: Path, key_file: Path, run_dir: Path, fresh: bool,
+          echo: Callable[[str], None]) -> list[tuple[str, str, str]] | None:
+    """The keys of a demo database that holds this run (it is used again as it is), or None once
+    the folder is clear for a new one; says which, and what a new one removes."""
+    held = None
+    if db_path.is_file():
+        db = Database.open(f"sqlite:///{db_path}")
+        try:
+            held = db.get_meta("demo_run")
+        finally:
+            db.close()
+    if held == run_dir.name and key_file.is_file() and not fresh:
+        echo(f"reusing the demo database {db_path}: it holds this run, with the keys, look-ups, appeals and live "
+             "events of earlier demos (--fresh starts over)")
+        return [tuple(line.split()) for line in key_file.read_text(encoding="utf-8").splitlines()
+                if line and not line.startswith("#")]
+    if db_path.is_file():
+        why = "--fresh" if fresh else (f"it holds another run ({held})" if held else "its keys are not kept")
+        echo(f"starting a new demo database ({why}): removing {db_path} with its keys, look-ups and appeals")
+    for stale in [*db_path.parent.glob(f"{db_path.name}*"), key_file]:
+        stale.unlink(missing_ok=True)
+    return None
+
+
+def _keep(service: Service, key_file: Path, keys: list[tuple[str, str, str]], run_dir: Path) -> None:
+    """Remember the run the database holds, and its demo keys (owner-only), for the next demo."""
+    with service.db.transaction() as cur:
+        service.db.set_meta(cur, "demo_run", run_dir.name)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("# socialcredit demo keys: role, name, secret (the database stores only their hashes)\n")
+        f.writelines(f"{role} {name} {secret}\n" for role, name, secret in keys)
 
 
 def _check_port(port: int) -> None:
@@ -159,6 +199,7 @@ def _feed(url: str, secret: str, run_dir: Path, service: Service, citizen: str, 
         return
     own = pool.filter(pl.col("citizen_id") == citizen)
     rng = random.Random(seed)
+    session = time.strftime("%Y%m%dT%H%M%S")  # a reused database keeps earlier demos' live events
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"}, timeout=30) as client:
         while not stop.is_set():  # wait for the server to listen
             try:
@@ -171,7 +212,7 @@ def _feed(url: str, secret: str, run_dir: Path, service: Service, citizen: str, 
             picks = pool[[rng.randrange(pool.height) for _ in range(FEED_BATCH)]]
             if own.height and n % OWN_EVERY == 0:  # now and then the demo citizen again, so the app moves
                 picks = pl.concat([picks, own[[rng.randrange(own.height)]]])
-            batch = [{**row, "event_id": f"live-{n:08d}-{i:03d}", "day": service.day}
+            batch = [{**row, "event_id": f"live-{session}-{n:08d}-{i:03d}", "day": service.day}
                      for i, row in enumerate(picks.iter_rows(named=True))]
             try:
                 response = client.post("/api/events", json=batch, params={"wait": "false"})
@@ -193,11 +234,13 @@ def demo_command(
     scenario: Annotated[str, typer.Option(help="Scenario preset or TOML file.")] = "one-town",
     policy: Annotated[str | None, typer.Option(
         help="Score every region with this policy (e.g. accountable, which allows appeals).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new demo database (new keys, no earlier "
+                                                       "look-ups or appeals) even if one holds this run.")] = False,
 ) -> None:
     """Simulate a town, load it, print demo keys and URLs, and serve the pages until Ctrl-C."""
     try:
         run_demo(population=population, days=days, seed=seed, port=port, live=live, out=out, scenario=scenario,
-                 policy=policy)
+                 policy=policy, fresh=fresh)
     except (SimulationError, PolicyError, ServiceError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

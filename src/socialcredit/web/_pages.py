@@ -293,8 +293,8 @@ def _amount(text: str | None) -> float | None:
 
 
 def _run_dir(request: Request) -> Path | None:
-    # Set by `socialcredit demo`: the simulation run behind the database, for the simulated charts.
-    return getattr(request.app.state, "run_dir", None)
+    # The simulation run loaded into the database (`db load`, the demo), for the simulated charts.
+    return request.app.state.service.loaded_run
 
 
 async def _form(request: Request) -> dict[str, str]:
