@@ -1,11 +1,25 @@
 """socialcredit: an open, measurable implementation of a social credit system."""
 
-from socialcredit.engine import ScoreState, Scoring, explain, score_ledger
-from socialcredit.events import EventError, read_events, validate_events
-from socialcredit.policy import Policy, PolicyError, list_presets, load_policy, parse_policy
-from socialcredit.simulation import Run, simulate
+from socialcredit._lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "ScoreState": "socialcredit.engine",
+    "Scoring": "socialcredit.engine",
+    "explain": "socialcredit.engine",
+    "score_ledger": "socialcredit.engine",
+    "EventError": "socialcredit.events",
+    "read_events": "socialcredit.events",
+    "validate_events": "socialcredit.events",
+    "Policy": "socialcredit.policy",
+    "PolicyError": "socialcredit.policy",
+    "list_presets": "socialcredit.policy",
+    "load_policy": "socialcredit.policy",
+    "parse_policy": "socialcredit.policy",
+    "Run": "socialcredit.simulation",
+    "simulate": "socialcredit.simulation",
+})
 
 __all__ = [
     "EventError",

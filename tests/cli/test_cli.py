@@ -1,5 +1,8 @@
 """The command line, invoked as a user would, then the files it wrote inspected."""
 
+import subprocess
+import sys
+
 import polars as pl
 import pytest
 from typer.main import get_command
@@ -197,3 +200,15 @@ def test_a_register_without_birth_days_is_refused_by_name(tmp_path, handmade_led
     register.write_text("citizen_id,birth_day\nc1,soon\n")
     result = invoke("score", "--policy", policy_file, "--events", handmade_ledger, "--out", out, "--citizens", register)
     assert result.exit_code == 1 and "birth_day must hold whole numbers" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["policy", "show", "taz-2018"], ["policy", "check", "x.toml"]])
+def test_light_commands_start_without_the_kernel_the_service_or_the_report(args):
+    """`--help` and `policy show` import only what they use: not numba's kernel, FastAPI, scipy or plotly."""
+    heavy = ["numba", "fastapi", "uvicorn", "scipy", "plotly", "socialcredit.simulation.kernel",
+             "socialcredit.service._service", "socialcredit.analysis._report"]
+    code = ("import sys\nfrom socialcredit.cli import app\n"
+            f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
+            f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]

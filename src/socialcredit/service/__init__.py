@@ -20,19 +20,28 @@ Conventions (documented assumptions):
 - X-Purpose is required where the role's grant says `purpose_required`.
 """
 
-from socialcredit.service._app import create_app
-from socialcredit.service._db import DEFAULT_URL, Database
-from socialcredit.service._errors import (
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-    ServiceError,
-    TooLarge,
-    Unauthorized,
-)
-from socialcredit.service._keys import SENDING_ROLES, ApiKey, authenticate, create_key, revoke_key
-from socialcredit.service._service import Service, Settings
+
+from socialcredit._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "create_app": "socialcredit.service._app",
+    "DEFAULT_URL": "socialcredit.service._db",
+    "Database": "socialcredit.service._db",
+    "Conflict": "socialcredit.service._errors",
+    "Forbidden": "socialcredit.service._errors",
+    "Invalid": "socialcredit.service._errors",
+    "NotFound": "socialcredit.service._errors",
+    "ServiceError": "socialcredit.service._errors",
+    "TooLarge": "socialcredit.service._errors",
+    "Unauthorized": "socialcredit.service._errors",
+    "SENDING_ROLES": "socialcredit.service._keys",
+    "ApiKey": "socialcredit.service._keys",
+    "authenticate": "socialcredit.service._keys",
+    "create_key": "socialcredit.service._keys",
+    "revoke_key": "socialcredit.service._keys",
+    "Service": "socialcredit.service._service",
+    "Settings": "socialcredit.service._service",
+})
 
 __all__ = [
     "ApiKey",

@@ -80,6 +80,20 @@ class Run:
         name = self.manifest.get("commercial_policy")
         return None if name is None else self.policies[name]
 
+    def state_policy(self) -> Policy:
+        """The one state policy that scores the run's regions (the service holds one): an error
+        naming them when there are several, or none."""
+        regions = self.region_policies
+        names = sorted({p.name for p in regions.values() if p is not None})
+        if not names:
+            raise SimulationError(f"{self.path}: no region of the run is scored (every policy is empty); "
+                                  "pass --policy")
+        if len(names) > 1:
+            shown = "; ".join(f"{r}: {p.name}" for r, p in regions.items() if p is not None)
+            raise SimulationError(f"run {self.path} scores its regions with {len(names)} policies ({shown}); "
+                                  "the service holds one: pass --policy with the one to load it under")
+        return self.policies[names[0]]
+
     def _policy(self, name: str) -> Policy:
         copy = self.path / POLICY_FOLDER / f"{name}.toml"
         if not copy.is_file():

@@ -9,17 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
 
 import httpx
 import polars as pl
 import typer
 
 from socialcredit.analysis import write_report
-from socialcredit.policy import PolicyError
 from socialcredit.service import Database, Service, ServiceError, create_app, create_key
-from socialcredit.service._commands import run_policy
-from socialcredit.simulation import SimulationError, simulate
+from socialcredit.simulation import Run, simulate
 
 HOST = "127.0.0.1"
 # The demo's organisations: (role, key name). The citizen key is added for the chosen citizen and
@@ -72,7 +69,7 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
     kept = _kept(db_path, key_file, run_dir, fresh, echo)
     # The service holds one policy: the run's, as `socialcredit db load` finds it (a scenario that
     # scores its regions with several policies is refused with their names).
-    service = Service.open(f"sqlite:///{db_path}", run_policy(run_dir))
+    service = Service.open(f"sqlite:///{db_path}", Run.open(run_dir).state_policy())
     try:
         if kept is not None:
             keys = kept
@@ -222,30 +219,3 @@ def _feed(url: str, secret: str, run_dir: Path, service: Service, citizen: str, 
                 echo(f"live feed stopped: the service refused a batch ({response.status_code}): {response.text}")
                 return
             n += 1
-
-
-def demo_command(
-    population: Annotated[int, typer.Option("--population", "-n", min=1, help="Citizens of the town.")] = 100_000,
-    days: Annotated[int, typer.Option("--days", "-d", min=1, help="Days to simulate.")] = 365,
-    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of the simulation and the live feed.")] = 2018,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8000,
-    live: Annotated[bool, typer.Option("--live", help="Keep sending simulated events to the service.")] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the run and the database.")] = Path("runs/demo"),
-    scenario: Annotated[str, typer.Option(help="Scenario preset or TOML file.")] = "one-town",
-    policy: Annotated[str | None, typer.Option(
-        help="Score every region with this policy (e.g. accountable, which allows appeals).")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new demo database (new keys, no earlier "
-                                                       "look-ups or appeals) even if one holds this run.")] = False,
-) -> None:
-    """Simulate a town, load it, print demo keys and URLs, and serve the pages until Ctrl-C."""
-    try:
-        run_demo(population=population, days=days, seed=seed, port=port, live=live, out=out, scenario=scenario,
-                 policy=policy, fresh=fresh)
-    except (SimulationError, PolicyError, ServiceError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-def register_demo_command(app: typer.Typer) -> None:
-    """Add `demo` to the `socialcredit` command line."""
-    app.command("demo")(demo_command)

@@ -7,22 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from socialcredit.policy import PolicyError
-from socialcredit.simulation._run import simulate
-from socialcredit.simulation._scenario import SimulationError, parse_overrides
-from socialcredit.simulation._sweep import parse_grid, parse_seeds, sweep
+from socialcredit.cli._common import ScenarioOption, SettingsOption, WorkersOption, err, fail, out
 
-out = Console()
-err = Console(stderr=True)
-
-ScenarioOption = Annotated[str, typer.Option("--scenario", help="Scenario preset or TOML file.")]
 PolicyOption = Annotated[str | None, typer.Option(
     "--policy", help="Apply this policy (preset or TOML file) in every region.")]
-WorkersOption = Annotated[int | None, typer.Option(
-    "--workers", help="Run on a local Dask cluster with this many worker processes.")]
 SchedulerOption = Annotated[str | None, typer.Option(
     "--scheduler",
     help="Run on an existing Dask cluster (scheduler address); --out must be on a file system "
@@ -31,12 +20,7 @@ EventsOption = Annotated[str, typer.Option(
     "--events", help="Events to write: all, none or sample:F (a fraction).")]
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def register_simulation_commands(app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     """Add `simulate` and `sweep` to the `socialcredit` command line."""
 
     @app.command("simulate")
@@ -51,12 +35,16 @@ def register_simulation_commands(app: typer.Typer) -> None:
         scheduler: SchedulerOption = None,
         device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
         events: EventsOption = "none",
-        settings: Annotated[list[str] | None, typer.Option(
-            "--set", help="Override a scenario value: section.field=value (repeatable).")] = None,
+        settings: SettingsOption = None,
         chunk_blocks: Annotated[int | None, typer.Option(
             "--chunk-blocks", help="Blocks per shard (memory per shard; results do not change).")] = None,
     ) -> None:
         """Simulate a population day by day and write a run folder (Parquet tables, manifest)."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from socialcredit.policy import PolicyError
+        from socialcredit.simulation import SimulationError, parse_overrides, simulate
+
         columns = (TextColumn("[bold]simulating"), BarColumn(),
                    TextColumn("day {task.fields[day]:.1f}/{task.fields[days]}"),
                    TextColumn("{task.fields[rate]} citizen-days/s"), TimeRemainingColumn())
@@ -78,7 +66,7 @@ def register_simulation_commands(app: typer.Typer) -> None:
                                on_progress=update)
             except (SimulationError, PolicyError) as exc:
                 progress.update(task, visible=False)  # an error, not an empty bar, is the last word
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
         m = run.manifest
         out.print(f"simulated {population:,} citizens x {days} days in "
                   f"{m['timings']['simulate_s']:.2f} s ({m['citizen_days_per_s']:,} citizen-days/s) "
@@ -99,10 +87,14 @@ def register_simulation_commands(app: typer.Typer) -> None:
         events: EventsOption = "none",
     ) -> None:
         """Run a grid of scenario settings x seeds; write one outcomes table beside the runs."""
+        from socialcredit.policy import PolicyError
+        from socialcredit.simulation import SimulationError, sweep
+        from socialcredit.simulation._sweep import parse_grid, parse_seeds
+
         try:
             outcomes = sweep(scenario=scenario, grid=parse_grid(settings), seeds=parse_seeds(seeds),
                              out=out_dir, population=population, days=days, policy=policy,
                              workers=workers, scheduler=scheduler, events=events)
         except (SimulationError, PolicyError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         out.print(f"{outcomes.height} runs -> {out_dir / 'outcomes.parquet'}")

@@ -1,4 +1,4 @@
-"""The `report`, `validate` and `calibrate` commands: thin adapters over the analysis library."""
+"""The `report`, `validate` and `calibrate` commands: thin adapters over the analysis package."""
 
 from __future__ import annotations
 
@@ -6,36 +6,22 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from socialcredit.analysis._calibrate import CalibrationError, calibrate, calibrated_scenario, parse_free
-from socialcredit.analysis._report import ReportError, write_report
-from socialcredit.analysis._validate import Comparison, ValidationFailure, compare_run, load_targets
-from socialcredit.policy import PolicyError
-from socialcredit.simulation import simulate
-from socialcredit.simulation._scenario import SimulationError, parse_overrides
+from socialcredit.cli._common import ScenarioOption, SettingsOption, WorkersOption, err, fail, out
 
-out = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from socialcredit.analysis import Comparison
 
 TargetsOption = Annotated[Path | None, typer.Option(
     "--targets", help="Targets file (TOML; default: the shipped targets-2018.toml).")]
-ScenarioOption = Annotated[str, typer.Option("--scenario", help="Scenario preset or TOML file.")]
 PopulationOption = Annotated[int, typer.Option("--population", "-n", help="Citizens per run.")]
 DaysOption = Annotated[int, typer.Option("--days", "-d", help="Days per run.")]
 SeedOption = Annotated[int, typer.Option("--seed", "-s", help="Seed of every random stream.")]
-WorkersOption = Annotated[int | None, typer.Option(
-    "--workers", help="Simulate on a local Dask cluster with this many worker processes.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def print_comparison(comparison: Comparison, console: Console, run: str) -> None:
@@ -79,7 +65,7 @@ def _short(x: float | None) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
-def register_report_command(app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     """Add `report`, `validate` and `calibrate` to the `socialcredit` command line."""
 
     @app.command("report")
@@ -93,10 +79,12 @@ def register_report_command(app: typer.Typer) -> None:
             "--sweep", help="A `socialcredit sweep` folder: its table of the top class by setting.")] = None,
     ) -> None:
         """Write a self-contained HTML report of a run (opens offline) and print its path."""
+        from socialcredit.analysis import ReportError, write_report
+
         try:
             path = write_report(run_dir, out=out_file, compare=compare, sweep=sweep)
         except ReportError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         out.print(str(path), highlight=False, soft_wrap=True)
 
     @app.command("validate")
@@ -108,13 +96,16 @@ def register_report_command(app: typer.Typer) -> None:
         targets_file: TargetsOption = None,
         run_dir: Annotated[Path | None, typer.Option(
             "--run", help="Compare this run folder instead of simulating one.")] = None,
-        settings: Annotated[list[str] | None, typer.Option(
-            "--set", help="Override a scenario value: section.field=value (repeatable).")] = None,
+        settings: SettingsOption = None,
         workers: WorkersOption = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
     ) -> None:
         """Run a scenario (or read --run) and set it beside the published record; exit 1 when any
         target is outside its tolerance."""
+        from socialcredit.analysis import ValidationFailure, compare_run, load_targets
+        from socialcredit.policy import PolicyError
+        from socialcredit.simulation import SimulationError, parse_overrides, simulate
+
         try:
             targets = load_targets(targets_file)
             if run_dir is not None:
@@ -127,7 +118,7 @@ def register_report_command(app: typer.Typer) -> None:
                                  overrides=parse_overrides(settings or []))
                     comparison = compare_run(os.path.join(tmp, "run"), targets)
         except (ValidationFailure, SimulationError, PolicyError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         if as_json:
             typer.echo(comparison.as_json())
         else:
@@ -149,8 +140,15 @@ def register_report_command(app: typer.Typer) -> None:
         workers: WorkersOption = None,
     ) -> None:
         """Fit free scenario parameters to the targets and write a calibrated scenario file."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from socialcredit.analysis import CalibrationError, ValidationFailure, calibrate, load_targets, parse_free
+        from socialcredit.analysis._calibrate import calibrated_scenario
+        from socialcredit.policy import PolicyError
+        from socialcredit.simulation import SimulationError
+
         if out_file.exists():
-            raise _fail(f"--out {out_file}: exists (calibrate does not overwrite)")
+            raise fail(f"--out {out_file}: exists (calibrate does not overwrite)")
         try:
             targets = load_targets(targets_file)
             free = parse_free(free_items)
@@ -166,7 +164,7 @@ def register_report_command(app: typer.Typer) -> None:
                                        days=days, seed=seed,
                                        targets_file=str(targets_file or "targets-2018.toml"))
         except (CalibrationError, ValidationFailure, SimulationError, PolicyError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         out_file.parent.mkdir(parents=True, exist_ok=True)
         partial = out_file.with_name(f".{out_file.name}.partial")
         partial.write_text(text, encoding="utf-8")

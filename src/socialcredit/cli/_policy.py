@@ -1,31 +1,22 @@
-"""The `socialcredit` command line: thin commands over the core packages."""
+"""`policy list/show/check`, `score`, `explain` and `audit`: the engine and the policies on files."""
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
-from socialcredit.analysis import FLAGS, audit_policy
-from socialcredit.engine import BIRTHS_SCHEMA, STATUS_NAMES, explain, score_ledger
-from socialcredit.events import EventError, read_events
-from socialcredit.policy import Policy, PolicyError, list_presets, load_policy
+from socialcredit.analysis._audit import FLAGS
+from socialcredit.cli._common import err, fail, out
 
-app = typer.Typer(help="Run, score, explain and audit a social credit system.", no_args_is_help=True,
-                  add_completion=False)
-policy_app = typer.Typer(help="List, show and check scoring policies.", no_args_is_help=True)
-app.add_typer(policy_app, name="policy")
+if TYPE_CHECKING:
+    import polars as pl
 
-# Pipes and CI logs get a wide fixed width instead of Rich's 80 columns, so tables stay readable.
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+    from socialcredit.policy import Policy
 
 PolicyOption = Annotated[str, typer.Option("--policy", "-p", help="Preset name or policy TOML file.")]
 EventsOption = Annotated[Path, typer.Option("--events", "-e", help="Events: .csv, .parquet or .ndjson.")]
@@ -36,13 +27,21 @@ CitizensOption = Annotated[Path | None, typer.Option(
                        "citizens.parquet), for a policy with a min_age.")]
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def register(app: typer.Typer) -> None:
+    """Add `policy`, `score`, `audit` and `explain` to the command line."""
+    policy_app = typer.Typer(help="List, show and check scoring policies.", no_args_is_help=True)
+    policy_app.command("list")(policy_list)
+    policy_app.command("show")(policy_show)
+    policy_app.command("check")(policy_check)
+    app.command("score")(score)
+    app.command("audit")(audit_command)
+    app.command("explain")(explain_command)
+    app.add_typer(policy_app, name="policy")
 
 
 def _load(name_or_file: str) -> Policy:
+    from socialcredit.policy import PolicyError, load_policy
+
     try:
         return load_policy(name_or_file)
     except PolicyError as exc:
@@ -50,6 +49,8 @@ def _load(name_or_file: str) -> Policy:
 
 
 def _events(path: Path) -> pl.DataFrame:
+    from socialcredit.events import EventError, read_events
+
     try:
         return read_events(path)
     except EventError as exc:
@@ -58,6 +59,10 @@ def _events(path: Path) -> pl.DataFrame:
 
 def _births(path: Path | None) -> pl.DataFrame | None:
     """Read the register of births (for a policy's min_age) named by `--citizens`."""
+    import polars as pl
+
+    from socialcredit.engine import BIRTHS_SCHEMA
+
     if path is None:
         return None
     try:
@@ -73,9 +78,10 @@ def _births(path: Path | None) -> pl.DataFrame | None:
         raise fail(f"--citizens {path}: column birth_day must hold whole numbers (days)") from None
 
 
-@policy_app.command("list")
 def policy_list() -> None:
     """List the presets shipped with socialcredit."""
+    from socialcredit.policy import list_presets, load_policy
+
     table = Table("name", "title", "start", "range", "classes", "rules")
     for name in list_presets():
         p = load_policy(name)
@@ -84,7 +90,6 @@ def policy_list() -> None:
     out.print(table)
 
 
-@policy_app.command("show")
 def policy_show(name_or_file: Annotated[str, typer.Argument(help="Preset name or TOML file.")]) -> None:
     """Show a policy: classes, rules, consequences and access grants."""
     p = _load(name_or_file)
@@ -120,7 +125,6 @@ def policy_show(name_or_file: Annotated[str, typer.Argument(help="Preset name or
         out.print(g)
 
 
-@policy_app.command("check")
 def policy_check(file: Annotated[Path, typer.Argument(help="Policy TOML file.")]) -> None:
     """Validate a policy file; exit non-zero and name the field when it is invalid."""
     p = _load(str(file))
@@ -128,7 +132,6 @@ def policy_check(file: Annotated[Path, typer.Argument(help="Policy TOML file.")]
               f"and {len(p.classes)} classes")
 
 
-@app.command()
 def score(
     policy: PolicyOption,
     events: EventsOption,
@@ -138,6 +141,9 @@ def score(
     citizens: CitizensOption = None,
 ) -> None:
     """Score a file of events: one row per citizen with score and class."""
+    from socialcredit.engine import STATUS_NAMES, score_ledger
+    from socialcredit.events import EventError
+
     if out_file.suffix.lower() not in (".csv", ".parquet"):
         raise fail(f"--out must end in .csv or .parquet, not '{out_file.suffix}'", 2)
     compiled_policy = _load(policy)
@@ -182,13 +188,14 @@ def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
             os.unlink(tmp)
 
 
-@app.command("audit")
 def audit_command(
     name_or_file: Annotated[str, typer.Argument(help="Preset name or policy TOML file.")],
     fail_on: Annotated[list[str] | None, typer.Option(
         "--fail-on", help=f"Exit 1 when this flag is found (repeatable): {', '.join(FLAGS)}.")] = None,
 ) -> None:
     """Audit a policy: flag sanctions out of context, speech rules, gameable rewards and more."""
+    from socialcredit.analysis._audit import audit_policy
+
     unknown = [f for f in fail_on or [] if f not in FLAGS]
     if unknown:
         raise fail(f"unknown flag(s) {', '.join(unknown)} for --fail-on (flags: {', '.join(FLAGS)})", 2)
@@ -208,7 +215,6 @@ def audit_command(
         raise fail(f"policy '{result.policy}' has flag(s) {', '.join(failed)}")
 
 
-@app.command("explain")
 def explain_command(
     policy: PolicyOption,
     events: EventsOption,
@@ -218,6 +224,8 @@ def explain_command(
     citizens: CitizensOption = None,
 ) -> None:
     """Explain one citizen's score: the key factors, then the events with their points."""
+    from socialcredit.engine import explain
+
     ledger = _events(events)
     p = _load(policy)
     try:
@@ -246,23 +254,3 @@ def explain_command(
                         r["status"], r["source"] or "-", r["source_ref"] or "-",
                         "-" if r["confidence"] is None else f"{r['confidence']:.3f}")
     out.print(listing)
-
-
-from socialcredit.service._commands import register_service_commands  # noqa: E402
-
-register_service_commands(app)
-
-
-from socialcredit.simulation._commands import register_simulation_commands  # noqa: E402
-
-register_simulation_commands(app)
-
-
-from socialcredit.web._demo import register_demo_command  # noqa: E402
-
-register_demo_command(app)
-
-
-from socialcredit.analysis._commands import register_report_command  # noqa: E402
-
-register_report_command(app)

@@ -1,35 +1,34 @@
-"""CLI commands of the service: serve, db load, keys create and revoke."""
+"""The service's commands: serve, db load, keys create and revoke."""
 
 from __future__ import annotations
 
-import gc
 import re
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from socialcredit.policy import Policy, PolicyError
-from socialcredit.service._db import DEFAULT_URL, Database
-from socialcredit.service._errors import ServiceError
-from socialcredit.service._keys import create_key, revoke_key
-from socialcredit.service._service import Service
-from socialcredit.simulation import Run
-from socialcredit.simulation._scenario import SimulationError
+from socialcredit.cli._common import DbOption, fail, out
+from socialcredit.service._db import DEFAULT_URL
 
-DbOption = Annotated[str, typer.Option("--db", help="Database URL: a SQLite file or postgresql://...")]
+if TYPE_CHECKING:
+    from socialcredit.policy import Policy
+    from socialcredit.service import Service
+
 PolicyOption = Annotated[str | None, typer.Option(
     "--policy", "-p", help="Preset name or policy TOML file (default: the one the database holds).")]
 
-_out = Console()
-_err = Console(stderr=True)
 
-
-def _fail(message: str) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+def register(app: typer.Typer) -> None:
+    """Add serve, db and keys to the `socialcredit` command."""
+    app.command("serve")(serve)
+    db_app = typer.Typer(help="Fill the service database.", no_args_is_help=True)
+    db_app.command("load")(db_load)
+    app.add_typer(db_app, name="db")
+    keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+    keys_app.command("create")(keys_create)
+    keys_app.command("revoke")(keys_revoke)
+    app.add_typer(keys_app, name="keys")
 
 
 def _shown(url: str) -> str:
@@ -38,10 +37,13 @@ def _shown(url: str) -> str:
 
 
 def _open(url: str, policy: str | Policy | None) -> Service:
+    from socialcredit.policy import PolicyError
+    from socialcredit.service import Service, ServiceError
+
     try:
         return Service.open(url, policy)
     except (ServiceError, PolicyError, RuntimeError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def serve(
@@ -52,17 +54,20 @@ def serve(
     day: Annotated[int | None, typer.Option(min=0, help="Move the service day forward to this day.")] = None,
 ) -> None:
     """Run the live service (FastAPI on uvicorn); the schema is created on start."""
+    import gc
+    import sys
+
     import uvicorn
 
-    from socialcredit.service._app import create_app
+    from socialcredit.service import ServiceError, create_app
 
     service = _open(db, policy)
     try:
         if day is not None:
             service.ledger.set_day(day)
         shown = _shown(db)
-        _out.print(f"serving policy '{service.policy.name}' from {shown}, day {service.day}, "
-                   f"on http://{host}:{port} (OpenAPI at /docs)")
+        out.print(f"serving policy '{service.policy.name}' from {shown}, day {service.day}, "
+                  f"on http://{host}:{port} (OpenAPI at /docs)")
         app = create_app(service)
         # Look-up latency: a full garbage collection walks every object of the process (FastAPI,
         # polars, ...) and stalls every request in flight; freeze what exists now and collect the
@@ -80,7 +85,7 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="warning", http="httptools", loop="uvloop",
                     access_log=False, proxy_headers=False, server_header=False)
     except ServiceError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         service.close()
 
@@ -95,44 +100,25 @@ def db_load(
     Scored with the run's state policy (its own copy, policies/<name>.toml) unless --policy says
     otherwise; the database keeps it, so `serve` needs no --policy.
     """
+    from socialcredit.service import ServiceError
+    from socialcredit.simulation import Run, SimulationError
+
     origin = "the run's own" if policy is None else "--policy"
-    if policy is None:
+    if policy is None and (run_dir / "manifest.json").is_file():
         try:
-            policy = run_policy(run_dir)
-        except ServiceError as exc:
-            raise _fail(str(exc)) from None
+            policy = Run.open(run_dir).state_policy()
+        except SimulationError as exc:
+            raise fail(str(exc)) from None
     service = _open(db, policy)
     try:
         loaded = service.load_run(run_dir)
         name = service.policy.name
     except ServiceError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         service.close()
-    _out.print(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events from {run_dir} "
-               f"into {_shown(db)} (policy '{name}', {origin})", highlight=False, soft_wrap=True)
-
-
-def run_policy(run_dir: Path) -> Policy | None:
-    """The state policy a run was scored with, from the run's own copy (policies/<name>.toml).
-
-    One policy scores the run's regions; several are an error asking for --policy (the service
-    holds one). None: the folder has no manifest (events and citizens only: the default policy).
-    """
-    if not (Path(run_dir) / "manifest.json").is_file():
-        return None
-    try:
-        regions = Run.open(run_dir).region_policies
-    except (SimulationError, ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise ServiceError(f"{Path(run_dir) / 'manifest.json'}: not a run manifest ({exc})") from None
-    policies = {p.name: p for p in regions.values() if p is not None}
-    if not policies:
-        raise ServiceError(f"{run_dir}: no region of the run is scored (every policy is empty); pass --policy")
-    if len(policies) > 1:
-        shown = "; ".join(f"{r}: {p.name}" for r, p in regions.items() if p is not None)
-        raise ServiceError(f"run {run_dir} scores its regions with {len(policies)} policies ({shown}); the "
-                           f"service holds one: pass --policy with the one to load it under")
-    return next(iter(policies.values()))
+    out.print(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events from {run_dir} "
+              f"into {_shown(db)} (policy '{name}', {origin})", highlight=False, soft_wrap=True)
 
 
 def keys_create(
@@ -144,11 +130,13 @@ def keys_create(
     db: DbOption = DEFAULT_URL,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
+    from socialcredit.service import Database, ServiceError, create_key
+
     database = Database.open(db)
     try:
         secret = create_key(database, role=role, name=name, citizen=citizen, sources=source or [])
     except ServiceError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         database.close()
     typer.echo(secret)
@@ -159,23 +147,13 @@ def keys_revoke(
     db: DbOption = DEFAULT_URL,
 ) -> None:
     """Revoke an API key."""
+    from socialcredit.service import Database, ServiceError, revoke_key
+
     database = Database.open(db)
     try:
         revoke_key(database, name)
     except ServiceError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         database.close()
-    _out.print(f"revoked key '{name}'")
-
-
-def register_service_commands(app: typer.Typer) -> None:
-    """Add serve, db and keys to the `socialcredit` command."""
-    app.command("serve")(serve)
-    db_app = typer.Typer(help="Fill the service database.", no_args_is_help=True)
-    db_app.command("load")(db_load)
-    app.add_typer(db_app, name="db")
-    keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
-    keys_app.command("create")(keys_create)
-    keys_app.command("revoke")(keys_revoke)
-    app.add_typer(keys_app, name="keys")
+    out.print(f"revoked key '{name}'")

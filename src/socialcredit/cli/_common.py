@@ -1,0 +1,28 @@
+"""What every command shares: the consoles, the error exit, the options they have in common."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+# Pipes and CI logs get a wide fixed width instead of Rich's 80 columns, so tables stay readable.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+ScenarioOption = Annotated[str, typer.Option("--scenario", help="Scenario preset or TOML file.")]
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", help="Run on a local Dask cluster with this many worker processes.")]
+SettingsOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a scenario value: section.field=value (repeatable).")]
+DbOption = Annotated[str, typer.Option("--db", help="Database URL: a SQLite file or postgresql://...")]
+OutFolder = Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print an error and return the exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
