@@ -23,11 +23,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from socialcredit.analysis._validate import Comparison, Targets, compare_run
+from socialcredit.errors import SocialCreditError
 from socialcredit.simulation import simulate
 from socialcredit.simulation._scenario import SimulationError, current_value, load_scenario
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SocialCreditError, ValueError):
     """A free parameter, range or target that cannot be fitted; the message names it."""
 
 

@@ -23,6 +23,7 @@ from plotly.offline import get_plotlyjs
 from socialcredit.analysis import _metrics as m
 from socialcredit.analysis._audit import FLAGS, audit_policy
 from socialcredit.analysis._validate import compare_run, load_targets
+from socialcredit.errors import SocialCreditError
 from socialcredit.policy import Policy
 from socialcredit.simulation import Run, list_scenarios
 from socialcredit.simulation._kinds import K_COMPLAINT, KIND_NAMES
@@ -34,7 +35,7 @@ SERIES = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b
 CONFIG = {"displaylogo": False, "responsive": True}
 
 
-class ReportError(ValueError):
+class ReportError(SocialCreditError, ValueError):
     """A run folder the report cannot read; the message names the folder and what is missing."""
 
 

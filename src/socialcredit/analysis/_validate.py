@@ -41,6 +41,7 @@ from scipy.stats import chi2
 
 from socialcredit._validation import location
 from socialcredit.engine import CompiledConsequences
+from socialcredit.errors import SocialCreditError
 from socialcredit.policy._model import EFFECTS
 from socialcredit.simulation import Run
 from socialcredit.simulation._kinds import REACH_EFFECTS
@@ -50,7 +51,7 @@ MEASURE = re.compile(r"^(daily|holders)\.([A-Za-z0-9_.-]+)$|^citizens\.([a-z0-9_
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
-class ValidationFailure(ValueError):
+class ValidationFailure(SocialCreditError, ValueError):
     """A targets file or a run that cannot be compared; the message names the target and field."""
 
 

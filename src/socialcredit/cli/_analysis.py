@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from socialcredit.cli._common import ScenarioOption, SettingsOption, WorkersOption, err, fail, out
+from socialcredit.cli._common import ScenarioOption, SettingsOption, WorkersOption, command, err, fail, out
 
 if TYPE_CHECKING:
     from socialcredit.analysis import Comparison
@@ -68,7 +68,7 @@ def _short(x: float | None) -> str:
 def register(app: typer.Typer) -> None:
     """Add `report`, `validate` and `calibrate` to the `socialcredit` command line."""
 
-    @app.command("report")
+    @command(app, "report")
     def report_command(
         run_dir: Annotated[Path, typer.Argument(help="Run folder written by `socialcredit simulate`.")],
         compare: Annotated[Path | None, typer.Option(
@@ -79,15 +79,12 @@ def register(app: typer.Typer) -> None:
             "--sweep", help="A `socialcredit sweep` folder: its table of the top class by setting.")] = None,
     ) -> None:
         """Write a self-contained HTML report of a run (opens offline) and print its path."""
-        from socialcredit.analysis import ReportError, write_report
+        from socialcredit.analysis import write_report
 
-        try:
-            path = write_report(run_dir, out=out_file, compare=compare, sweep=sweep)
-        except ReportError as exc:
-            raise fail(str(exc)) from None
+        path = write_report(run_dir, out=out_file, compare=compare, sweep=sweep)
         out.print(str(path), highlight=False, soft_wrap=True)
 
-    @app.command("validate")
+    @command(app, "validate")
     def validate_command(
         scenario: ScenarioOption = "pilot-regions-2018",
         population: PopulationOption = 100_000,
@@ -102,23 +99,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a scenario (or read --run) and set it beside the published record; exit 1 when any
         target is outside its tolerance."""
-        from socialcredit.analysis import ValidationFailure, compare_run, load_targets
-        from socialcredit.policy import PolicyError
-        from socialcredit.simulation import SimulationError, parse_overrides, simulate
+        from socialcredit.analysis import compare_run, load_targets
+        from socialcredit.simulation import parse_overrides, simulate
 
-        try:
-            targets = load_targets(targets_file)
-            if run_dir is not None:
-                comparison = compare_run(run_dir, targets)
-            else:
-                with tempfile.TemporaryDirectory(prefix="sc-validate-") as tmp:
-                    with err.status(f"simulating {population:,} citizens x {days} days of {scenario}"):
-                        simulate(population=population, days=days, seed=seed,
-                                 out=os.path.join(tmp, "run"), scenario=scenario, workers=workers,
-                                 overrides=parse_overrides(settings or []))
-                    comparison = compare_run(os.path.join(tmp, "run"), targets)
-        except (ValidationFailure, SimulationError, PolicyError) as exc:
-            raise fail(str(exc)) from None
+        targets = load_targets(targets_file)
+        if run_dir is not None:
+            comparison = compare_run(run_dir, targets)
+        else:
+            with tempfile.TemporaryDirectory(prefix="sc-validate-") as tmp:
+                with err.status(f"simulating {population:,} citizens x {days} days of {scenario}"):
+                    simulate(population=population, days=days, seed=seed,
+                             out=os.path.join(tmp, "run"), scenario=scenario, workers=workers,
+                             overrides=parse_overrides(settings or []))
+                comparison = compare_run(os.path.join(tmp, "run"), targets)
         if as_json:
             typer.echo(comparison.as_json())
         else:
@@ -126,7 +119,7 @@ def register(app: typer.Typer) -> None:
                              f"{scenario}, {population:,} citizens x {days} days, seed {seed}")
         raise typer.Exit(0 if comparison.passed else 1)
 
-    @app.command("calibrate")
+    @command(app, "calibrate")
     def calibrate_command(
         free_items: Annotated[list[str], typer.Option(
             "--free", help="A parameter to fit and its range: section.field=LO:HI (repeatable).")],
@@ -142,29 +135,22 @@ def register(app: typer.Typer) -> None:
         """Fit free scenario parameters to the targets and write a calibrated scenario file."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from socialcredit.analysis import CalibrationError, ValidationFailure, calibrate, load_targets, parse_free
+        from socialcredit.analysis import calibrate, load_targets, parse_free
         from socialcredit.analysis._calibrate import calibrated_scenario
-        from socialcredit.policy import PolicyError
-        from socialcredit.simulation import SimulationError
 
         if out_file.exists():
             raise fail(f"--out {out_file}: exists (calibrate does not overwrite)")
-        try:
-            targets = load_targets(targets_file)
-            free = parse_free(free_items)
-            columns = (TextColumn("[bold]calibrating"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("runs, best objective {task.fields[best]}"), TimeElapsedColumn())
-            with Progress(*columns, console=err) as progress:
-                task = progress.add_task("fit", total=budget, best="-")
-                fit = calibrate(scenario=scenario, targets=targets, free=free, population=population,
-                                days=days, seed=seed, budget=budget, workers=workers,
-                                on_try=lambda n, best: progress.update(task, completed=n,
-                                                                       best=f"{best:.4g}"))
-            text = calibrated_scenario(fit, scenario=scenario, out=out_file, population=population,
-                                       days=days, seed=seed,
-                                       targets_file=str(targets_file or "targets-2018.toml"))
-        except (CalibrationError, ValidationFailure, SimulationError, PolicyError) as exc:
-            raise fail(str(exc)) from None
+        targets = load_targets(targets_file)
+        free = parse_free(free_items)
+        columns = (TextColumn("[bold]calibrating"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("runs, best objective {task.fields[best]}"), TimeElapsedColumn())
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("fit", total=budget, best="-")
+            fit = calibrate(scenario=scenario, targets=targets, free=free, population=population,
+                            days=days, seed=seed, budget=budget, workers=workers,
+                            on_try=lambda n, best: progress.update(task, completed=n, best=f"{best:.4g}"))
+        text = calibrated_scenario(fit, scenario=scenario, out=out_file, population=population,
+                                   days=days, seed=seed, targets_file=str(targets_file or "targets-2018.toml"))
         out_file.parent.mkdir(parents=True, exist_ok=True)
         partial = out_file.with_name(f".{out_file.name}.partial")
         partial.write_text(text, encoding="utf-8")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from socialcredit.errors import SocialCreditError
 
 # Pipes and CI logs get a wide fixed width instead of Rich's 80 columns, so tables stay readable.
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -26,3 +30,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error and return the exit to raise."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def command(group: typer.Typer, name: str) -> Callable[[Callable], Callable]:
+    """Register a function as the command `name` of `group`. The one place the command line meets
+    the error tree: a SocialCreditError is printed with its message and the command exits 1."""
+
+    def register(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def run(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except SocialCreditError as exc:
+                raise fail(str(exc)) from None
+
+        group.command(name)(run)
+        return func
+
+    return register

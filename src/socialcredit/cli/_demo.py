@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from socialcredit.cli._common import fail
+from socialcredit.cli._common import command, fail
 
 
 def register(app: typer.Typer) -> None:
     """Add `demo` to the `socialcredit` command line."""
-    app.command("demo")(demo_command)
+    command(app, "demo")(demo_command)
 
 
 def demo_command(
@@ -29,13 +29,10 @@ def demo_command(
                                                        "look-ups or appeals) even if one holds this run.")] = False,
 ) -> None:
     """Simulate a town, load it, print demo keys and URLs, and serve the pages until Ctrl-C."""
-    from socialcredit.policy import PolicyError
-    from socialcredit.service import ServiceError
-    from socialcredit.simulation import SimulationError
     from socialcredit.web import run_demo
 
     try:
         run_demo(population=population, days=days, seed=seed, port=port, live=live, out=out, scenario=scenario,
                  policy=policy, fresh=fresh)
-    except (SimulationError, PolicyError, ServiceError, OSError) as exc:
+    except OSError as exc:  # the port is taken, the folder cannot be written
         raise fail(str(exc)) from None

@@ -11,7 +11,7 @@ import typer
 from rich.table import Column, Table
 
 from socialcredit.analysis._audit import FLAGS
-from socialcredit.cli._common import err, fail, out
+from socialcredit.cli._common import command, err, fail, out
 
 if TYPE_CHECKING:
     import polars as pl
@@ -30,31 +30,25 @@ CitizensOption = Annotated[Path | None, typer.Option(
 def register(app: typer.Typer) -> None:
     """Add `policy`, `score`, `audit` and `explain` to the command line."""
     policy_app = typer.Typer(help="List, show and check scoring policies.", no_args_is_help=True)
-    policy_app.command("list")(policy_list)
-    policy_app.command("show")(policy_show)
-    policy_app.command("check")(policy_check)
-    app.command("score")(score)
-    app.command("audit")(audit_command)
-    app.command("explain")(explain_command)
+    command(policy_app, "list")(policy_list)
+    command(policy_app, "show")(policy_show)
+    command(policy_app, "check")(policy_check)
+    command(app, "score")(score)
+    command(app, "audit")(audit_command)
+    command(app, "explain")(explain_command)
     app.add_typer(policy_app, name="policy")
 
 
 def _load(name_or_file: str) -> Policy:
-    from socialcredit.policy import PolicyError, load_policy
+    from socialcredit.policy import load_policy
 
-    try:
-        return load_policy(name_or_file)
-    except PolicyError as exc:
-        raise fail(str(exc)) from None
+    return load_policy(name_or_file)
 
 
 def _events(path: Path) -> pl.DataFrame:
-    from socialcredit.events import EventError, read_events
+    from socialcredit.events import read_events
 
-    try:
-        return read_events(path)
-    except EventError as exc:
-        raise fail(str(exc)) from None
+    return read_events(path)
 
 
 def _births(path: Path | None) -> pl.DataFrame | None:
@@ -142,16 +136,12 @@ def score(
 ) -> None:
     """Score a file of events: one row per citizen with score and class."""
     from socialcredit.engine import STATUS_NAMES, score_ledger
-    from socialcredit.events import EventError
 
     if out_file.suffix.lower() not in (".csv", ".parquet"):
         raise fail(f"--out must end in .csv or .parquet, not '{out_file.suffix}'", 2)
     compiled_policy = _load(policy)
     table = _events(events)
-    try:
-        result = score_ledger(compiled_policy, table, as_of=as_of, strict=strict, births=_births(citizens))
-    except EventError as exc:
-        raise fail(str(exc)) from None
+    result = score_ledger(compiled_policy, table, as_of=as_of, strict=strict, births=_births(citizens))
     _write_atomically(result.scores, out_file)
     counts = result.status_counts()
     out.print(f"scored {table.height:,} events of {result.scores.height:,} citizens "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from socialcredit.cli._common import DbOption, fail, out
+from socialcredit.cli._common import DbOption, command, fail, out
 from socialcredit.service._db import DEFAULT_URL
 
 if TYPE_CHECKING:
@@ -21,13 +21,13 @@ PolicyOption = Annotated[str | None, typer.Option(
 
 def register(app: typer.Typer) -> None:
     """Add serve, db and keys to the `socialcredit` command."""
-    app.command("serve")(serve)
+    command(app, "serve")(serve)
     db_app = typer.Typer(help="Fill the service database.", no_args_is_help=True)
-    db_app.command("load")(db_load)
+    command(db_app, "load")(db_load)
     app.add_typer(db_app, name="db")
     keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
-    keys_app.command("create")(keys_create)
-    keys_app.command("revoke")(keys_revoke)
+    command(keys_app, "create")(keys_create)
+    command(keys_app, "revoke")(keys_revoke)
     app.add_typer(keys_app, name="keys")
 
 
@@ -37,12 +37,11 @@ def _shown(url: str) -> str:
 
 
 def _open(url: str, policy: str | Policy | None) -> Service:
-    from socialcredit.policy import PolicyError
-    from socialcredit.service import Service, ServiceError
+    from socialcredit.service import Service
 
     try:
         return Service.open(url, policy)
-    except (ServiceError, PolicyError, RuntimeError) as exc:
+    except RuntimeError as exc:  # a database that cannot be reached or opened
         raise fail(str(exc)) from None
 
 
@@ -59,7 +58,7 @@ def serve(
 
     import uvicorn
 
-    from socialcredit.service import ServiceError, create_app
+    from socialcredit.service import create_app
 
     service = _open(db, policy)
     try:
@@ -84,8 +83,6 @@ def serve(
         # the hot path (the service does not use client addresses).
         uvicorn.run(app, host=host, port=port, log_level="warning", http="httptools", loop="uvloop",
                     access_log=False, proxy_headers=False, server_header=False)
-    except ServiceError as exc:
-        raise fail(str(exc)) from None
     finally:
         service.close()
 
@@ -100,21 +97,15 @@ def db_load(
     Scored with the run's state policy (its own copy, policies/<name>.toml) unless --policy says
     otherwise; the database keeps it, so `serve` needs no --policy.
     """
-    from socialcredit.service import ServiceError
-    from socialcredit.simulation import Run, SimulationError
+    from socialcredit.simulation import Run
 
     origin = "the run's own" if policy is None else "--policy"
     if policy is None and (run_dir / "manifest.json").is_file():
-        try:
-            policy = Run.open(run_dir).state_policy()
-        except SimulationError as exc:
-            raise fail(str(exc)) from None
+        policy = Run.open(run_dir).state_policy()
     service = _open(db, policy)
     try:
         loaded = service.load_run(run_dir)
         name = service.policy.name
-    except ServiceError as exc:
-        raise fail(str(exc)) from None
     finally:
         service.close()
     out.print(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events from {run_dir} "
@@ -130,13 +121,11 @@ def keys_create(
     db: DbOption = DEFAULT_URL,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    from socialcredit.service import Database, ServiceError, create_key
+    from socialcredit.service import Database, create_key
 
     database = Database.open(db)
     try:
         secret = create_key(database, role=role, name=name, citizen=citizen, sources=source or [])
-    except ServiceError as exc:
-        raise fail(str(exc)) from None
     finally:
         database.close()
     typer.echo(secret)
@@ -147,13 +136,11 @@ def keys_revoke(
     db: DbOption = DEFAULT_URL,
 ) -> None:
     """Revoke an API key."""
-    from socialcredit.service import Database, ServiceError, revoke_key
+    from socialcredit.service import Database, revoke_key
 
     database = Database.open(db)
     try:
         revoke_key(database, name)
-    except ServiceError as exc:
-        raise fail(str(exc)) from None
     finally:
         database.close()
     out.print(f"revoked key '{name}'")

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from socialcredit.cli._common import ScenarioOption, SettingsOption, WorkersOption, err, fail, out
+from socialcredit.cli._common import ScenarioOption, SettingsOption, WorkersOption, command, err, out
+from socialcredit.errors import SocialCreditError
 
 PolicyOption = Annotated[str | None, typer.Option(
     "--policy", help="Apply this policy (preset or TOML file) in every region.")]
@@ -23,7 +24,7 @@ EventsOption = Annotated[str, typer.Option(
 def register(app: typer.Typer) -> None:
     """Add `simulate` and `sweep` to the `socialcredit` command line."""
 
-    @app.command("simulate")
+    @command(app, "simulate")
     def simulate_command(
         population: Annotated[int, typer.Option("--population", "-n", help="Number of citizens.")],
         days: Annotated[int, typer.Option("--days", "-d", help="Number of days.")],
@@ -42,8 +43,7 @@ def register(app: typer.Typer) -> None:
         """Simulate a population day by day and write a run folder (Parquet tables, manifest)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from socialcredit.policy import PolicyError
-        from socialcredit.simulation import SimulationError, parse_overrides, simulate
+        from socialcredit.simulation import parse_overrides, simulate
 
         columns = (TextColumn("[bold]simulating"), BarColumn(),
                    TextColumn("day {task.fields[day]:.1f}/{task.fields[days]}"),
@@ -64,15 +64,15 @@ def register(app: typer.Typer) -> None:
                                scheduler=scheduler, device=device, events=events,
                                chunk_blocks=chunk_blocks, overrides=parse_overrides(settings or []),
                                on_progress=update)
-            except (SimulationError, PolicyError) as exc:
+            except SocialCreditError:
                 progress.update(task, visible=False)  # an error, not an empty bar, is the last word
-                raise fail(str(exc)) from None
+                raise
         m = run.manifest
         out.print(f"simulated {population:,} citizens x {days} days in "
                   f"{m['timings']['simulate_s']:.2f} s ({m['citizen_days_per_s']:,} citizen-days/s) "
                   f"-> {out_dir}")
 
-    @app.command("sweep")
+    @command(app, "sweep")
     def sweep_command(
         out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the runs and outcomes.")],
         settings: Annotated[list[str], typer.Option(
@@ -87,14 +87,10 @@ def register(app: typer.Typer) -> None:
         events: EventsOption = "none",
     ) -> None:
         """Run a grid of scenario settings x seeds; write one outcomes table beside the runs."""
-        from socialcredit.policy import PolicyError
-        from socialcredit.simulation import SimulationError, sweep
+        from socialcredit.simulation import sweep
         from socialcredit.simulation._sweep import parse_grid, parse_seeds
 
-        try:
-            outcomes = sweep(scenario=scenario, grid=parse_grid(settings), seeds=parse_seeds(seeds),
-                             out=out_dir, population=population, days=days, policy=policy,
-                             workers=workers, scheduler=scheduler, events=events)
-        except (SimulationError, PolicyError) as exc:
-            raise fail(str(exc)) from None
+        outcomes = sweep(scenario=scenario, grid=parse_grid(settings), seeds=parse_seeds(seeds),
+                         out=out_dir, population=population, days=days, policy=policy,
+                         workers=workers, scheduler=scheduler, events=events)
         out.print(f"{outcomes.height} runs -> {out_dir / 'outcomes.parquet'}")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
+from socialcredit.errors import SocialCreditError
+
 REQUIRED = ("event_id", "citizen_id", "kind", "day")
 OPTIONAL = ("source", "source_ref", "confidence")
 EVENT_SCHEMA: dict[str, pl.DataType] = {
@@ -20,7 +22,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 FORMATS = (".csv", ".parquet", ".ndjson", ".jsonl")
 
 
-class EventError(ValueError):
+class EventError(SocialCreditError, ValueError):
     """Events that cannot be accepted; the message names the row and the column."""
 
     def __init__(self, message: str, *, row: int | None = None, column: str | None = None):

@@ -9,12 +9,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from socialcredit._validation import location
+from socialcredit.errors import SocialCreditError
 from socialcredit.policy._model import Policy, PolicyConsistencyError
 
 PRESET_PACKAGE = "socialcredit.policy.presets"
 
 
-class PolicyError(ValueError):
+class PolicyError(SocialCreditError, ValueError):
     """A policy that cannot be loaded; `problems` lists (location, message) pairs."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
+from socialcredit.errors import SocialCreditError
 from socialcredit.service._errors import ServiceError, TooLarge
 from socialcredit.service._keys import ApiKey, authenticate
 from socialcredit.service._service import Service, _json
@@ -106,9 +107,13 @@ def create_app(service: Service) -> FastAPI:
 
     app.include_router(page_routes(service))
 
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(exc.detail(), status_code=exc.status)
+    @app.exception_handler(SocialCreditError)
+    async def service_error(request: Request, exc: SocialCreditError) -> JSONResponse:
+        # The one place HTTP meets the error tree: a service error carries its status and where;
+        # any other (a policy, an event file) is the request's fault too.
+        if isinstance(exc, ServiceError):
+            return JSONResponse(exc.detail(), status_code=exc.status)
+        return JSONResponse({"error": str(exc)}, status_code=400)
 
     @app.post("/api/events", tags=["events"], responses={202: {"description": "Durable, not yet scored."}},
               openapi_extra={"requestBody": {"required": True, "content": {

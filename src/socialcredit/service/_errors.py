@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from socialcredit.errors import SocialCreditError
 
-class ServiceError(Exception):
+
+class ServiceError(SocialCreditError):
     """A request the service refuses; `status` is the HTTP status that goes with it."""
 
     status = 400

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from socialcredit._validation import location
+from socialcredit.errors import SocialCreditError
 from socialcredit.policy import PolicyError, load_policy
 from socialcredit.simulation._kinds import KIND_NAMES, KINDS
 
@@ -21,7 +22,7 @@ _STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class SimulationError(ValueError):
+class SimulationError(SocialCreditError, ValueError):
     """A scenario (or a run argument) that cannot be used; the message names the field."""
 
 
