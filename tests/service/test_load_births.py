@@ -1,0 +1,91 @@
+"""`db load` with a register of births, at the edges a simulated run rarely lands on exactly.
+
+Hand-made citizens tables (no run puts a birthday on a chosen day): under rongcheng (18 and over) a
+citizen is scored from the day they come of age, which is `birth_day + 18 * 365`.
+"""
+
+import polars as pl
+import pytest
+
+from socialcredit.service import Service
+from socialcredit.service import _ledger as ledger_module
+
+OF_AGE = 18 * 365  # rongcheng's min_age, in days
+
+
+def _citizens_folder(folder, comes_of_age: dict[str, int], *, births: bool = True):
+    """A run folder of citizens only (no manifest, no events): each comes of age on the given day."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pl.DataFrame({"citizen_id": list(comes_of_age), "age": [30] * len(comes_of_age)})
+    if births:
+        table = table.with_columns(birth_day=pl.Series([d - OF_AGE for d in comes_of_age.values()]))
+    table.write_parquet(folder / "citizens.parquet")
+    return folder
+
+
+def _history(service: Service) -> list[tuple]:
+    return sorted(service.db.execute("SELECT citizen_id, day, class_idx FROM class_history"))
+
+
+def test_a_citizen_is_scored_from_the_day_they_come_of_age_that_day_included(tmp_path):
+    service = Service.open(f"sqlite:///{tmp_path}/a.db", "rongcheng")
+    try:
+        service.ledger.set_day(5)
+        service.load_run(_citizens_folder(tmp_path / "run", {"adult": -400, "day-one": 1, "today": 5,
+                                                             "tomorrow": 6}))
+        start = service.ledger.start_class
+        scored = {row[0] for row in service.db.execute("SELECT citizen_id FROM scores")}
+        assert scored == {"adult", "day-one", "today"}
+        # They entered the start class on the day they came of age; an adult from before day 0 needs no entry.
+        assert _history(service) == [("day-one", 1, start), ("today", 5, start)]
+        assert service._status("tomorrow")[0] is None and service._status("today")[0] == service.policy.start
+    finally:
+        service.close()
+
+
+def test_on_day_0_a_citizen_of_age_on_day_1_is_not_scored_yet(tmp_path):
+    service = Service.open(f"sqlite:///{tmp_path}/b.db", "rongcheng")
+    try:
+        service.load_run(_citizens_folder(tmp_path / "run", {"soon": 1, "now": 0}))
+        assert service.day == 0
+        assert service._status("soon") == (None, None, -1)
+        assert service._status("now")[1] == service.policy.class_names[service.ledger.start_class]
+    finally:
+        service.close()
+
+
+def test_without_a_register_everyone_loaded_is_scored_from_the_start(tmp_path):
+    service = Service.open(f"sqlite:///{tmp_path}/c.db", "rongcheng")
+    try:
+        service.ledger.set_day(5)
+        service.load_run(_citizens_folder(tmp_path / "run", {"x": 6, "y": 7}, births=False))
+        assert {row[0] for row in service.db.execute("SELECT citizen_id FROM scores")} == {"x", "y"}
+        assert _history(service) == []
+    finally:
+        service.close()
+
+
+def test_a_load_that_fails_forgets_the_births_it_had_read(tmp_path, monkeypatch):
+    """A load rolled back leaves the incremental state as the database is: the minor it would have
+    registered is not a minor when their next event comes."""
+    service = Service.open(f"sqlite:///{tmp_path}/d.db", "rongcheng")
+    try:
+        service.ledger.set_day(5)
+        service.ledger.warm()  # the incremental state is in memory, as in a running service
+
+        def disk_full(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(ledger_module, "camera_profiles", disk_full)  # after the births are read
+        with pytest.raises(OSError):
+            service.load_run(_citizens_folder(tmp_path / "run", {"kid": 400}))
+        monkeypatch.undo()
+        assert not service.db.execute("SELECT 1 FROM births")
+        folder = tmp_path / "events"
+        folder.mkdir()
+        pl.DataFrame({"event_id": ["h-1"], "citizen_id": ["kid"], "kind": ["civic.heroic_act"], "day": [5],
+                      "source": ["community"]}).write_parquet(folder / "events.parquet")
+        service.load_run(folder)
+        assert service._status("kid")[0] == service.policy.start + 30  # counted: no register says minor
+    finally:
+        service.close()
