@@ -26,3 +26,13 @@ def test_python_example_runs_and_incremental_equals_batch(monkeypatch):
     exec(block("python"), scope)
     assert scope["state"].scores().equals(scope["result"].scores)
     assert scope["result"].scores.filter(citizen_id="c-0003")["class"].item() == "AAA"
+
+
+def test_the_events_table_is_the_event_record():
+    """The README's table of event columns says what socialcredit.events.EVENT_FIELDS defines."""
+    from socialcredit.events import EVENT_FIELDS
+
+    section = README[README.index("### Events"):README.index("The sample ledger")]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [[f"`{f.name}`", f.described, "yes" if f.required else "no", f.meaning] for f in EVENT_FIELDS]

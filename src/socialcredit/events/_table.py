@@ -2,23 +2,76 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from socialcredit.errors import SocialCreditError
 
-REQUIRED = ("event_id", "citizen_id", "kind", "day")
-OPTIONAL = ("source", "source_ref", "confidence")
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "citizen_id": pl.String(),
-    "kind": pl.String(),
-    "day": pl.Int32(),
-    "source": pl.String(),
-    "source_ref": pl.String(),
-    "confidence": pl.Float64(),
-}
+
+@dataclass(frozen=True)
+class EventField:
+    """One column of the event record: written once here, and every other form derived from it (the
+    polars schema, the JSON Schema of the API, the SQL columns of the ledger, the README's table)."""
+
+    name: str
+    dtype: pl.DataType
+    required: bool
+    json: dict  # JSON Schema of the value in an API body
+    sql: str  # the column's SQL type ("{real}": the database's floating-point type)
+    meaning: str
+
+    @property
+    def described(self) -> str:
+        """Its type in words, as the README's table gives it."""
+        kind = self.json["type"][0] if isinstance(self.json["type"], list) else self.json["type"]
+        if kind == "string":
+            return "text"
+        if "maximum" in self.json:
+            return f"{kind} in [{self.json['minimum']}, {self.json['maximum']}]"
+        return f"{kind} >= {self.json['minimum']}" if "minimum" in self.json else kind
+
+
+EVENT_FIELDS: tuple[EventField, ...] = (
+    EventField("event_id", pl.String(), True, {"type": "string", "minLength": 1}, "TEXT",
+               "unique id; also the order in which events of one rule, citizen and day count against "
+               "`max_per_day` (string order)"),
+    EventField("citizen_id", pl.String(), True, {"type": "string", "minLength": 1}, "TEXT",
+               "the citizen the event is attributed to"),
+    EventField("kind", pl.String(), True, {"type": "string", "minLength": 1}, "TEXT",
+               "what happened, e.g. `traffic.red_light`"),
+    EventField("day", pl.Int32(), True, {"type": "integer", "minimum": 0}, "INTEGER", "day number of the event"),
+    EventField("source", pl.String(), False, {"type": ["string", "null"]}, "TEXT",
+               "who reported it: `camera`, `traffic-police`, `e-commerce`, ..."),
+    EventField("source_ref", pl.String(), False, {"type": ["string", "null"]}, "TEXT",
+               "the camera, order, case or post behind it"),
+    EventField("confidence", pl.Float64(), False, {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+               "{real}", "match confidence of the attribution (face recognition); missing means 1.0"),
+)
+EVENT_SCHEMA: dict[str, pl.DataType] = {f.name: f.dtype for f in EVENT_FIELDS}
+REQUIRED = tuple(f.name for f in EVENT_FIELDS if f.required)
+OPTIONAL = tuple(f.name for f in EVENT_FIELDS if not f.required)
+
+
+def event_json_schema(*, required: tuple[str, ...] = ()) -> dict:
+    """The JSON Schema of one event in an API body (`required`: optional columns the API requires,
+    which may then not be null either)."""
+
+    def value(f: EventField) -> dict:
+        if f.name in required and isinstance(f.json["type"], list):
+            return {**f.json, "type": next(t for t in f.json["type"] if t != "null")}
+        return f.json
+
+    return {"type": "object", "required": [*REQUIRED, *required],
+            "properties": {f.name: value(f) for f in EVENT_FIELDS}}
+
+
+def event_sql_columns(real: str) -> str:
+    """The ledger table's event columns in SQL (`real`: the database's floating-point type)."""
+    return ", ".join(f"{f.name} {f.sql.format(real=real)}"
+                     + (" PRIMARY KEY" if f.name == "event_id" else " NOT NULL" if f.required else "")
+                     for f in EVENT_FIELDS)
 FORMATS = (".csv", ".parquet", ".ndjson", ".jsonl")
 
 

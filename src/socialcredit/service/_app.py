@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from socialcredit.errors import SocialCreditError
+from socialcredit.events import event_json_schema
 from socialcredit.service._errors import ServiceError, TooLarge
 from socialcredit.service._keys import ApiKey, authenticate
 from socialcredit.service._service import Service, _json
@@ -23,19 +24,8 @@ Purpose = Annotated[str | None, Header(alias="X-Purpose", max_length=500,
                                        description="Why a third party looks the citizen up (logged).")]
 CitizenId = Annotated[str, Field(min_length=1, max_length=200)]
 
-_EVENT_SCHEMA = {
-    "type": "object",
-    "required": ["event_id", "citizen_id", "kind", "day", "source"],
-    "properties": {
-        "event_id": {"type": "string", "minLength": 1},
-        "citizen_id": {"type": "string", "minLength": 1},
-        "kind": {"type": "string", "minLength": 1},
-        "day": {"type": "integer", "minimum": 0},
-        "source": {"type": "string"},
-        "source_ref": {"type": ["string", "null"]},
-        "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-    },
-}
+# The API requires a source (a key may send only its own sources); the rest is the event record's.
+_EVENT_SCHEMA = event_json_schema(required=("source",))
 
 
 class _Body(BaseModel):

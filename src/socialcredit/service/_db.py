@@ -12,6 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
+from socialcredit.events import event_sql_columns
+
 SCHEMA_VERSION = 1
 DEFAULT_URL = "sqlite:///socialcredit.db"
 
@@ -21,10 +23,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS api_keys (
         name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, citizen_id TEXT,
         sources TEXT NOT NULL, created TEXT NOT NULL, revoked TEXT)""",
-    """CREATE TABLE IF NOT EXISTS events (
-        event_id TEXT PRIMARY KEY, citizen_id TEXT NOT NULL, kind TEXT NOT NULL,
-        day INTEGER NOT NULL, source TEXT, source_ref TEXT, confidence {real},
-        batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE TABLE IF NOT EXISTS events (" + event_sql_columns("{real}")
+    + ", batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS events_citizen ON events (citizen_id)",
     """CREATE TABLE IF NOT EXISTS scores (
         citizen_id TEXT PRIMARY KEY, score BIGINT NOT NULL, class TEXT NOT NULL,

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from socialcredit.engine import BETWEEN, YEAR_DAYS, CompiledConsequences, CompiledPolicy
+from socialcredit.events import EVENT_SCHEMA
 from socialcredit.simulation._kinds import (
     EFFECTS,
     F_ADMITTED,
@@ -332,9 +333,9 @@ def events_frame(plan: Plan, recorded: list) -> pl.DataFrame:
     ).cast(EVENT_COLUMNS)
 
 
-EVENT_COLUMNS = {"event_id": pl.String, "citizen_id": pl.String, "kind": pl.String,
-                 "day": pl.Int32, "source": pl.String, "source_ref": pl.String,
-                 "confidence": pl.Float64, "actor_id": pl.String, "wrongful": pl.Boolean,
+# The event record's columns (socialcredit.events), then what only a simulation knows: who really
+# did it, whether the attribution was wrong, the region and the points each score gave.
+EVENT_COLUMNS = {**EVENT_SCHEMA, "actor_id": pl.String, "wrongful": pl.Boolean,
                  "region": pl.String, "state_points": pl.Int64, "commercial_points": pl.Int64}
 
 
