@@ -28,9 +28,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS events_citizen ON events (citizen_id)",
     """CREATE TABLE IF NOT EXISTS scores (
         citizen_id TEXT PRIMARY KEY, score BIGINT NOT NULL, class TEXT NOT NULL,
-        class_idx INTEGER NOT NULL, as_of INTEGER NOT NULL, stale_from INTEGER)""",
-    # `stale_from` is no longer written (re-scoring by the day follows the scoring state's
-    # schedule); the column stays so that databases made before keep opening.
+        class_idx INTEGER NOT NULL, as_of INTEGER NOT NULL)""",
     "DROP INDEX IF EXISTS scores_stale",
     """CREATE TABLE IF NOT EXISTS class_history (
         id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",

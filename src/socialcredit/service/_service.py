@@ -204,20 +204,8 @@ class Service:
     # -- access -----------------------------------------------------------------------------------
 
     def _record(self, key: ApiKey, citizen_id: str, purpose: str | None, fields: list[str],
-                endpoint: str, log: list | None) -> None:
-        row = log_row(key, citizen_id, purpose, fields, endpoint, self.day)
-        if log is None:
-            self._log.write([row])
-        else:
-            log.append(row)
-
-    def commit_log(self, rows: list[tuple]) -> None:
-        """Queue look-up log rows collected with `log=` (written in the next group commit)."""
-        self._log.write(rows)
-
-    def flush_log(self) -> None:
-        """Return once every look-up logged so far is durable."""
-        self._log.flush()
+                endpoint: str) -> None:
+        self._log.write([log_row(key, citizen_id, purpose, fields, endpoint, self.day)])
 
     # -- look-ups ---------------------------------------------------------------------------------
 
@@ -254,8 +242,7 @@ class Service:
             out[0 if c.benefit else 1].append(_consequence(c, since))
         return out
 
-    def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
-               log: list | None = None) -> dict:
+    def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """Score, class, benefits, sanctions, reasons and blacklist, as the grant allows; logged."""
         self.access.grant(key, citizen_id, purpose, "a look-up")
         score, klass, idx = self._status(citizen_id)
@@ -273,7 +260,7 @@ class Service:
         if "reasons" in fields:
             full["reasons"] = self._explanation(citizen_id)[0]
         out |= {f: full[f] for f in fields}
-        self._record(key, citizen_id, purpose, fields, "lookup", log)
+        self._record(key, citizen_id, purpose, fields, "lookup")
         return out
 
     def lookup_json(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> bytes:
@@ -294,8 +281,7 @@ class Service:
         events = e.events.with_columns(pl.col("status").cast(pl.String), voided=False)
         return e.factors.to_dicts(), events.to_dicts()
 
-    def history(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
-                log: list | None = None) -> dict:
+    def history(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """Reason codes and every event with its points and provenance, as the grant allows; logged."""
         grant = self.access.grant(key, citizen_id, purpose, "a history")
         fields = [f for f in ("reasons", "history") if f in grant.fields]
@@ -313,7 +299,7 @@ class Service:
             out["events"] = events + voided.select(
                 "event_id", "day", "kind", "rule", "points", "status", "reason", "source", "source_ref",
                 "confidence", "voided").to_dicts()
-        self._record(key, citizen_id, purpose, fields, "history", log)
+        self._record(key, citizen_id, purpose, fields, "history")
         return out
 
     def lookups(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
@@ -336,11 +322,10 @@ class Service:
              "purpose": pl.String, "fields": pl.String, "endpoint": pl.String})
         rows = rows.with_columns(pl.col("fields").str.split(","))
         if key.role != "citizen":
-            self._record(key, citizen_id, purpose, ["lookups"], "lookups", None)
+            self._record(key, citizen_id, purpose, ["lookups"], "lookups")
         return {"citizen_id": citizen_id, "lookups": rows.to_dicts()}
 
-    def profile(self, key: ApiKey, citizen_id: str, purpose: str | None = None, *,
-                log: list | None = None) -> dict:
+    def profile(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """The camera profile from the data centre, for roles whose grant has 'profile'; logged.
 
         A citizen loaded from a simulation run starts from the run's camera profile (the age
@@ -383,7 +368,7 @@ class Service:
         if any(s["effect"] == "gate_stop" for s in sanctions):
             flag_list.append("stop-at-subway-gate")
         last = counted.select("day", "camera", "confidence").row(-1, named=True) if counted.height else None
-        self._record(key, citizen_id, purpose, ["profile"], "profile", log)
+        self._record(key, citizen_id, purpose, ["profile"], "profile")
         return {
             "citizen_id": citizen_id, "day": self.day,
             "age_estimate": estimate,
@@ -408,8 +393,7 @@ class Service:
     # The decision itself is what the role is there for; the sanctions and benefits behind it are
     # shown only where the grant lets the role see them.
 
-    def subway_gate(self, key: ApiKey, citizen_id: str, gate: str | None, purpose: str | None, *,
-                    log: list | None = None) -> dict:
+    def subway_gate(self, key: ApiKey, citizen_id: str, gate: str | None, purpose: str | None) -> dict:
         """A subway gate's decision: stop a citizen under a gate sanction, else pass; logged."""
         grant, _, _, sanctions = self._consequence_check(key, "security", citizen_id, purpose,
                                                          "the subway gate")
@@ -417,11 +401,10 @@ class Service:
         out = {"citizen_id": citizen_id, "gate": gate, "decision": "stop" if stops else "pass"}
         if "sanctions" in grant.fields:
             out["because"] = stops
-        self._record(key, citizen_id, purpose, ["decision", *shown(grant, "sanctions")], "gate", log)
+        self._record(key, citizen_id, purpose, ["decision", *shown(grant, "sanctions")], "gate")
         return out
 
-    def flight_check(self, key: ApiKey, citizen_id: str, flight: str | None, purpose: str | None, *,
-                     log: list | None = None) -> dict:
+    def flight_check(self, key: ApiKey, citizen_id: str, flight: str | None, purpose: str | None) -> dict:
         """An airline's check: banned under a flight-ban sanction, else may board; logged."""
         grant, _, benefits, sanctions = self._consequence_check(key, "airline", citizen_id, purpose,
                                                                 "the flight check")
@@ -433,11 +416,10 @@ class Service:
         if "benefits" in grant.fields:
             out["discount"] = sum(b["parameters"]["discount"] for b in benefits if b["effect"] == "flight_price")
         self._record(key, citizen_id, purpose,
-                     ["decision", *shown(grant, "sanctions", "benefits")], "flight", log)
+                     ["decision", *shown(grant, "sanctions", "benefits")], "flight")
         return out
 
-    def loan_quote(self, key: ApiKey, citizen_id: str, amount: float | None, purpose: str | None, *,
-                   log: list | None = None) -> dict:
+    def loan_quote(self, key: ApiKey, citizen_id: str, amount: float | None, purpose: str | None) -> dict:
         """A bank's quote: the rate by class, benefits and sanctions; logged."""
         grant, idx, benefits, sanctions = self._consequence_check(key, "bank", citizen_id, purpose,
                                                                   "the loan quote")
@@ -456,7 +438,7 @@ class Service:
         if "benefits" in grant.fields:
             out["benefits"] = [b["name"] for b in benefits if b["effect"] == "loan_price"]
         self._record(key, citizen_id, purpose,
-                     ["decision", *shown(grant, "sanctions", "benefits")], "loan", log)
+                     ["decision", *shown(grant, "sanctions", "benefits")], "loan")
         return out
 
     # -- appeals ----------------------------------------------------------------------------------
