@@ -123,3 +123,35 @@ def test_results_per_head_do_not_depend_on_the_sample_size(tmp_path):
                 p = (k1 + k2) / (n1 + n2)
                 se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
             assert abs(p1 - p2) < 4 * se, (name, population, p1, p2, se)
+
+
+def test_each_policy_brings_its_own_job_loss_risk(tmp_path):
+    """The job-loss stream meets adults at the largest risk of the run's policies and thins each to
+    its own policy's: a region whose sanction risks 1/20 of the other's loses about 1/20 as many
+    jobs per day in class D (the harsh region loses a tenth of its D workers in 50 days at most, so
+    the ratio stays near the risks'; 6 standard errors of the low count allowed), and a region
+    without the sanction loses none."""
+    text = resources.files("socialcredit.policy.presets").joinpath("taz-2018.toml").read_text(encoding="utf-8")
+    files = {}
+    for name, risk in (("harsh", "0.002"), ("mild", "0.0001")):
+        files[name] = tmp_path / f"{name}.toml"
+        files[name].write_text(text.replace('name = "taz-2018"', f'name = "{name}"', 1)
+                               .replace("risk_per_day = 0.002 ", f"risk_per_day = {risk} "), encoding="utf-8")
+    files["none"] = tmp_path / "none.toml"
+    start, end = text.index('name = "job-loss-risk"'), text.index("[[sanction]]", text.index('name = "job-loss-risk"'))
+    files["none"].write_text(text[:start].rsplit("[[sanction]]", 1)[0] + text[end:], encoding="utf-8")
+    regions = "".join(f'[[region]]\nname = "{n}"\nshare = {share}\npolicy = "{f}"\nurban = 0.7\n'
+                      f'coverage = {{ street = 0.3, mall = 0.6, subway = 0.9 }}\n'
+                      for (n, f), share in zip(files.items(), (0.4, 0.4, 0.2), strict=True))
+    scenario = tmp_path / "three.toml"
+    scenario.write_text('name = "three"\ntitle = "Three towns"\nblock_size = 4096\n' + regions, encoding="utf-8")
+    # A judgment default (-450) drops a citizen from the start straight into D.
+    run = simulate(population=60_000, days=50, seed=9, out=tmp_path / "run", scenario=str(scenario),
+                   overrides={"behaviour.rates.court.judgment_default": 0.02})
+    per = run.daily.group_by("region").agg(pl.col("jobs_lost").sum(), pl.col("sanction.job-loss-risk").sum())
+    lost = {r: (j, d) for r, j, d in per.iter_rows()}
+    assert lost["none"][0] == 0
+    harsh, mild = lost["harsh"][0] / lost["harsh"][1], lost["mild"][0] / lost["mild"][1]
+    assert lost["harsh"][0] > 300
+    expected = harsh / 20 * lost["mild"][1]
+    assert abs(lost["mild"][0] - expected) < 6 * math.sqrt(expected) + 1, (lost, mild, harsh)
