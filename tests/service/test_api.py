@@ -233,6 +233,16 @@ def test_stats_count_the_run_classes_and_events_per_day(run_world):
     per_day = world.loaded.events.group_by("day").len().sort("day")
     assert body["events_per_day"] == [{"day": d, "events": n} for d, n in per_day.iter_rows()]
     assert body["events"] == world.loaded.events.height
+    assert body["appeals"] == {"open": 0, "upheld": 0, "rejected": 0}  # taz-2018 allows none
+
+
+def test_stats_count_the_appeals_by_status(run_world):
+    world = run_world("accountable")
+    events = world.loaded.events_of(world.citizen)["event_id"]
+    for event_id in events[:2]:
+        r = world.call("POST", "/api/appeals", "citizen", json={"event_id": event_id, "reason": "not me"})
+        assert r.status_code == 201, r.text
+    assert world.call("GET", "/api/stats", "agency").json()["appeals"] == {"open": 2, "upheld": 0, "rejected": 0}
 
 
 # Hand-made events below: ingestion mechanics and precise edge cases of the rules.

@@ -494,15 +494,24 @@ class Service:
         if key.role not in ("analyst", "agency"):
             raise Forbidden("only analyst and agency keys may read statistics")
         per_day, classes = self.ledger.counts()
+        appeals = dict(self.db.execute("SELECT status, COUNT(*) FROM appeals GROUP BY status"))
         return {"day": self.day, "policy": self.policy.name,
                 "classes": dict(zip(self.policy.class_names, classes, strict=True)),
                 "events_per_day": [{"day": d, "events": per_day[d]} for d in sorted(per_day)],
-                "events": sum(per_day.values()), "pending_batches": self.ledger.pending()}
+                "events": sum(per_day.values()), "pending_batches": self.ledger.pending(),
+                "appeals": {status: int(appeals.get(status, 0)) for status in APPEAL_STATUSES}}
+
+    def arrivals(self, after_batch: int) -> list[tuple[int, str, str | None, int]]:
+        """Events of the ingestion batches after `after_batch`: (batch, kind, source, count), for
+        the dashboard's rates (a loaded run is batch 0)."""
+        return self.db.execute("SELECT batch, kind, source, COUNT(*) FROM events WHERE batch > ? "
+                               "GROUP BY batch, kind, source", (after_batch,))
 
     def list_appeals(self, key: ApiKey, *, status: str | None = None, citizen_id: str | None = None,
-                     limit: int = 100) -> list[dict]:
-        """Appeals with the contested event, oldest first: an agency sees every citizen's, a citizen
-        only their own (`citizen_id` must then be theirs or left out); `status` filters."""
+                     limit: int = 100, newest_first: bool = False) -> list[dict]:
+        """Appeals with the contested event, oldest (or newest) first: an agency sees every
+        citizen's, a citizen only their own (`citizen_id` must then be theirs or left out);
+        `status` filters."""
         if key.role == "citizen":
             if citizen_id is not None and citizen_id != key.citizen_id:
                 raise Forbidden("a citizen key may read only its own citizen's appeals")
@@ -523,7 +532,8 @@ class Service:
             "SELECT a.id, a.event_id, a.citizen_id, a.reason, a.status, a.filed_at, a.decided_at, a.note, "
             "e.kind, e.day, e.source, e.source_ref, e.confidence FROM appeals a "
             "LEFT JOIN events e ON e.event_id = a.event_id"
-            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY a.id LIMIT ?",
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + (" ORDER BY a.id DESC LIMIT ?" if newest_first else " ORDER BY a.id LIMIT ?"),
             (*params, max(0, int(limit))))
         cols = ("id", "event_id", "citizen_id", "reason", "status", "filed_at", "decided_at", "note",
                 "kind", "day", "source", "source_ref", "confidence")

@@ -32,21 +32,16 @@ class Dashboard:
     def data(self, key: ApiKey, run_dir: Path | None) -> dict:
         """Numbers and figures for the dashboard page and its refresh."""
         stats = self.service.stats(key)  # raises Forbidden for roles other than analyst and agency
-        db = self.service.db
-        by_kind, by_source, timeline = self.rates.sample(db)
-        appeals = dict(db.execute("SELECT status, COUNT(*) FROM appeals GROUP BY status"))
-        classes = dict(stats["classes"])
-        # Citizens with no event yet have no score row: they hold the starting score's class.
-        unscored = int(db.execute("SELECT COUNT(*) FROM citizens")[0][0]) - sum(classes.values())
-        start = next(s.name for s in self.styles if s.low <= self.service.policy.start)
-        classes[start] += max(unscored, 0)
+        by_kind, by_source, timeline = self.rates.sample(self.service)
+        appeals = stats["appeals"]
+        classes = stats["classes"]  # every scored citizen, with an event or not (minors hold no class)
         figures = {
             "classes": _bar("Citizens by class (live)", [s.name for s in self.styles],
                             [classes[s.name] for s in self.styles], [s.background for s in self.styles]),
             "kinds": _bar("Events in the last minute, by kind", list(by_kind), list(by_kind.values())),
             "sources": _lines("Events per minute, by source", timeline),
             "appeals": _bar("Appeals by status", ["open", "upheld", "rejected"],
-                            [int(appeals.get(s, 0)) for s in ("open", "upheld", "rejected")],
+                            [appeals[s] for s in ("open", "upheld", "rejected")],
                             ["#4575b4", "#1a9850", "#d73027"]),
         }
         if run_dir is not None:
@@ -54,7 +49,7 @@ class Dashboard:
         return {
             "day": stats["day"], "policy": stats["policy"], "events": stats["events"],
             "pending_batches": stats["pending_batches"], "per_minute": sum(by_kind.values()),
-            "appeals": {s: int(n) for s, n in appeals.items()}, "simulated": run_dir is not None,
+            "appeals": {s: n for s, n in appeals.items() if n}, "simulated": run_dir is not None,
             "figures": figures,
         }
 
@@ -68,10 +63,9 @@ class _Rates:
         self._last = 0.0
         self._samples: deque[tuple[float, float, Counter, Counter]] = deque()  # time, seconds since last
 
-    def sample(self, db) -> tuple[dict, dict, list[tuple[float, Counter]]]:
+    def sample(self, service: Service) -> tuple[dict, dict, list[tuple[float, Counter]]]:
         with self._lock:
-            rows = db.execute("SELECT batch, kind, source, COUNT(*) FROM events WHERE batch > ? "
-                              "GROUP BY batch, kind, source", (self._cursor or 0,))
+            rows = service.arrivals(self._cursor or 0)
             now = time.time()
             kinds, sources = Counter(), Counter()
             for _, kind, source, n in rows:

@@ -315,15 +315,10 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
     seen = service.lookups(key, cid)["lookups"]
     # The app's own reads are logged too; the list shows the others, the count the citizen's own.
     others = [row for row in seen if row["role"] != "citizen"]
-    appeals = service.db.execute(
-        "SELECT id, event_id, reason, status, filed_at, decided_at, note FROM appeals WHERE citizen_id = ? "
-        "ORDER BY id DESC", (cid,))
-    appeals = [dict(zip(("id", "event_id", "reason", "status", "filed_at", "decided_at", "note"), row, strict=True))
-               for row in appeals]
+    appeals = service.list_appeals(key, limit=1_000_000, newest_first=True)
     open_events = {a["event_id"] for a in appeals if a["status"] == "open"}
-    names = service.policy.class_names
     scored = status["class"] is not None  # else under the policy's min_age: no class, nothing attached
-    idx = names.index(status["class"]) if scored else None
+    attached = service.consequence_rules.possible(service.policy.class_names.index(status["class"])) if scored else ()
     return {
         "status": status,
         "reasons": history.get("reasons", []),
@@ -333,8 +328,8 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
         "own_views": len(seen) - len(others),
         "appeals": appeals,
         "open_events": open_events,
-        "class_benefits": [b for b in service.policy.benefits if scored and idx <= names.index(b.class_)],
-        "class_sanctions": [s for s in service.policy.sanctions if scored and idx >= names.index(s.class_)],
+        "class_benefits": [c.consequence for c in attached if c.benefit],
+        "class_sanctions": [c.consequence for c in attached if not c.benefit],
     }
 
 
