@@ -89,3 +89,44 @@ def test_a_load_that_fails_forgets_the_births_it_had_read(tmp_path, monkeypatch)
         assert service._status("kid")[0] == service.policy.start + 30  # counted: no register says minor
     finally:
         service.close()
+
+
+def _events_folder(folder, rows: list[tuple[str, str, int]]):
+    """A run folder of events only: (event_id, citizen_id, day) red lights seen by the police."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"event_id": [r[0] for r in rows], "citizen_id": [r[1] for r in rows],
+                  "kind": ["traffic.red_light"] * len(rows), "day": [r[2] for r in rows],
+                  "source": ["traffic-police"] * len(rows)}).write_parquet(folder / "events.parquet")
+    return folder
+
+
+def test_runs_loaded_into_a_running_service_keep_its_statistics_and_scores(tmp_path):
+    """Loads into a service whose statistics and scoring state are in memory: a new run's events
+    are counted day by day, a run loaded again in part starts the state afresh, and the next load
+    scores from it as the engine does."""
+    from socialcredit.engine import score_ledger
+    from socialcredit.events import EVENT_SCHEMA
+    from socialcredit.service import authenticate
+
+    from .conftest import make_keys
+
+    service = Service.open(f"sqlite:///{tmp_path}/e.db", "taz-2018")
+    try:
+        analyst = authenticate(service.db, make_keys(service.db)["analyst"])
+        service.load_run(_events_folder(tmp_path / "one", [("a1", "a", 0), ("a2", "a", 1), ("b1", "b", 1)]))
+        service.stats(analyst)  # the counts are now kept in memory and moved by each write
+        service.ledger.warm()
+        service.load_run(_events_folder(tmp_path / "two", [("a3", "a", 2), ("b2", "b", 2), ("c1", "c", 2)]))
+        days = {row["day"]: row["events"] for row in service.stats(analyst)["events_per_day"]}
+        assert days == {0: 1, 1: 2, 2: 3}
+        service.load_run(_events_folder(tmp_path / "three", [("a3", "a", 2), ("c2", "c", 2)]))  # a3 again
+        service.load_run(_events_folder(tmp_path / "four", [("a4", "a", 2), ("d1", "d", 2)]))
+        stats = service.stats(analyst)
+        assert stats["events"] == 9 and {r["day"]: r["events"] for r in stats["events_per_day"]} == {0: 1, 1: 2, 2: 6}
+        ledger = service.db.frame("SELECT event_id, citizen_id, kind, day, source, source_ref, confidence "
+                                  "FROM events", (), EVENT_SCHEMA)
+        engine = score_ledger(service.policy, ledger, as_of=service.day).scores
+        for citizen, score, _ in engine.iter_rows():
+            assert service._status(citizen)[0] == score, citizen
+    finally:
+        service.close()
