@@ -236,3 +236,24 @@ def test_a_run_moved_elsewhere_without_its_policy_file_reports_the_same_bytes(tm
     assert write_report(moved, out=tmp_path / "after.html").read_bytes() == before
     policy.unlink()
     assert write_report(moved, out=tmp_path / "again.html").read_bytes() == before
+
+
+def test_the_report_says_what_each_consequence_does_from_the_run_policies(runs, compared):
+    """The consequences section lists every benefit and sanction of the run's policies (its own copies)
+    with the classes it covers, its effect, parameters and held days, as the engine compiles them."""
+    from socialcredit.simulation import Run
+
+    text = _paragraphs(compared)
+    policies = Run.open(runs[0]).policies
+    assert set(policies) == {"taz-2018", "sesame"}
+    rows = 0
+    for policy in policies.values():
+        names = policy.class_names
+        for kind, items in (("benefit", policy.benefits), ("sanction", policy.sanctions)):
+            for c in items:
+                level = names.index(c.class_)
+                covers = ", ".join(names[: level + 1] if kind == "benefit" else names[level:])
+                params = ", ".join(f"{k} {v}" for k, v in c.params.model_dump().items()) or "-"
+                assert f"{policy.name} {c.name} {kind} {covers} {c.effect} {params} {c.held_days}" in text, c.name
+                rows += 1
+    assert rows == 13  # taz-2018's 4 benefits and 5 sanctions, sesame's 4 perks

@@ -23,6 +23,7 @@ from plotly.offline import get_plotlyjs
 from socialcredit.analysis import _metrics as m
 from socialcredit.analysis._audit import FLAGS, audit_policy
 from socialcredit.analysis._validate import compare_run, load_targets
+from socialcredit.engine import CompiledConsequences
 from socialcredit.errors import SocialCreditError
 from socialcredit.policy import Policy
 from socialcredit.simulation import Run, list_scenarios
@@ -450,7 +451,22 @@ def _consequences(run: _Run) -> _Section:
     ], figures=[_figure(fig, title="Consequences per day (weekly means)", xaxis_title="week",
                         yaxis_title="per day"),
                 _figure(fig2, title="Citizens holding each benefit (solid) and sanction (dashed)",
-                        xaxis_title="day", yaxis_title="citizens")])
+                        xaxis_title="day", yaxis_title="citizens")],
+        tables=[_table(_consequence_rules(run), caption="What each benefit and sanction does (the policies' effects)")])
+
+
+def _consequence_rules(run: _Run) -> pl.DataFrame:
+    """Every policy's benefits and sanctions as the engine compiles them: the simulator applied these."""
+    rows = []
+    for policy in run.distinct_policies:
+        names = policy.class_names
+        for c in CompiledConsequences.of(policy).items:
+            covers = names[: c.level + 1] if c.benefit else names[c.level:]
+            rows.append({"policy": policy.name, "consequence": c.name, "kind": "benefit" if c.benefit else "sanction",
+                         "classes": ", ".join(covers), "effect": c.effect,
+                         "parameters": ", ".join(f"{k} {v}" for k, v in c.params.model_dump().items()) or "-",
+                         "held days": c.held_days})
+    return pl.DataFrame(rows, schema=["policy", "consequence", "kind", "classes", "effect", "parameters", "held days"])
 
 
 def _wrongful(run: _Run) -> _Section:
