@@ -12,7 +12,8 @@ from socialcredit import service as service_pkg
 from socialcredit.engine import explain, score_ledger
 from socialcredit.events import validate_events
 from socialcredit.policy import load_policy
-from socialcredit.service._service import LOAN_BASE_RATE, LOAN_CLASS_SPREAD, PLACE_TYPES
+from socialcredit.service._decisions import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
+from socialcredit.service._lookups import PLACE_TYPES
 
 from .conftest import CITIZEN, DAY, auth, handmade_event
 

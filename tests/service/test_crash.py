@@ -11,7 +11,7 @@ from socialcredit.engine import score_ledger
 from socialcredit.events import validate_events
 from socialcredit.policy import load_policy
 from socialcredit.service import Database, create_key
-from socialcredit.service._service import PLACE_TYPES
+from socialcredit.service._lookups import PLACE_TYPES
 
 from .conftest import auth
 

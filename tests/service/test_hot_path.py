@@ -22,7 +22,7 @@ from socialcredit.service import (
     create_key,
     revoke_key,
 )
-from socialcredit.service._service import PLACE_TYPES
+from socialcredit.service._lookups import PLACE_TYPES
 
 from .conftest import CITIZEN, DAY, auth, make_keys
 from .conftest import handmade_event as event

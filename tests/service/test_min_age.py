@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 
-from socialcredit.service._service import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
+from socialcredit.service._decisions import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
 
 from .conftest import auth
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from socialcredit.engine import score_ledger
 from socialcredit.events import validate_events
 from socialcredit.service import Service, authenticate, create_app, create_key
-from socialcredit.service._service import PLACE_TYPES
+from socialcredit.service._lookups import PLACE_TYPES
 from tests.conftest import db_load
 
 from .conftest import SOURCES, auth, make_keys

@@ -8,7 +8,7 @@ import polars as pl
 from socialcredit.engine import score_ledger
 from socialcredit.events import validate_events
 from socialcredit.service import Database, create_key, revoke_key
-from socialcredit.service._service import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
+from socialcredit.service._decisions import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
 from socialcredit.web._theme import contrast
 
 from .conftest import ROLES, check_accessible

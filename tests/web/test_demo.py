@@ -12,7 +12,7 @@ import pytest
 from socialcredit.engine import score_ledger
 from socialcredit.events import validate_events
 from socialcredit.policy import load_policy
-from socialcredit.service._service import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
+from socialcredit.service._decisions import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
 from socialcredit.simulation import Run
 
 from .conftest import SOCIALCREDIT, free_port, stop, wait_for

@@ -17,7 +17,8 @@ from socialcredit.errors import SocialCreditError
 from socialcredit.events import event_json_schema
 from socialcredit.service._errors import ServiceError, TooLarge
 from socialcredit.service._keys import ApiKey, authenticate
-from socialcredit.service._service import Service, _json
+from socialcredit.service._lookups import _json
+from socialcredit.service._service import Service
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `socialcredit keys create`.")
 Purpose = Annotated[str | None, Header(alias="X-Purpose", max_length=500,

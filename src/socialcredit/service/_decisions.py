@@ -1,0 +1,78 @@
+"""Decisions a class brings about: the subway gate, the airline's check, the bank's quote."""
+
+from __future__ import annotations
+
+from socialcredit.policy import Grant
+from socialcredit.service._access import shown
+from socialcredit.service._errors import Forbidden
+from socialcredit.service._keys import ApiKey
+from socialcredit.service._lookups import NOT_SCORED
+
+# Loans (ASSUMPTION, the report gives no rates): 4% for the top class, +0.5 points per class below,
+# moved by a `loan_price` benefit's or sanction's rate_change; a `loan_refusal` sanction refuses it.
+LOAN_BASE_RATE = 0.04
+LOAN_CLASS_SPREAD = 0.005
+
+
+class Decisions:
+    """The Service's decisions (a mixin over its look-ups and compiled consequences)."""
+
+    def _consequence_check(self, key: ApiKey, role: str, citizen_id: str, purpose: str | None,
+                           endpoint: str) -> tuple[Grant, int, list[dict], list[dict]]:
+        if key.role != role:
+            raise Forbidden(f"only {role} keys may call {endpoint}")
+        grant = self.access.grant(key, citizen_id, purpose, endpoint)
+        _, _, idx = self._status(citizen_id)
+        benefits, sanctions = self.consequences(citizen_id, idx)
+        return grant, idx, benefits, sanctions
+
+    # The decision itself is what the role is there for; the sanctions and benefits behind it are
+    # shown only where the grant lets the role see them.
+
+    def subway_gate(self, key: ApiKey, citizen_id: str, gate: str | None, purpose: str | None) -> dict:
+        """A subway gate's decision: stop a citizen under a gate sanction, else pass; logged."""
+        grant, _, _, sanctions = self._consequence_check(key, "security", citizen_id, purpose,
+                                                         "the subway gate")
+        stops = [s["name"] for s in sanctions if s["effect"] == "gate_stop"]
+        out = {"citizen_id": citizen_id, "gate": gate, "decision": "stop" if stops else "pass"}
+        if "sanctions" in grant.fields:
+            out["because"] = stops
+        self._record(key, citizen_id, purpose, ["decision", *shown(grant, "sanctions")], "gate")
+        return out
+
+    def flight_check(self, key: ApiKey, citizen_id: str, flight: str | None, purpose: str | None) -> dict:
+        """An airline's check: banned under a flight-ban sanction, else may board; logged."""
+        grant, _, benefits, sanctions = self._consequence_check(key, "airline", citizen_id, purpose,
+                                                                "the flight check")
+        bans = [s["name"] for s in sanctions if s["effect"] == "flight_ban"]
+        out = {"citizen_id": citizen_id, "flight": flight, "may_board": not bans,
+               "decision": "banned" if bans else "board"}
+        if "sanctions" in grant.fields:
+            out["because"] = bans
+        if "benefits" in grant.fields:
+            out["discount"] = sum(b["parameters"]["discount"] for b in benefits if b["effect"] == "flight_price")
+        self._record(key, citizen_id, purpose,
+                     ["decision", *shown(grant, "sanctions", "benefits")], "flight")
+        return out
+
+    def loan_quote(self, key: ApiKey, citizen_id: str, amount: float | None, purpose: str | None) -> dict:
+        """A bank's quote: the rate by class, benefits and sanctions; logged."""
+        grant, idx, benefits, sanctions = self._consequence_check(key, "bank", citizen_id, purpose,
+                                                                  "the loan quote")
+        refused = [s["name"] for s in sanctions if s["effect"] == "loan_refusal"]
+        priced = [c for c in (*benefits, *sanctions) if c["effect"] == "loan_price"]
+        # A citizen the policy does not score is quoted as one without a record.
+        rate = LOAN_BASE_RATE + LOAN_CLASS_SPREAD * (self.ledger.start_class if idx == NOT_SCORED else idx)
+        rate += sum(c["parameters"]["rate_change"] for c in priced)
+        out = {"citizen_id": citizen_id, "amount": amount, "approved": not refused,
+               "rate": None if refused else round(rate, 6)}
+        if "sanctions" in grant.fields:
+            # Every sanction the citizen is under, as the grant lets the bank see them; `refused_by`
+            # names those that stop the loan.
+            out["sanctions"] = [s["name"] for s in sanctions]
+            out["refused_by"] = refused
+        if "benefits" in grant.fields:
+            out["benefits"] = [b["name"] for b in benefits if b["effect"] == "loan_price"]
+        self._record(key, citizen_id, purpose,
+                     ["decision", *shown(grant, "sanctions", "benefits")], "loan")
+        return out

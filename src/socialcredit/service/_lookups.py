@@ -1,0 +1,236 @@
+"""Look-ups: what a citizen's score, class, history and camera profile disclose, under the grants."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from socialcredit.engine import BENEFITS, BETWEEN, CompiledConsequence, explain
+from socialcredit.events import EVENT_SCHEMA
+from socialcredit.service._errors import Forbidden, NotFound
+from socialcredit.service._keys import ApiKey
+
+# Camera events have source "camera". Their source_ref names the place type: the simulator writes
+# the bare place type ("street", "mall", "subway"); a live feed may name its camera
+# "cam-<region>-<placetype>-<n>" (e.g. cam-rc-subway-17). Anything else is place type "unknown".
+CAMERA_SOURCE = "camera"
+PLACE_TYPES = ("street", "mall", "subway")  # the simulator's place types (simulation/_kinds.py PLACES)
+NOT_SCORED = -1  # the class index of a citizen the policy does not score (under its min_age)
+
+
+class Lookups:
+    """The Service's look-ups (a mixin: it reads the Service's database, ledger, policy and grants)."""
+
+    def _status(self, citizen_id: str) -> tuple[int | None, str | None, int]:
+        """Score, class and class index; (None, None, NOT_SCORED) for a citizen under the policy's
+        min_age."""
+        rows = self.db.execute("SELECT score, class, class_idx FROM scores WHERE citizen_id = ?",
+                               (citizen_id,))
+        if rows:
+            return int(rows[0][0]), rows[0][1], int(rows[0][2])
+        if self.db.execute("SELECT 1 FROM citizens WHERE citizen_id = ?", (citizen_id,)):
+            first = self.ledger.scored_from(citizen_id)
+            if first is not None and first > self.day:
+                return None, None, NOT_SCORED
+            start = self.ledger.start_class
+            return self.policy.start, self.policy.class_names[start], start
+        raise NotFound(f"no citizen '{citizen_id}'")
+
+    def consequences(self, citizen_id: str, class_idx: int, *, benefits: bool = True,
+                     sanctions: bool = True) -> tuple[list[dict], list[dict]]:
+        """Benefits and sanctions in force (engine.CompiledConsequences): the class brings them and
+        the citizen has held its band long enough (either list is left empty when not asked for)."""
+        out: tuple[list[dict], list[dict]] = ([], [])
+        if class_idx == NOT_SCORED:  # no class, so no consequence of one
+            return out
+        rules = self.consequence_rules
+        band = rules.band(class_idx)
+        if band == BETWEEN or not (benefits if band == BENEFITS else sanctions):
+            return out  # nothing this class can bring (or nothing asked for): no history is read
+        history = self.db.execute("SELECT day, class_idx FROM class_history WHERE citizen_id = ? "
+                                  "ORDER BY day, id", (citizen_id,))
+        since = _since(history, class_idx, self.ledger.start_class, lambda i: rules.band(i) == band)
+        for c in rules.in_force(class_idx, since, self.day):
+            out[0 if c.benefit else 1].append(_consequence(c, since))
+        return out
+
+    def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
+        """Score, class, benefits, sanctions, reasons and blacklist, as the grant allows; logged."""
+        self.access.grant(key, citizen_id, purpose, "a look-up")
+        score, klass, idx = self._status(citizen_id)
+        fields = self.access.lookup_fields[key.role]
+        if not fields:
+            raise Forbidden(f"policy '{self.policy.name}' lets role '{key.role}' see no score fields")
+        out: dict = {"citizen_id": citizen_id, "day": self.day}
+        full = {"score": score, "class": klass}
+        if not _PLAIN_FIELDS.issuperset(fields):
+            # Only what the grant shows: a bank that sees sanctions needs no benefits worked out.
+            benefits, sanctions = self.consequences(
+                citizen_id, idx, benefits="benefits" in fields,
+                sanctions="sanctions" in fields or "blacklist" in fields)
+            full |= {"benefits": benefits, "sanctions": sanctions, "blacklist": _blacklist(sanctions)}
+        if "reasons" in fields:
+            full["reasons"] = self._explanation(citizen_id)[0]
+        out |= {f: full[f] for f in fields}
+        self._record(key, citizen_id, purpose, fields, "lookup")
+        return out
+
+    def lookup_json(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> bytes:
+        """`lookup` as the JSON bytes of the response (the hot path of the API); logged."""
+        return _json(self.lookup(key, citizen_id, purpose))
+
+    def _ledger_of(self, citizen_id: str, *, voided: bool = False) -> pl.DataFrame:
+        cols = ", ".join(EVENT_SCHEMA)
+        return self.db.frame(f"SELECT {cols} FROM events WHERE citizen_id = ? AND voided = ?",
+                             (citizen_id, int(voided)), {**EVENT_SCHEMA, "day": pl.Int32})
+
+    def _explanation(self, citizen_id: str) -> tuple[list[dict], list[dict]]:
+        ledger = self._ledger_of(citizen_id)
+        if ledger.height == 0:
+            return [], []
+        e = explain(self.compiled, ledger, citizen_id, as_of=self.day,
+                    births=self.ledger.births_of(citizen_id))
+        events = e.events.with_columns(pl.col("status").cast(pl.String), voided=False)
+        return e.factors.to_dicts(), events.to_dicts()
+
+    def history(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
+        """Reason codes and every event with its points and provenance, as the grant allows; logged."""
+        grant = self.access.grant(key, citizen_id, purpose, "a history")
+        fields = [f for f in ("reasons", "history") if f in grant.fields]
+        if not fields:
+            raise Forbidden(f"policy '{self.policy.name}' does not let role '{key.role}' see "
+                            f"'history' or 'reasons'")
+        self._status(citizen_id)
+        reasons, events = self._explanation(citizen_id)
+        out: dict = {"citizen_id": citizen_id, "day": self.day}
+        if "reasons" in fields:
+            out["reasons"] = reasons
+        if "history" in fields:
+            voided = self._ledger_of(citizen_id, voided=True).with_columns(
+                rule=None, points=0, status=pl.lit("voided"), reason=pl.lit("voided on appeal"), voided=True)
+            out["events"] = events + voided.select(
+                "event_id", "day", "kind", "rule", "points", "status", "reason", "source", "source_ref",
+                "confidence", "voided").to_dicts()
+        self._record(key, citizen_id, purpose, fields, "history")
+        return out
+
+    def lookups(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
+        """Who looked this citizen up (GDPR Art. 15); the citizen themself and analysts only.
+
+        An analyst reading the log is itself an access: it goes through the analyst's grant (a
+        purpose where the grant requires one) and is logged.
+        """
+        if key.role not in ("citizen", "analyst"):
+            raise Forbidden("only the citizen and analysts may see who looked a citizen up")
+        if key.role == "citizen" and key.citizen_id != citizen_id:
+            raise Forbidden("a citizen key may read only its own citizen")
+        if key.role != "citizen":
+            self.access.grant(key, citizen_id, purpose, "the look-up log")
+        self._log.flush()  # the look-ups answered so far, including those still in the queue
+        rows = self.db.log.frame(
+            "SELECT at, day, key_name, role, purpose, fields, endpoint FROM lookups "
+            "WHERE citizen_id = ? ORDER BY id DESC LIMIT 1000", (citizen_id,),
+            {"at": pl.String, "day": pl.Int32, "who": pl.String, "role": pl.String,
+             "purpose": pl.String, "fields": pl.String, "endpoint": pl.String})
+        rows = rows.with_columns(pl.col("fields").str.split(","))
+        if key.role != "citizen":
+            self._record(key, citizen_id, purpose, ["lookups"], "lookups")
+        return {"citizen_id": citizen_id, "lookups": rows.to_dicts()}
+
+    def profile(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
+        """The camera profile from the data centre, for roles whose grant has 'profile'; logged.
+
+        A citizen loaded from a simulation run starts from the run's camera profile (the age
+        estimate, its uncertainty, sightings by place type: see `Ledger.load_run`); the camera
+        events sent since (not loaded with the run) add to the sightings, and a voided run event
+        takes its sighting out again. Without a loaded profile, the camera events are the sightings
+        and there is no age estimate.
+        """
+        grant = self.access.grant(key, citizen_id, purpose, "a profile")
+        self.access.require(grant, "profile", "camera profile")
+        _, _, idx = self._status(citizen_id)
+        cams = self.db.frame("SELECT day, source_ref, confidence, batch, voided FROM events "
+                             "WHERE citizen_id = ? AND source = ? ORDER BY day, event_id",
+                             (citizen_id, CAMERA_SOURCE),
+                             {"day": pl.Int32, "camera": pl.String, "confidence": pl.Float64,
+                              "batch": pl.Int64, "voided": pl.Int32})
+        cams = cams.with_columns(place_type=place_type(pl.col("camera")))
+        stored = self.db.execute("SELECT age_estimate, age_uncertainty, sightings, by_place FROM camera_profiles "
+                                 "WHERE citizen_id = ?", (citizen_id,))
+        by_place: dict[str, int] = {}
+        if stored:
+            estimate, uncertainty, sightings, places = stored[0]
+            by_place = {p: int(n) for p, n in json.loads(places).items()}
+            # The run's camera events are in its profile already: only those sent since count on
+            # top; a voided run event is a sighting taken out.
+            added = cams.filter((pl.col("batch") > 0) & (pl.col("voided") == 0))
+            removed = cams.filter((pl.col("batch") == 0) & (pl.col("voided") != 0))
+            sightings = max(0, int(sightings) + added.height - removed.height)
+        else:
+            estimate = uncertainty = None
+            added = cams.filter(pl.col("voided") == 0)
+            removed = cams.clear()
+            sightings = added.height
+        for frame, sign in ((added, 1), (removed, -1)):
+            for place, n in frame.group_by("place_type").len().iter_rows():
+                by_place[place] = max(0, by_place.get(place, 0) + sign * n)
+        counted = cams.filter(pl.col("voided") == 0)
+        _, sanctions = self.consequences(citizen_id, idx)
+        flag_list = [f"sanction:{s['name']}" for s in sanctions]
+        if any(s["effect"] == "gate_stop" for s in sanctions):
+            flag_list.append("stop-at-subway-gate")
+        last = counted.select("day", "camera", "confidence").row(-1, named=True) if counted.height else None
+        self._record(key, citizen_id, purpose, ["profile"], "profile")
+        return {
+            "citizen_id": citizen_id, "day": self.day,
+            "age_estimate": estimate,
+            "age_uncertainty": uncertainty,
+            "sightings": sightings,
+            "sightings_by_place_type": {p: n for p, n in sorted(by_place.items()) if n},
+            "last_seen": last,
+            "flags": flag_list,
+        }
+
+
+_PLAIN_FIELDS = frozenset(("score", "class", "reasons"))
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _json(body: dict) -> bytes:
+    """JSON bytes as Starlette's JSONResponse writes them."""
+    return _encode(body).encode()
+
+
+def _since(history: list[tuple], current: int, start: int, qualifies) -> int | None:
+    """First day of the current unbroken stretch in qualifying classes, None if not in one now."""
+    if not qualifies(current):
+        return None
+    since = 0 if qualifies(start) else None
+    for day, idx in history:
+        if not qualifies(idx):
+            since = None
+        elif since is None:
+            since = int(day)
+    return since
+
+
+def _consequence(c: CompiledConsequence, since: int) -> dict:
+    item = c.consequence
+    return {"name": c.name, "class": item.class_, "effect": c.effect, "context": item.context,
+            "since_day": since, "held_days": c.held_days, "description": item.description,
+            "parameters": c.params.model_dump()}
+
+
+def _blacklist(sanctions: list[dict]) -> dict:
+    bans = [s["name"] for s in sanctions if s["effect"] in ("flight_ban", "train_ban")]
+    return {"listed": bool(bans), "bans": bans}
+
+
+def place_type(ref: pl.Expr) -> pl.Expr:
+    """The place type of camera references (see CAMERA_SOURCE): a bare place type as the simulator
+    writes it, or the last but one part of cam-<region>-<placetype>-<n> (a region may hold dashes)."""
+    parts = ref.fill_null("").str.split("-")
+    return (pl.when(ref.is_in(PLACE_TYPES)).then(ref)
+            .when((parts.list.len() >= 4) & (parts.list.first() == "cam")).then(parts.list.get(-2, null_on_oob=True))
+            .otherwise(pl.lit("unknown")))
