@@ -84,8 +84,9 @@ class Service(Lookups, Decisions, Appeals):
         db = Database.open(url)
         if policy is None:
             kept = db.get_meta("policy_json")
+            # A database made before the policy was kept whole names its file or preset.
             policy = (Policy.model_validate_json(kept) if kept
-                      else load_policy(db.get_meta("policy") or "taz-2018"))
+                      else load_policy(db.get_meta("policy_file") or db.get_meta("policy") or "taz-2018"))
         elif not isinstance(policy, Policy):
             policy = load_policy(policy)
         service = cls(db, policy, settings=settings)
