@@ -2,9 +2,10 @@ import inspect
 
 import pytest
 
+from socialcredit.demo import run_demo
 from socialcredit.policy import list_presets, load_policy
 from socialcredit.web import __all__ as public
-from socialcredit.web import page_routes, run_demo
+from socialcredit.web import page_routes
 from socialcredit.web._theme import class_styles, contrast, gauge
 
 
@@ -34,7 +35,7 @@ def test_public_surface_is_sorted_and_page_routes_serve_the_three_areas(tmp_path
     import socialcredit.web as web
     from socialcredit.service import Service
 
-    assert public == sorted(public) == ["page_routes", "run_demo"]
+    assert public == sorted(public) == ["page_routes"]
     assert all(callable(getattr(web, name)) for name in public)
     assert inspect.signature(run_demo).parameters["population"].default == 100_000  # what README says make run runs
     service = Service.open(f"sqlite:///{tmp_path}/pages.db")

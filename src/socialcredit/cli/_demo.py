@@ -29,7 +29,7 @@ def demo_command(
                                                        "look-ups or appeals) even if one holds this run.")] = False,
 ) -> None:
     """Simulate a town, load it, print demo keys and URLs, and serve the pages until Ctrl-C."""
-    from socialcredit.web import run_demo
+    from socialcredit.demo import run_demo
 
     try:
         run_demo(population=population, days=days, seed=seed, port=port, live=live, out=out, scenario=scenario,

@@ -1,6 +1,5 @@
-"""Web pages on the service's FastAPI app: citizen app, third-party portal, analyst dashboard; and `demo`."""
+"""Web pages on the service's FastAPI app: citizen app, third-party portal, analyst dashboard."""
 
-from socialcredit.web._demo import run_demo
 from socialcredit.web._pages import page_routes
 
-__all__ = ["page_routes", "run_demo"]
+__all__ = ["page_routes"]

@@ -1,4 +1,7 @@
-"""`socialcredit demo`: simulate a town, load it into the service, print demo keys, serve until Ctrl-C."""
+"""`socialcredit demo`: simulate a town, load it into the service, print demo keys, serve until Ctrl-C.
+
+The whole system in one place, over the public packages (simulation, analysis, service and its pages).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
              policy: str | None = None, fresh: bool = False, echo: Callable[[str], None] = typer.echo) -> None:
     """Simulate, load, create keys, print them with the URLs, and serve on 127.0.0.1 until stopped.
 
-    A demo database that holds the same run is used again with its keys (`fresh` starts over)."""
+    A demo database that holds the same run is used again with its keys (`fresh` starts over).
+    """
     import uvicorn
 
     _check_port(port)  # before minutes of simulation, not after
@@ -115,8 +119,10 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
 
 def _kept(db_path: Path, key_file: Path, run_dir: Path, fresh: bool,
           echo: Callable[[str], None]) -> list[tuple[str, str, str]] | None:
-    """The keys of a demo database that holds this run (it is used again as it is), or None once
-    the folder is clear for a new one; says which, and what a new one removes."""
+    """Return the keys of a demo database that holds this run (used again as it is), or None.
+
+    None once the folder is clear for a new database; says which, and what a new one removes.
+    """
     held = None
     if db_path.is_file():
         db = Database.open(f"sqlite:///{db_path}")
@@ -157,7 +163,7 @@ def _check_port(port: int) -> None:
 
 
 def pick_citizen(run_dir: Path, service: Service) -> str:
-    """A citizen with camera events in the lowest class there is, so the app has much to show."""
+    """Pick a citizen with camera events in the lowest class there is, so the app has much to show."""
     cams = (pl.scan_parquet(run_dir / "events.parquet").filter(pl.col("source") == "camera")
             .group_by("citizen_id").agg(sightings=pl.len(), wrongful=pl.col("wrongful").any()).collect())
     rows = service.db.execute("SELECT citizen_id, score, class_idx FROM scores")
