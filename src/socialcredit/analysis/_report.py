@@ -42,7 +42,7 @@ class ReportError(SocialCreditError, ValueError):
 
 @dataclass
 class _Run:
-    """A run folder read lazily: manifest, daily and citizens tables, events when present."""
+    """The report's view of a run (simulation.Run does the reading): its tables lazily."""
 
     path: Path
 
@@ -52,25 +52,24 @@ class _Run:
                 raise ReportError(f"{self.path}: not a run folder (no {name})")
 
     @cached_property
+    def _run(self) -> Run:
+        return Run.open(self.path)
+
+    @property
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+        return self._run.manifest
 
     @property
     def daily(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.path / "daily.parquet")
+        return self._run.scan("daily")
 
     @property
     def citizens(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.path / "citizens.parquet")
+        return self._run.scan("citizens")
 
     @property
     def events(self) -> pl.LazyFrame | None:
-        path = self.path / "events.parquet"
-        return pl.scan_parquet(path) if path.is_file() else None
-
-    @cached_property
-    def _run(self) -> Run:
-        return Run.open(self.path)
+        return self._run.scan("events")
 
     @cached_property
     def policies(self) -> dict[str, Policy]:

@@ -212,19 +212,20 @@ class _RunTables:
         if not (path / "manifest.json").is_file():
             raise ValidationFailure(f"{path}: not a run folder (no manifest.json)")
         self.path = path
-        self.manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        run = Run.open(path)
+        self.manifest = run.manifest
         scenario = self.manifest["scenario"]
         self.start = dt.date.fromisoformat(scenario.get("start_date", "2018-01-01"))
         self.days = int(self.manifest["days"])
         self.end = self.start + dt.timedelta(days=self.days - 1)
-        self.daily = pl.scan_parquet(path / "daily.parquet")
+        self.daily = run.scan("daily")
         self.daily_columns = self.daily.collect_schema().names()
-        self.citizens = pl.scan_parquet(path / "citizens.parquet")
+        self.citizens = run.scan("citizens")
         self.citizen_columns = self.citizens.collect_schema().names()
         # Effect -> the names of the state policies' consequences with it (the daily columns
         # benefit.<name> and sanction.<name> count their holders).
         self.effects: dict[str, set[str]] = {}
-        for policy in filter(None, Run.open(path).region_policies.values()):
+        for policy in filter(None, run.region_policies.values()):
             for item in CompiledConsequences.of(policy).items:
                 self.effects.setdefault(item.effect, set()).add(item.name)
         self.reach = {effect: float(scenario["consequences"].get(f"{effect}_reach", 1.0))

@@ -100,6 +100,12 @@ class Run:
             raise SimulationError(f"{self.path}: the run holds no copy of its policy '{name}' ({copy})")
         return parse_policy(copy.read_text(encoding="utf-8"), source=str(copy))
 
+    def scan(self, table: str) -> pl.LazyFrame | None:
+        """One of the run's tables (daily, citizens, events) read lazily; None where the run has
+        no such file (a run without events)."""
+        path = self.path / f"{table}.parquet"
+        return pl.scan_parquet(path) if path.is_file() else None
+
     @cached_property
     def daily(self) -> pl.DataFrame:
         """Per day and region: classes, events by kind, consequences."""

@@ -106,8 +106,10 @@ def _lines(title: str, timeline: list[tuple[float, Counter]]) -> dict:
 @lru_cache(maxsize=4)
 def _simulated(run_dir: str) -> dict:
     """Figures of the simulation run behind the database: read once, they do not change."""
-    path = Path(run_dir)
-    daily = pl.read_parquet(path / "daily.parquet").drop("region").group_by("day").sum().sort("day")
+    from socialcredit.simulation import Run  # here: a service without a loaded run needs no simulator
+
+    run = Run.open(run_dir)
+    daily = run.scan("daily").drop("region").group_by("day").sum().sort("day").collect()
     days = daily["day"].to_list()
 
     def series(prefix: str) -> list[dict]:
@@ -126,12 +128,10 @@ def _simulated(run_dir: str) -> dict:
         "wrongful": _bar("Wrongful attributions by kind (simulated, whole run)", list(by_kind), list(by_kind.values()),
                          ["#d73027"] * len(by_kind)),
     }
-    events, citizens = path / "events.parquet", path / "citizens.parquet"
-    if events.is_file() and "group" in pl.read_parquet_schema(citizens):
-        people = pl.read_parquet(citizens, columns=["citizen_id", "group"]).with_columns(
-            pl.col("group").cast(pl.String))
-        wrong = (pl.scan_parquet(events).filter(pl.col("wrongful")).group_by("citizen_id").agg(n=pl.len())
-                 .collect())
+    events, citizens = run.scan("events"), run.scan("citizens")
+    if events is not None and "group" in citizens.collect_schema().names():
+        people = citizens.select("citizen_id", pl.col("group").cast(pl.String)).collect()
+        wrong = events.filter(pl.col("wrongful")).group_by("citizen_id").agg(n=pl.len()).collect()
         per_group = (people.join(wrong, on="citizen_id", how="left").group_by("group")
                      .agg(citizens=pl.len(), wrongful=pl.col("n").fill_null(0).sum()).sort("group"))
         rate = [round(1000 * w / max(c, 1), 2) for c, w in zip(per_group["citizens"], per_group["wrongful"],
