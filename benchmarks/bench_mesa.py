@@ -118,13 +118,13 @@ class TownModel(mesa.Model):
         self.sign = kinds.sign[0]
         self.pol = a["pol"]
         self.state, self.comm = int(world.region_policy[0]), plan.commercial
-        self.n_classes = int(self.pol[1][self.state, K.P_N_CLASSES])
+        self.n_classes = int(self.pol.pint[self.state, K.P_N_CLASSES])
         self.day = 0
         self.expiring: dict[int, list] = {}
         self.citizens = [Citizen(self) for _ in range(population)]
 
     def classify(self, p: int, total: int, cap_count: int) -> int:
-        ctab, pint = self.pol[0], self.pol[1]
+        ctab, pint = self.pol.ctab, self.pol.pint
         lo, hi = pint[p, K.P_LO], pint[p, K.P_HI]
         c = int(ctab[p, min(max(pint[p, K.P_START] + total, lo), hi) - lo])
         return max(c, int(pint[p, K.P_CAP_CLASS])) if cap_count > 0 else c
@@ -161,8 +161,9 @@ class TownModel(mesa.Model):
             return
 
     def score(self, c: Citizen, k: int, src: int, conf: float) -> None:
+        pol = self.pol
         points, expires, capcls, accept, min_conf, rule_of, caps = (
-            self.pol[4], self.pol[5], self.pol[6], self.pol[7], self.pol[8], self.pol[9], self.pol[10])
+            pol.points, pol.expires, pol.capcls, pol.accept, pol.min_conf, pol.rule_of, pol.caps)
         for scheme, p in ((0, self.state), (1, self.comm if c.member else -1)):
             if p < 0 or rule_of[p, k] < 0 or not accept[p, k, src] or conf < min_conf[p, k]:
                 continue
@@ -181,8 +182,8 @@ class TownModel(mesa.Model):
 
     def step(self) -> None:
         for c, scheme, p, k in self.expiring.pop(self.day, []):
-            c.totals[scheme] -= int(self.pol[4][p, k])
-            if scheme == 0 and self.pol[6][p, k]:
+            c.totals[scheme] -= int(self.pol.points[p, k])
+            if scheme == 0 and self.pol.capcls[p, k]:
                 c.cap_count -= 1
         self.agents.shuffle_do("step")
         self.day += 1
