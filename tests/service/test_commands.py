@@ -317,3 +317,41 @@ def test_a_database_keeps_its_policy(tmp_path):
     Service.open(url, "taz-2018").close()
     result = runner.invoke(app, ["serve", "--db", url, "--policy", "sesame"])
     assert result.exit_code == 1 and "policy 'taz-2018'" in result.output
+
+
+@pytest.mark.parametrize("policy", ["taz-2018", "rongcheng"])
+def test_db_load_stores_the_class_history_the_engine_replays_and_remembers_the_run(loaded_runs, tmp_path, policy):
+    """The class history db load stores is exactly the engine's replay of the run's events (with
+    the register of births: a citizen enters the classes the day they come of age, and their
+    events before do not count), plus the entry of those who came of age without an event; and the
+    database remembers the run folder, for the dashboard."""
+    from socialcredit.engine import BIRTHS_SCHEMA, class_history
+
+    run = loaded_runs(policy).run
+    url = f"sqlite:///{tmp_path}/history.db"
+    db_load(run.path, url)
+    service = Service.open(url)
+    try:
+        stored = service.db.frame("SELECT citizen_id, day, class_idx FROM class_history", (),
+                                  {"citizen_id": pl.String, "day": pl.Int64, "class_idx": pl.Int32})
+        assert service.loaded_run == run.path.resolve()
+    finally:
+        service.close()
+    births = run.citizens.select(BIRTHS_SCHEMA.keys()).cast(BIRTHS_SCHEMA)
+    day = run.manifest["days"] - 1
+    replayed = class_history(load_policy(policy), validate_events(run.events), as_of=day, births=births)
+    start = service.ledger.start_class
+    min_age = load_policy(policy).min_age
+    quiet = (births.filter(~pl.col("citizen_id").is_in(run.events["citizen_id"].implode()))
+             .with_columns(day=pl.col("birth_day") + 365 * min_age)
+             .filter((pl.col("day") > 0) & (pl.col("day") <= day))
+             .select("citizen_id", "day", class_idx=pl.lit(start, pl.Int32)))
+    expected = pl.concat([replayed, quiet]).sort("citizen_id", "day", "class_idx")
+    assert stored.sort("citizen_id", "day", "class_idx").equals(expected)
+    if policy == "rongcheng":  # citizens came of age within the run, some with events before
+        assert quiet.height + replayed.filter(pl.col("day") > 0).height > 0
+    empty = Service.open(f"sqlite:///{tmp_path}/empty.db")
+    try:
+        assert empty.loaded_run is None
+    finally:
+        empty.close()

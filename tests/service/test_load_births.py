@@ -130,3 +130,21 @@ def test_runs_loaded_into_a_running_service_keep_its_statistics_and_scores(tmp_p
             assert service._status(citizen)[0] == score, citizen
     finally:
         service.close()
+
+
+def test_a_loaded_history_starts_the_day_a_citizen_comes_of_age(tmp_path):
+    """An event before a citizen is of age changes no class: the class history db load replays
+    starts with their entry into the start class on the day they come of age."""
+    service = Service.open(f"sqlite:///{tmp_path}/f.db", "rongcheng")
+    try:
+        folder = _citizens_folder(tmp_path / "run", {"kid": 10, "adult": -400})
+        pl.DataFrame({"event_id": ["h-1", "h-2"], "citizen_id": ["kid", "adult"], "kind": ["civic.heroic_act"] * 2,
+                      "day": [2, 2], "source": ["community"] * 2}).write_parquet(folder / "events.parquet")
+        service.ledger.set_day(20)
+        service.load_run(folder)
+        start = service.ledger.start_class
+        aa = service.policy.class_names.index("AA")  # 1000 + 30: what the heroic act gives an adult
+        assert _history(service) == [("adult", 2, aa), ("kid", 10, start)]
+        assert service._status("kid")[0] == service.policy.start
+    finally:
+        service.close()
