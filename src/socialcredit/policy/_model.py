@@ -87,23 +87,7 @@ class Rule(BaseModel):
 
 # What a benefit or sanction does, from a fixed vocabulary, each with its typed parameters. The
 # engine compiles them once (engine.CompiledConsequences); the simulator, the service's decisions
-# and the report read that, so an effect means the same everywhere.
-Effect = Literal[
-    "loan_price",
-    "loan_refusal",
-    "insurance_tier",
-    "flight_price",
-    "flight_ban",
-    "train_ban",
-    "gate_stop",
-    "job_loss",
-    "admission",
-    "perk",
-    "obligation",
-    "eligibility_loss",
-]
-
-
+# and the report read that, so an effect means the same everywhere. The vocabulary is EFFECTS below.
 class _Parameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -195,6 +179,7 @@ EFFECTS: dict[str, tuple[type[_Parameters], str]] = {
     "obligation": (Obligation, "sanction"),
     "eligibility_loss": (EligibilityLoss, "sanction"),
 }
+Effect = Literal[tuple(EFFECTS)]  # the vocabulary's names, for the schema and its error messages
 # Effects that decide something in the simulator or the service (a price, a ban, a stop): a policy
 # holds at most one benefit and one sanction of each, so that what applies is never ambiguous.
 DECIDING_EFFECTS = ("loan_price", "loan_refusal", "insurance_tier", "flight_price", "flight_ban",
