@@ -35,4 +35,4 @@ def test_the_events_table_is_the_event_record():
     section = README[README.index("### Events"):README.index("The sample ledger")]
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
             for line in section.splitlines() if line.startswith("| `")]
-    assert rows == [[f"`{f.name}`", f.described, "yes" if f.required else "no", f.meaning] for f in EVENT_FIELDS]
+    assert rows == [[f"`{f.name}`", f.described, f.requirement, f.meaning] for f in EVENT_FIELDS]

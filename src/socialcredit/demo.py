@@ -83,7 +83,8 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
             started = time.perf_counter()
             loaded = service.load_run(run_dir)
             echo(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events in "
-                 f"{time.perf_counter() - started:.1f} s (policy {service.policy.name}, day {service.day})")
+                 f"{time.perf_counter() - started:.1f} s (policy {service.policy.name}, "
+                 f"day {service.day}: {service.date})")
             citizen = pick_citizen(run_dir, service)
             keys = _create_keys(service, citizen, run_dir)
             _keep(service, key_file, keys, run_dir)

@@ -161,10 +161,12 @@ def test_explain_a_simulated_citizen_lists_their_camera_events(simulated_runs):
                     "--citizen", citizen["citizen_id"], "--limit", "0")
     assert result.exit_code == 0, result.output
     # As of the ledger's last day (the run's), as the simulator scored it.
-    assert f"as of day {run.events['day'].max()}: score {citizen['score']}, class D" in result.output
+    last = run.events["day"].max()
+    assert f"as of day {last} ({run.calendar.iso(last)}): score {citizen['score']}, class D" in result.output
     for e in mine.filter(pl.col("source") == "camera").iter_rows(named=True):
         line = next(line for line in result.output.splitlines() if e["event_id"] in line)
         assert e["kind"] in line and e["source_ref"] in line and f"{e['confidence']:.3f}" in line
+        assert line.split()[1] == run.calendar.iso(e["day"])  # the date column, after the table's border
 
 
 def test_score_and_explain_with_the_register_of_a_min_age_policy(simulated_runs, tmp_path):

@@ -176,17 +176,19 @@ def free_port() -> int:
 
 
 class Server:
-    """`socialcredit serve` in a subprocess."""
+    """`socialcredit serve` in a subprocess: on a simulated clock at `day`, or with `day=None` on
+    the wall clock (with `args`: more options)."""
 
-    def __init__(self, db_url: str, *, policy="taz-2018", day=DAY, log: Path):
-        self.db_url, self.policy, self.day, self.log = db_url, policy, day, log
+    def __init__(self, db_url: str, *, policy="taz-2018", day=DAY, log: Path, args=()):
+        self.db_url, self.policy, self.day, self.log, self.args = db_url, policy, day, log, list(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
     def start(self, timeout=30.0) -> None:
         cmd = [str(Path(sys.executable).parent / "socialcredit"), "serve", "--db", self.db_url, "--port",
-               str(self.port), "--policy", self.policy, "--day", str(self.day)]
+               str(self.port), "--policy", self.policy, *([] if self.day is None else ["--day", str(self.day)]),
+               *self.args]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -71,11 +71,11 @@ def test_role_against_endpoint(world, role, endpoint):
     fields = set(TAZ.grant_for(role).fields)
     body = r.json()
     if endpoint == "citizen":
-        assert set(body) - {"citizen_id", "day"} == fields & {"score", "class", "benefits", "sanctions",
+        assert set(body) - {"citizen_id", "day", "date"} == fields & {"score", "class", "benefits", "sanctions",
                                                                "reasons", "blacklist"}
     if endpoint == "history":
         shown = ({"reasons"} & fields) | ({"events"} if "history" in fields else set())
-        assert set(body) - {"citizen_id", "day"} == shown
+        assert set(body) - {"citizen_id", "day", "date"} == shown
     if endpoint in ("gate", "flight", "loan"):
         assert ("because" in body or "sanctions" in body) == ("sanctions" in fields)
     if endpoint in ("flight", "loan"):
@@ -125,7 +125,8 @@ def test_accountable_grants_class_only_with_a_purpose(run_world):
     assert r.status_code == 403 and "purpose" in r.json()["error"]
     body = world.call("GET", url, "bank", "mortgage").json()
     citizen = world.loaded.citizens.filter(pl.col("citizen_id") == world.citizen).row(0, named=True)
-    assert body == {"citizen_id": world.citizen, "day": world.service.day, "class": citizen["class"]}
+    assert body == {"citizen_id": world.citizen, "day": world.service.day, "date": world.service.date,
+                    "class": citizen["class"]}
     r = world.call("GET", url, "employer", "hiring")
     assert r.status_code == 403 and "no look-ups" in r.json()["error"]
     r = world.call("GET", url + "/profile", "agency", "case")

@@ -111,7 +111,7 @@ def test_the_camera_profile_is_the_run_profile_and_live_sightings_add_to_it(run_
     citizen = (citizens.filter((pl.col("profile_age_error") != 0) & (pl.col("sightings") > 1))
                .sort(["sightings", "citizen_id"], descending=[True, False]).row(0, named=True))
     cid = citizen["citizen_id"]
-    noise = world.loaded.run.manifest["scenario"]["sensors"]["age_noise_years"]
+    noise = world.loaded.run.manifest.scenario.sensors.age_noise_years
     body = world.call("GET", f"/api/citizens/{cid}/profile", "security", "patrol 4").json()
     assert body["age_estimate"] == citizen["profile_age"] != citizen["age"]
     assert body["age_uncertainty"] == round(noise / math.sqrt(6 * citizen["sightings"]), 2)
@@ -121,7 +121,8 @@ def test_the_camera_profile_is_the_run_profile_and_live_sightings_add_to_it(run_
     cams = world.loaded.events_of(cid).filter(pl.col("source") == "camera")
     if cams.height:
         last = cams.row(-1, named=True)
-        assert body["last_seen"] == {"day": last["day"], "camera": last["source_ref"], "confidence": last["confidence"]}
+        assert body["last_seen"] == {"day": last["day"], "date": world.loaded.run.calendar.iso(last["day"]),
+                                     "camera": last["source_ref"], "confidence": last["confidence"]}
     else:
         assert body["last_seen"] is None
     sanctions = [s.name for s in active(world.policy, citizen["class"])[1]]
@@ -140,7 +141,7 @@ def test_the_camera_profile_is_the_run_profile_and_live_sightings_add_to_it(run_
     assert after["sightings"] == citizen["sightings"] + 3
     assert after["sightings_by_place_type"] == {**by_place, "subway": by_place.get("subway", 0) + 1,
                                                 "mall": by_place.get("mall", 0) + 1, "unknown": 1}
-    assert after["last_seen"] == {"day": day, "camera": "lamp post 4", "confidence": 0.99}
+    assert after["last_seen"] == {"day": day, "date": world.service.date, "camera": "lamp post 4", "confidence": 0.99}
     assert after["age_estimate"] == citizen["profile_age"]  # a live event carries no face to estimate from
 
     never = citizens.filter(pl.col("sightings") == 0).row(0, named=True)
@@ -232,7 +233,9 @@ def test_stats_count_the_run_classes_and_events_per_day(run_world):
     classes = dict(world.loaded.citizens.group_by("class").len().iter_rows())
     assert body["classes"] == {k: classes.get(k, 0) for k in world.policy.class_names}
     per_day = world.loaded.events.group_by("day").len().sort("day")
-    assert body["events_per_day"] == [{"day": d, "events": n} for d, n in per_day.iter_rows()]
+    calendar = world.loaded.run.calendar
+    assert body["events_per_day"] == [{"day": d, "date": calendar.iso(d), "events": n} for d, n in per_day.iter_rows()]
+    assert (body["day"], body["date"]) == (world.service.day, calendar.iso(world.service.day))
     assert body["events"] == world.loaded.events.height
     assert body["appeals"] == {"open": 0, "upheld": 0, "rejected": 0}  # taz-2018 allows none
 
@@ -296,7 +299,7 @@ def test_the_lean_lookup_route_answers_as_the_documented_one(send, client, keys)
     send([handmade_event(1)])
     url = f"/api/citizens/{CITIZEN}"
     lean = client.get(url, headers=auth(keys["bank"], "mortgage"))
-    assert lean.status_code == 200 and set(lean.json()) == {"citizen_id", "day", "score", "class", "sanctions"}
+    assert lean.status_code == 200 and set(lean.json()) == {"citizen_id", "day", "date", "score", "class", "sanctions"}
     assert client.head(url, headers=auth(keys["bank"], "mortgage")).status_code == 405
     assert client.get(url, headers=auth(keys["bank"], "x" * 501)).status_code == 422
     assert client.get(url, headers={"Authorization": "Bearer   "}).status_code == 401

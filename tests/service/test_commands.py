@@ -1,6 +1,7 @@
 """The service's CLI commands: keys create and revoke, db load, help texts."""
 
 import json
+import re
 import shutil
 from importlib.resources import files
 from pathlib import Path
@@ -75,14 +76,14 @@ def test_db_load_scores_a_real_run_under_the_policy_it_was_simulated_with(loaded
     every citizen's score and class are those of the run's citizens.parquet (the same engine)."""
     loaded = loaded_runs(policy)
     run = loaded.run
-    assert run.manifest["policies"] == {"town": policy}
+    assert run.manifest.policies == {"town": policy}
     url = f"sqlite:///{tmp_path}/loaded.db"  # loaded here, not copied: `make mutate` maps db load to this test
     output = db_load(run.path, url)
     assert f"loaded {run.citizens.height:,} citizens and {run.events.height:,} events" in output
     assert f"(policy '{policy}', the run's own)" in output
     service = Service.open(url)
     try:
-        assert service.policy.name == policy and service.day == loaded.day == run.manifest["days"] - 1
+        assert service.policy.name == policy and service.day == loaded.day == run.manifest.days - 1
         citizen = loaded.citizen(**{"class": "D"} if policy == "taz-2018" else {})
         attributes = json.loads(service.db.execute("SELECT attributes FROM citizens WHERE citizen_id = ?",
                                                    (citizen["citizen_id"],))[0][0])
@@ -118,7 +119,7 @@ def test_db_load_stores_every_citizen_and_the_data_centres_camera_profile_of_eac
     run = loaded_runs("taz-2018").run
     url = f"sqlite:///{tmp_path}/loaded.db"
     db_load(run.path, url)
-    noise = run.manifest["scenario"]["sensors"]["age_noise_years"]
+    noise = run.manifest.scenario.sensors.age_noise_years
     db = Database.open(url)
     attributes = dict(db.execute("SELECT citizen_id, attributes FROM citizens"))
     db.close()
@@ -145,15 +146,11 @@ def test_db_load_stores_every_citizen_and_the_data_centres_camera_profile_of_eac
     assert 0 < seen < profiles.height
 
 
-@pytest.mark.parametrize("manifest", [None, "not json", {"scenario": {}},
-                                      {"scenario": {"sensors": {"age_noise_years": "three"}}}])
-def test_without_the_runs_age_noise_a_profiles_uncertainty_is_unknown(loaded_runs, tmp_path, manifest):
+def test_without_a_manifest_a_profiles_uncertainty_is_unknown(loaded_runs, tmp_path):
     run = loaded_runs("taz-2018").run
     folder = tmp_path / "citizens-only"
     folder.mkdir()
     run.citizens.write_parquet(folder / "citizens.parquet")
-    if manifest is not None:
-        (folder / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
     url = f"sqlite:///{tmp_path}/profiles.db"
     service = Service.open(url)
     try:
@@ -163,6 +160,31 @@ def test_without_the_runs_age_noise_a_profiles_uncertainty_is_unknown(loaded_run
     profiles = stored_profiles(url)
     assert profiles.height == run.citizens.height and profiles["age_uncertainty"].null_count() == profiles.height
     assert profiles["age_estimate"].null_count() == (run.citizens["sightings"] == 0).sum()
+
+
+@pytest.mark.parametrize(("manifest", "named"), [
+    ("not json", "manifest.json: the file: Invalid JSON"),
+    ({"scenario": {}}, "manifest.json: socialcredit: Field required"),
+    ("age noise three", "manifest.json: scenario.sensors.age_noise_years: Input should be a valid number")])
+def test_a_run_whose_manifest_cannot_be_read_is_refused_and_nothing_loaded(loaded_runs, tmp_path, manifest, named):
+    run = loaded_runs("taz-2018").run
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    run.citizens.write_parquet(folder / "citizens.parquet")
+    if manifest == "age noise three":
+        kept = json.loads((run.path / "manifest.json").read_text())
+        kept["scenario"]["sensors"]["age_noise_years"] = "three"
+        manifest = kept
+    (folder / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    url = f"sqlite:///{tmp_path}/broken.db"
+    service = Service.open(url, "taz-2018")
+    try:
+        with pytest.raises(Invalid, match=re.escape(named)) as refused:
+            service.ledger.load_run(folder)
+        assert refused.value.field == "manifest"
+        assert service.db.execute("SELECT COUNT(*) FROM citizens")[0][0] == 0
+    finally:
+        service.close()
 
 
 def test_db_load_of_events_alone_loads_no_citizens_and_moves_the_day(loaded_runs, tmp_path):
@@ -268,7 +290,7 @@ def test_db_load_reads_the_runs_own_copy_of_its_policy_file(tmp_path, monkeypatc
     policy_file(project)
     monkeypatch.chdir(project)  # as a user runs `socialcredit simulate --policy policies/town-scheme.toml`
     run = simulate_run(Path("runs/town"), "policies/town-scheme.toml", population=1000, days=20)
-    assert run.manifest["policies"] == {"town": "town-scheme"}
+    assert run.manifest.policies == {"town": "town-scheme"}
     original = project / "policies" / "town-scheme.toml"
     assert (project / "runs" / "town" / "policies" / "town-scheme.toml").read_text() == original.read_text()
     policy = parse_policy(original.read_text())
@@ -289,7 +311,7 @@ def test_db_load_reads_the_runs_own_copy_of_its_policy_file(tmp_path, monkeypatc
 
 def test_db_load_asks_which_policy_when_the_run_has_several(tmp_path):
     run = simulate_run(tmp_path / "run", None, scenario="pilot-regions-2018", population=2000, days=3)
-    scored = {p for p in run.manifest["policies"].values() if p}
+    scored = {p for p in run.manifest.policies.values() if p}
     assert scored == {"rongcheng", "taz-2018"}
     url = f"sqlite:///{tmp_path}/several.db"
     result = runner.invoke(app, ["db", "load", str(run.path), "--db", url])
@@ -338,7 +360,7 @@ def test_db_load_stores_the_class_history_the_engine_replays_and_remembers_the_r
     finally:
         service.close()
     births = run.citizens.select(BIRTHS_SCHEMA.keys()).cast(BIRTHS_SCHEMA)
-    day = run.manifest["days"] - 1
+    day = run.manifest.days - 1
     replayed = class_history(load_policy(policy), validate_events(run.events), as_of=day, births=births)
     start = service.ledger.start_class
     min_age = load_policy(policy).min_age

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from socialcredit.engine import CompiledPolicy
+from socialcredit.events import Calendar
 from socialcredit.policy import load_policy
 from socialcredit.service._errors import Forbidden, Invalid, TooLarge
 from socialcredit.service._keys import SENDING_ROLES, ApiKey
@@ -27,7 +28,8 @@ def ndjson(*rows) -> bytes:
 
 
 def check(rows, key=AGENCY, day=5):
-    return check_batch(pl.DataFrame(rows, schema_overrides={"day": pl.Float64}), key, compiled=COMPILED, day=day)
+    return check_batch(pl.DataFrame(rows, schema_overrides={"day": pl.Float64}), key, compiled=COMPILED, day=day,
+                       calendar=Calendar())
 
 
 def test_an_array_after_leading_whitespace_is_an_array():
@@ -77,9 +79,10 @@ def test_a_batch_of_the_largest_size_passes_and_one_more_is_too_large():
     rows = {"event_id": [f"e-{i}" for i in range(MAX_BATCH_EVENTS + 1)], "citizen_id": "c-1",
             "kind": "traffic.red_light", "day": 1.0, "source": "camera"}
     frame = pl.DataFrame(rows)
-    assert check_batch(frame.head(MAX_BATCH_EVENTS), AGENCY, compiled=COMPILED, day=5).height == MAX_BATCH_EVENTS
+    assert check_batch(frame.head(MAX_BATCH_EVENTS), AGENCY, compiled=COMPILED, day=5,
+                       calendar=Calendar()).height == MAX_BATCH_EVENTS
     with pytest.raises(TooLarge) as caught:
-        check_batch(frame, AGENCY, compiled=COMPILED, day=5)
+        check_batch(frame, AGENCY, compiled=COMPILED, day=5, calendar=Calendar())
     assert caught.value.message == "batch of 1,000,001 events; at most 1,000,000 per batch"
 
 
@@ -87,7 +90,8 @@ def test_a_batch_of_the_largest_size_passes_and_one_more_is_too_large():
     ([event(1), {**event(2), "day": -1.0}], "batch: row 2, column day: must be >= 0 (got -1)", 2, "day", Invalid),
     ([event(1), event(2), event(3, source=None)],
      "batch: row 3, field source: is empty; every event sent to the service names its source", 3, "source", Invalid),
-    ([event(1), event(2, day=6)], "batch: row 2, field day: day 6 is in the future of the service day 5", 2, "day",
+    ([event(1), event(2, day=6)],
+     "batch: row 2, field day: day 6 (2018-01-07) is in the future of the service day 5 (2018-01-06)", 2, "day",
      Invalid),
     ([event(1), event(2, source="banks")],
      "batch: row 2, field source: key 'city' may send only sources camera, courts, not 'banks'", 2, "source",

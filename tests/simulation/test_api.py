@@ -26,8 +26,8 @@ def test_a_run_folder_reads_back_as_the_run_it_records(busy_run):
     for table in ("daily", "citizens", "events"):
         assert getattr(again, table).equals(pl.read_parquet(busy_run.path / f"{table}.parquet"))
     manifest = again.manifest
-    assert (manifest["population"], manifest["days"], manifest["seed"]) == (6000, 40, 7)
-    assert manifest["events"] == "all" and manifest["events_written"] == again.events.height
+    assert (manifest.population, manifest.days, manifest.seed) == (6000, 40, 7)
+    assert manifest.events == "all" and manifest.events_written == again.events.height
     # One row per day and region, every day once.
     assert again.daily.select("day", "region").rows() == [(d, "town") for d in range(40)]
     # Citizens numbered 0..N-1 in order, each once; events within the run's days.
@@ -39,16 +39,16 @@ def test_a_run_folder_reads_back_as_the_run_it_records(busy_run):
 
 
 def test_state_per_citizen_is_the_bytes_the_manifest_states(busy_run, tmp_path, monkeypatch):
-    memory = busy_run.manifest["memory"]
+    memory = busy_run.manifest.memory
     # The manifest's figure is the sum of its own field types (numpy's sizes), at most 32 bytes.
-    fields = memory["state_fields"]
+    fields = memory.state_fields
     assert list(fields) == [name for name, _ in STATE_FIELDS]
     per_citizen = sum(np.dtype(dtype).itemsize for dtype in fields.values())
-    assert memory["state_bytes_per_citizen"] == per_citizen <= 32
-    assert memory["shard_state_bytes"] == per_citizen * 6000  # one shard holds everyone
+    assert memory.state_bytes_per_citizen == per_citizen <= 32
+    assert memory.shard_state_bytes == per_citizen * 6000  # one shard holds everyone
     # The peak is this process's (the run ran here): above what numpy, polars and numba take to
     # load, and no more than the process has ever held.
-    assert 50 * 2**20 < memory["peak_rss_bytes"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert 50 * 2**20 < memory.peak_rss_bytes <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     # The arrays the kernel gets for a block are exactly those fields, that many bytes a citizen.
     import socialcredit.simulation._shard as shard
 
@@ -69,7 +69,7 @@ def test_state_per_citizen_is_the_bytes_the_manifest_states(busy_run, tmp_path, 
 
 def test_citizens_table_has_the_documented_types_and_ranges(busy_run):
     c = busy_run.citizens
-    days = busy_run.manifest["days"]
+    days = busy_run.manifest.days
     scenario = load_scenario("one-town")
     taz, sesame = load_policy("taz-2018"), load_policy("sesame")
     assert c["citizen_id"].str.contains(r"^c\d{10}$").all()
@@ -120,7 +120,7 @@ def test_a_seed_is_its_results(busy, tmp_path):
     c = simulate(out=tmp_path / "c", seed=22, **args)
     for name in ("citizens.parquet", "daily.parquet", "events.parquet"):
         assert (a.path / name).read_bytes() == (b.path / name).read_bytes(), name
-    assert a.manifest["seed"] == 21 and c.manifest["seed"] == 22
+    assert a.manifest.seed == 21 and c.manifest.seed == 22
     assert not a.citizens["age"].equals(c.citizens["age"])
     assert not a.events["citizen_id"].equals(c.events["citizen_id"])
 

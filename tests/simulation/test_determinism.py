@@ -21,7 +21,7 @@ def in_memory(tmp_path_factory):
 def test_shard_by_shard_equals_in_memory(in_memory, tmp_path):
     sharded = simulate(population=9000, days=20, seed=42, out=tmp_path / "sharded",
                        events="sample:0.2", overrides=SMALL_BLOCKS, chunk_blocks=1)
-    assert sharded.manifest["shards"] == 9 and in_memory.manifest["shards"] == 1
+    assert sharded.manifest.shards == 9 and in_memory.manifest.shards == 1
     for a, b in zip(_tables(in_memory), _tables(sharded), strict=True):
         assert a.equals(b)
     for name in ("citizens.parquet", "daily.parquet", "events.parquet"):
@@ -40,7 +40,7 @@ def test_one_or_two_dask_workers_give_the_same_tables(in_memory, tmp_path):
                    overrides=SMALL_BLOCKS, chunk_blocks=3, workers=1)
     two = simulate(population=9000, days=20, seed=42, out=tmp_path / "w2", events="sample:0.2",
                    overrides=SMALL_BLOCKS, chunk_blocks=2, workers=2)
-    assert two.manifest["workers"] == 2
+    assert two.manifest.workers == 2
     for a, b, c in zip(_tables(in_memory), _tables(one), _tables(two), strict=True):
         assert a.equals(b) and a.equals(c)
 
@@ -59,7 +59,7 @@ def test_an_existing_cluster_gives_the_same_tables(in_memory, tmp_path):
         run = simulate(population=9000, days=20, seed=42, out=tmp_path / "sched",
                        events="sample:0.2", overrides=SMALL_BLOCKS, chunk_blocks=5,
                        scheduler=cluster.scheduler_address)
-    assert run.manifest["scheduler"] is not None
+    assert run.manifest.scheduler is not None
     for a, b in zip(_tables(in_memory), _tables(run), strict=True):
         assert a.equals(b)
 

@@ -79,7 +79,7 @@ def _compare(run, policy_name, members_only=False, commercial=False):
         members = citizens.filter(pl.col("platform_member"))["citizen_id"]
         events = events.filter(pl.col("citizen_id").is_in(members.implode()))
     ledger = validate_events(events.select(ENGINE_COLUMNS))
-    result = score_ledger(load_policy(policy_name), ledger, as_of=run.manifest["days"] - 1,
+    result = score_ledger(load_policy(policy_name), ledger, as_of=run.manifest.days - 1,
                           births=citizens.select("citizen_id", "birth_day"))
     score, klass = ("commercial_score", "commercial_class") if commercial else ("score", "class")
     # The simulator's columns are renamed first: a join would otherwise suffix the clashing ones.
@@ -147,7 +147,7 @@ def test_strict_daily_class_counts_equal_the_engines_day_by_day(strict_run):
     every day, the citizens in each class are those the engine puts there as of that day."""
     run, policy = strict_run
     loaded = load_policy(policy)
-    days = run.manifest["days"]
+    days = run.manifest.days
     classes = daily_classes(loaded, run.events, run.citizens["citizen_id"], days)
     daily = run.daily.sort("day")
     for c, name in enumerate(loaded.class_names):
@@ -200,7 +200,7 @@ def test_min_age_leaves_minors_unscored_as_the_engine_does(aged_run):
 def test_min_age_daily_class_counts_follow_the_engine_and_grow_on_the_birthday(aged_run):
     run, policy = aged_run
     loaded = load_policy(policy)
-    days = run.manifest["days"]
+    days = run.manifest.days
     births = run.citizens.select("citizen_id", "birth_day")
     classes = daily_classes(loaded, run.events, run.citizens["citizen_id"], days, births)
     daily = run.daily.sort("day")

@@ -166,7 +166,7 @@ def test_self_and_peer_censorship_scale_complaints_as_configured(tmp_path):
     free = simulate(out=tmp_path / "free", **args, overrides={
         **base, "behaviour.self_censorship": 0.0, "behaviour.peer_censorship": 0.0})
     afraid = simulate(out=tmp_path / "afraid", **args, overrides=base)
-    assert afraid.manifest["blocks"] == 1  # peers are counted per block: here, everyone
+    assert afraid.manifest.blocks == 1  # peers are counted per block: here, everyone
     same = ["citizen_id", "age", "urban", "group", "income_decile"]
     assert free.citizens.select(same).equals(afraid.citizens.select(same))  # one population
     uncensored = free.daily["social.complaint.true"].to_numpy()

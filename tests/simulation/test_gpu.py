@@ -44,7 +44,7 @@ SIMULATED = textwrap.dedent("""
     if tiny:  # every buffer far too small: blocks overflow and are retried with more room
         _gpu._first_room = lambda size, days, events: {"expiry": 4, "queue": 2, "events": 2}
     run = simulate(out=out, device="cuda", **args)
-    stats["device"] = run.manifest["device"]
+    stats["device"] = run.manifest.device
     print(json.dumps(stats))
 """)
 

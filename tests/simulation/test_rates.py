@@ -89,7 +89,7 @@ def test_young_citizens_find_a_parent_at_the_rate_the_household_draw_gives(censu
     first one 20 to 45 years older: P(parent) = 1 - (1 - q)^8 with q the block's share of such
     ages. The count of those with a parent is within 4 SE (sum of p (1 - p)) of its expectation;
     every parent is of the child's block and 20-45 years older."""
-    block = census_run.manifest["block_size"]
+    block = census_run.manifest.block_size
     c = census_run.citizens.with_columns(
         index=pl.col("citizen_id").str.slice(1).cast(pl.Int64)).with_columns(
         block=pl.col("index") // block)

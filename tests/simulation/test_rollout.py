@@ -41,7 +41,7 @@ def two_towns(tmp_path_factory):
 
 def test_a_region_is_unscored_until_it_joins_then_scored_as_the_engine_scores_its_events_since(two_towns):
     run = two_towns
-    assert run.manifest["policies"] == {"early": "taz-2018", "late": "taz-2018"}
+    assert run.manifest.policies == {"early": "taz-2018", "late": "taz-2018"}
     late = run.daily.filter(pl.col("region") == "late").sort("day")
     classes = [c for c in run.daily.columns if c.startswith("class.")]
     counts = late.select(pl.sum_horizontal(classes).alias("n"))["n"]

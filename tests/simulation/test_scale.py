@@ -80,8 +80,8 @@ def test_a_sample_of_any_size_has_the_same_false_match_rate(tmp_path):
     p = (w1 + w2) / (n1 + n2)
     se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
     assert w1 > 200 and abs(p1 - p2) < 4 * se, (p1, p2, se)
-    assert man1["represents"] == man2["represents"] == 738_600
-    assert man1["people_per_citizen"] == 73.86 and man2["people_per_citizen"] == 18.465
+    assert man1.represents == man2.represents == 738_600
+    assert man1.people_per_citizen == 73.86 and man2.people_per_citizen == 18.465
 
 
 def _per_head(tmp_path, population):

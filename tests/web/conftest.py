@@ -86,7 +86,8 @@ class Site:
         finally:
             service.close()
         # No --policy: `serve` opens the database with the policy file it was loaded under.
-        self.proc = subprocess.Popen([SOCIALCREDIT, "serve", "--db", self.db_url, "--port", str(self.port)],
+        self.proc = subprocess.Popen([SOCIALCREDIT, "serve", "--db", self.db_url, "--port", str(self.port),
+                                      "--clock", "simulated"],  # the run's day, not today
                                      stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      env={**os.environ, "NO_COLOR": "1"})
         wait_for(self.url, self.proc, self.log)

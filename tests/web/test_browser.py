@@ -58,6 +58,9 @@ def test_citizen_contests_an_event_and_the_agency_upholds_it(site, page, tmp_pat
     event = page.locator(f'li[data-event="{contested["event_id"]}"]')
     assert f"camera {contested['source_ref']}" in event.inner_text()
     assert f"match confidence {contested['confidence'] * 100:.1f}%" in event.inner_text()
+    calendar = site.loaded.run.calendar  # the pages give dates, the run's
+    assert calendar.iso(contested["day"]) in event.inner_text()
+    assert f"service day {calendar.iso(site.day)} (day {site.day})" in page.locator("footer").inner_text()
     event.get_by_text("Contest this event").click()
     event.get_by_label("Why is this wrong?").fill("That was not me: I was at work that day.")
     event.get_by_role("button", name="Send appeal").click()
@@ -68,6 +71,7 @@ def test_citizen_contests_an_event_and_the_agency_upholds_it(site, page, tmp_pat
     sign_in(page, site, "portal", site.keys["agency"])  # another cookie path: the citizen stays signed in
     appeal = page.locator("li[data-appeal]").filter(has_text=contested["event_id"])
     assert "That was not me" in appeal.inner_text()
+    assert f"on {calendar.iso(contested['day'])}" in appeal.inner_text()
     appeal.get_by_label("Note for the citizen (optional)").fill("Camera match below our threshold.")
     page.screenshot(path=tmp_path / "portal-agency-appeals.png", full_page=True)
     appeal.get_by_role("button", name="Uphold (void the event)").click()

@@ -46,7 +46,7 @@ def test_demo_serves_a_tiny_town_with_working_keys_and_a_live_feed(tmp_path, pag
 
         run_dir = Path(re.search(r"simulated in [\d.]+ s -> (\S+)$", text, re.M).group(1))
         run = Run(run_dir)
-        policy = load_policy(run.manifest["policies"]["town"])
+        policy = load_policy(run.manifest.policies["town"])
         # The printed citizen is the rule's: one in the lowest class the run reached.
         row = run.citizens.filter(pl.col("citizen_id") == citizen).row(0, named=True)
         worst = max(run.citizens["class"].drop_nulls().unique(), key=policy.class_names.index)
@@ -89,7 +89,7 @@ def test_demo_serves_a_tiny_town_with_working_keys_and_a_live_feed(tmp_path, pag
         assert gate["decision"] == ("stop" if "subway-gate-stop" in sanctions else "pass")
         grant = policy.grant_for("employer").fields
         employer = call("employer", "GET", f"/api/citizens/{citizen}", "demo hire")
-        assert set(employer) == {"citizen_id", "day", *(f for f in ("score", "class", "benefits", "sanctions")
+        assert set(employer) == {"citizen_id", "day", "date", *(f for f in ("score", "class", "benefits", "sanctions")
                                                          if f in grant)}
 
         page.goto(f"{url}/dashboard")

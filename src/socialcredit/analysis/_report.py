@@ -3,7 +3,6 @@ scenario whose regions change on dates), one self-contained file."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import html
 import itertools
@@ -26,7 +25,7 @@ from socialcredit.analysis._validate import compare_run, load_targets
 from socialcredit.engine import CompiledConsequences
 from socialcredit.errors import SocialCreditError
 from socialcredit.policy import Policy
-from socialcredit.simulation import Run, list_scenarios
+from socialcredit.simulation import Manifest, Run, list_scenarios
 from socialcredit.simulation._kinds import K_COMPLAINT, KIND_NAMES
 from socialcredit.simulation._scenario import PRESET_PACKAGE as SCENARIOS
 from socialcredit.simulation._scenario import SimulationError
@@ -56,8 +55,12 @@ class _Run:
         return Run.open(self.path)
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         return self._run.manifest
+
+    def dates(self, days: pl.Series) -> pl.Series:
+        """Day numbers as the run's dates (the scenario's start date is day 0)."""
+        return days.to_frame().select(self.manifest.calendar.dates(pl.col(days.name))).to_series()
 
     @property
     def daily(self) -> pl.LazyFrame:
@@ -95,7 +98,7 @@ class _Run:
     @property
     def label(self) -> str:
         policies = ", ".join(sorted({p.name for p in self.policies.values()})) or "unscored"
-        return f"{self.manifest['scenario']['name']} / {policies}"
+        return f"{self.manifest.scenario.name} / {policies}"
 
 
 @dataclass
@@ -123,9 +126,10 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None,
                       autoescape=select_autoescape(["html", "j2"]))
     man = run.manifest
     page = env.get_template("report.html.j2").render(
-        title=f"Run report: {man['scenario']['title']}",
-        subtitle=(f"{man['population']:,} synthetic citizens{_standing_for(man)}, {man['days']} days, "
-                  f"seed {man['seed']}, policies: {run.label.split(' / ', 1)[1]}"),
+        title=f"Run report: {man.scenario.title}",
+        subtitle=(f"{man.population:,} synthetic citizens standing for {man.represents:,} people "
+                  f"({man.people_per_citizen:,.1f} each), {man.days} days from {_period(man)}, "
+                  f"seed {man.seed}, policies: {run.label.split(' / ', 1)[1]}"),
         sections=sections, plotlyjs=get_plotlyjs())
     target = Path(out) if out is not None else run.path / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,11 +141,9 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None,
 # helpers
 
 
-def _standing_for(man: dict[str, Any]) -> str:
-    """Whom the sample stands for (runs written before the manifest said so: nothing)."""
-    if "represents" not in man:
-        return ""
-    return f" standing for {man['represents']:,} people ({man['people_per_citizen']:,.1f} each)"
+def _period(man: Manifest) -> str:
+    """The run's first and last dates."""
+    return f"{man.calendar.iso(0)} to {man.calendar.iso(man.days - 1)}"
 
 def _figure(fig: go.Figure, *, title: str, height: int = 380, **layout: Any) -> str:
     fig.update_layout(title=title, height=height, template="plotly_white",
@@ -225,14 +227,14 @@ def _penalised_kinds(run: _Run) -> list[str]:
 
 
 def _events_note(run: _Run) -> str:
-    mode = run.manifest.get("events", "none")
+    mode = run.manifest.events
     if run.events is None or mode == "none":
         return ("No event table in this run (recorded with --events none or absent): everything here comes "
                 "from the daily metrics and the final state of every citizen; plots of single events are left out.")
     if mode.startswith("sample:"):
         return (f"Events were recorded as a {mode.removeprefix('sample:')} sample "
-                f"({run.manifest.get('events_written', 0):,} rows): plots of single events show that sample.")
-    return f"All {run.manifest.get('events_written', 0):,} events were recorded."
+                f"({run.manifest.events_written:,} rows): plots of single events show that sample.")
+    return f"All {run.manifest.events_written:,} events were recorded."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,47 +248,46 @@ def _overview(run: _Run) -> _Section:
     fig = go.Figure()
     for klass in run.classes:
         part = shares.filter(pl.col("class") == klass)
-        fig.add_trace(go.Scatter(x=part["day"], y=part["share"], name=klass, stackgroup="classes",
+        fig.add_trace(go.Scatter(x=run.dates(part["day"]), y=part["share"], name=klass, stackgroup="classes",
                                  line={"width": 0.5, "color": colours.get(klass)}))
     final = _final(run)
     d_share = final.filter(pl.col("class").cast(pl.String).is_in(_bottom(run)))["share"].sum()
     low = _lowest(run)
     low_share = final.filter(pl.col("class").cast(pl.String) == low)["share"].sum()
     facts = pl.DataFrame({
-        "": ["population", "days", "seed", "scenario", "commercial score", "events", "runtime",
+        "": ["population", "days", "dates", "seed", "scenario", "commercial score", "events", "runtime",
              "citizen-days per second"],
-        "value": [f"{man['population']:,}", str(man["days"]), str(man["seed"]), man["scenario"]["name"],
-                  str(man.get("commercial_policy") or "none"), man.get("events", "none"),
-                  f"{man['timings']['total_s']:.1f} s", f"{man.get('citizen_days_per_s', 0):,}"]})
-    regions = pl.DataFrame({"region": list(man["policies"]),
-                            "policy": [p or "unscored" for p in man["policies"].values()]})
+        "value": [f"{man.population:,}", str(man.days), _period(man), str(man.seed), man.scenario.name,
+                  str(man.commercial_policy or "none"), man.events,
+                  f"{man.timings['total_s']:.1f} s", f"{man.citizen_days_per_s:,}"]})
+    regions = pl.DataFrame({"region": list(man.policies),
+                            "policy": [p or "unscored" for p in man.policies.values()]})
     return _Section("overview", "Overview", [
-        f"{man['population']:,} synthetic citizens of the scenario '{man['scenario']['title']}' were simulated "
-        f"for {man['days']} days with seed {man['seed']} (version {man.get('socialcredit', '?')}).",
+        f"{man.population:,} synthetic citizens of the scenario '{man.scenario.title}' were simulated "
+        f"for {man.days} days, {_period(man)}, with seed {man.seed} (version {man.socialcredit}).",
         f"At the end, {_pct(d_share)} of the scored citizens are in the bottom class ({', '.join(_bottom(run))}); "
         f"the lowest class anyone holds is {low} ({_pct(low_share, 2)}). The chart shows how the classes filled "
         "day by day.",
     ], figures=[_figure(fig, title="Class shares over time (scored citizens)",
-                        xaxis_title="day", yaxis_title="share", yaxis_tickformat=".0%")],
+                        xaxis_title="date", yaxis_title="share", yaxis_tickformat=".0%")],
         tables=[_table(facts, caption="The run"), _table(regions, caption="Policies per region")],
         notes=[_events_note(run)])
 
 
 def _rollout(run: _Run) -> _Section | None:
     """The phases of a scenario whose regions join a scheme or change their cameras on dates."""
-    scenario = run.manifest["scenario"]
-    start = dt.date.fromisoformat(scenario.get("start_date", "2018-01-01"))
-    days = run.manifest["days"]
+    calendar = run.manifest.calendar
+    days = run.manifest.days
     steps = []
-    for region in scenario["region"]:
-        for change in region.get("change", []):
-            day = (dt.date.fromisoformat(change["date"]) - start).days
+    for region in run.manifest.scenario.regions:
+        for change in region.changes:
+            day = calendar.day_of(change.date)
             what = []
-            if change.get("policy"):
-                what.append(f"joins {change['policy']}")
-            if change.get("coverage"):
-                what.append("cameras: " + ", ".join(f"{p} {v:g}" for p, v in change["coverage"].items()))
-            steps.append((change["date"], day, region["name"], "; ".join(what), change.get("note") or ""))
+            if change.policy:
+                what.append(f"joins {change.policy}")
+            if change.coverage:
+                what.append("cameras: " + ", ".join(f"{p} {v:g}" for p, v in change.coverage.model_dump().items()))
+            steps.append((change.date.isoformat(), day, region.name, "; ".join(what), change.note or ""))
     if not steps:
         return None
     table = pl.DataFrame(steps, schema=["date", "day", "region", "change", "note"], orient="row").sort("day", "region")
@@ -296,25 +297,26 @@ def _rollout(run: _Run) -> _Section | None:
                .agg(scored=pl.sum_horizontal(classes).sum(), sightings=pl.col("sightings").sum(),
                     down=pl.col("wrongful_downgrades").sum())
                .sort("day").collect())
-    population = run.manifest["population"]
+    population = run.manifest.population
     phases = []
     for first, last in itertools.pairwise(bounds):
         part = per_day.filter(pl.col("day").is_between(first, last - 1))
-        phases.append({"from": str(start + dt.timedelta(days=first)), "to": str(start + dt.timedelta(days=last - 1)),
+        phases.append({"from": calendar.iso(first), "to": calendar.iso(last - 1),
                        "scored share": _pct(part["scored"].mean() / population),
                        "sightings per 1,000 citizens a day": f"{1000 * part['sightings'].mean() / population:.1f}",
                        "wrongful moves down a class": f"{int(part['down'].sum()):,}"})
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=per_day["day"], y=per_day["scored"] / population, name="scored share", mode="lines"))
-    fig.add_trace(go.Scatter(x=per_day["day"], y=per_day["sightings"] / population, name="sightings per citizen",
+    dates = run.dates(per_day["day"])
+    fig.add_trace(go.Scatter(x=dates, y=per_day["scored"] / population, name="scored share", mode="lines"))
+    fig.add_trace(go.Scatter(x=dates, y=per_day["sightings"] / population, name="sightings per citizen",
                              mode="lines", yaxis="y2"))
     for day in bounds[1:-1]:
-        fig.add_vline(x=day, line_dash="dot", line_color="#6b7280")
+        fig.add_vline(x=calendar.iso(day), line_dash="dot", line_color="#6b7280")
     return _Section("rollout", "Roll-out: the phases", [
         f"The scenario changes on {len(bounds) - 2} date(s): regions join a scheme, cameras are added. "
         "The table lists each change; the chart shows the share of citizens scored and the camera sightings "
         "per citizen day by day, a dotted line at each change; the second table sums up each phase."],
-        figures=[_figure(fig, title="Scored share and camera sightings over time", xaxis_title="day",
+        figures=[_figure(fig, title="Scored share and camera sightings over time", xaxis_title="date",
                          yaxis_title="scored share", yaxis_tickformat=".0%",
                          yaxis2={"title": "sightings per citizen", "overlaying": "y", "side": "right"})],
         tables=[_table(table, caption="Changes by date"), _table(pl.DataFrame(phases), caption="Phases")])
@@ -431,13 +433,13 @@ def _consequences(run: _Run) -> _Section:
     fig = go.Figure()
     for i, (col, label) in enumerate(m.CONSEQUENCES.items()):
         if col in weekly.columns:
-            fig.add_trace(go.Scatter(x=weekly["week"], y=weekly[col], name=label, mode="lines+markers",
+            fig.add_trace(go.Scatter(x=run.dates(weekly["week"] * 7), y=weekly[col], name=label, mode="lines+markers",
                                      line={"color": SERIES[i % len(SERIES)]}))
     holders = m.holders_daily(run.daily)
     fig2 = go.Figure()
     for i, col in enumerate(c for c in holders.columns if c != "day"):
         kind, name = col.split(".", 1)
-        fig2.add_trace(go.Scatter(x=holders["day"], y=holders[col], name=f"{name} ({kind})", mode="lines",
+        fig2.add_trace(go.Scatter(x=run.dates(holders["day"]), y=holders[col], name=f"{name} ({kind})", mode="lines",
                                   line={"color": SERIES[i % len(SERIES)], "dash": "solid" if kind == "benefit"
                                         else "dash"}))
     totals = daily.select(pl.exclude("day").sum()).row(0, named=True)
@@ -447,10 +449,10 @@ def _consequences(run: _Run) -> _Section:
         f"Over the run: {totals.get('jobs_lost', 0):,} jobs lost, {totals.get('flights_blocked', 0):,} flights "
         f"and {totals.get('trains_blocked', 0):,} train tickets blocked, {totals.get('gate_stops', 0):,} gate stops, "
         f"{totals.get('loans_discounted', 0):,} cheaper loans.",
-    ], figures=[_figure(fig, title="Consequences per day (weekly means)", xaxis_title="week",
+    ], figures=[_figure(fig, title="Consequences per day (weekly means)", xaxis_title="week starting",
                         yaxis_title="per day"),
                 _figure(fig2, title="Citizens holding each benefit (solid) and sanction (dashed)",
-                        xaxis_title="day", yaxis_title="citizens")],
+                        xaxis_title="date", yaxis_title="citizens")],
         tables=[_table(_consequence_rules(run), caption="What each benefit and sanction does (the policies' effects)")])
 
 
@@ -544,10 +546,10 @@ def _behaviour(run: _Run) -> _Section:
             "#dc2626" if k == KIND_NAMES[K_COMPLAINT] else "#2563eb" for k in det["kind"]])),
             title="Deterrence: change in true acts per day, last 4 weeks vs. first 2", yaxis_tickformat=".0%"))
     weekly = m.complaints_weekly(run.daily)
-    figures.append(_figure(go.Figure(go.Scatter(x=weekly["week"], y=weekly["index"], mode="lines+markers",
-                                                line={"color": "#dc2626"})),
+    figures.append(_figure(go.Figure(go.Scatter(x=run.dates(weekly["week"] * 7), y=weekly["index"],
+                                                mode="lines+markers", line={"color": "#dc2626"})),
                            title="Self-censorship: complaints per day (1.0 = the first two weeks)",
-                           xaxis_title="week", yaxis_title="index"))
+                           xaxis_title="week starting", yaxis_title="index"))
     bots = m.bots_among_top(run.citizens, _top(run)).row(0, named=True)
     figures.append(_figure(go.Figure(go.Bar(
         x=[f"in {'/'.join(_top(run))}", "all scored citizens"],
@@ -588,7 +590,7 @@ def _inequality(run: _Run) -> _Section:
             "Income shapes the acts that are scored (overdue bills, lawsuits, organic food), and job losses in D "
             "lower income further."]
     notes = []
-    ages = m.applicant_ages(run.manifest["days"], run.manifest["scenario"]["consequences"]["admission_day"])
+    ages = m.applicant_ages(run.manifest.days, run.manifest.scenario.consequences.admission_day)
     if ages:
         order = {c: i for i, c in enumerate(run.classes)}
         adm = (m.admission_by_parent_class(run.citizens, ages).filter(pl.col("parent_class").is_not_null())
@@ -601,8 +603,8 @@ def _inequality(run: _Run) -> _Section:
         text.append("Admission rate of those who applied at 18, by their parent's class at the end of the run "
                     "(the class on admission day may differ).")
     else:
-        notes.append(f"No admission round fell within these {run.manifest['days']} days (admission day "
-                     f"{run.manifest['scenario']['consequences']['admission_day']}): parents' class vs. children's "
+        notes.append(f"No admission round fell within these {run.manifest.days} days (admission day "
+                     f"{run.manifest.scenario.consequences.admission_day}): parents' class vs. children's "
                      "admission cannot be shown.")
     return _Section("inequality", "Inequality", text, figures=figures, notes=notes)
 
@@ -666,12 +668,13 @@ def _compare(run: _Run, other: _Run | None) -> _Section:
     for i, r in enumerate((run, other)):
         shares = m.class_shares(r.daily).filter(pl.col("class").cast(pl.String).is_in(_bottom(r)))
         per_day = shares.group_by("day").agg(pl.col("share").sum()).sort("day")
-        fig2.add_trace(go.Scatter(x=per_day["day"], y=per_day["share"], name=r.label, mode="lines",
+        fig2.add_trace(go.Scatter(x=r.dates(per_day["day"]), y=per_day["share"], name=r.label, mode="lines",
                                   line={"color": SERIES[i]}))
     notes = []
     for key in ("population", "seed", "days"):
-        if run.manifest[key] != other.manifest[key]:
-            notes.append(f"The runs differ in {key} ({run.manifest[key]} vs. {other.manifest[key]}): differences "
+        mine, theirs = getattr(run.manifest, key), getattr(other.manifest, key)
+        if mine != theirs:
+            notes.append(f"The runs differ in {key} ({mine} vs. {theirs}): differences "
                          "are not only the policies'.")
     return _Section("compare", title, [
         f"This run ({run.label}) beside {other.path.name} ({other.label}): the same measures, and the difference "
@@ -680,7 +683,7 @@ def _compare(run: _Run, other: _Run | None) -> _Section:
         f"pushed down by false matches: {a['pushed down by false matches per 1,000']:.2f} vs. "
         f"{b['pushed down by false matches per 1,000']:.2f} per 1,000.",
     ], figures=[_figure(fig, title="Class shares at the end", barmode="group", yaxis_tickformat=".0%"),
-                _figure(fig2, title="Share in the bottom class over time", xaxis_title="day",
+                _figure(fig2, title="Share in the bottom class over time", xaxis_title="date",
                         yaxis_tickformat=".1%", yaxis_rangemode="tozero")],
         tables=[_table(table, caption="Key measures")], notes=notes)
 
@@ -703,7 +706,7 @@ def _record(run: _Run) -> _Section:
 
 
 def _method(run: _Run) -> _Section:
-    scenario = run.manifest["scenario"]
+    scenario = run.manifest.scenario.model_dump(mode="json", by_alias=True)
     sources = _sources(scenario["name"])
     rows = [(section, key, json.dumps(value), sources.get((section, key), "default of the simulator"))
             for section in ("population", "sensors", "behaviour", "consequences")

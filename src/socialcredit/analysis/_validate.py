@@ -196,7 +196,7 @@ class Comparison:
 def compare_run(run_dir: str | Path, targets: Targets) -> Comparison:
     """Compare the run in `run_dir` with each target."""
     run = _RunTables(Path(run_dir))
-    scale = targets.represents / run.manifest["population"]
+    scale = targets.represents / run.manifest.population
     rows = [_row(run, t, scale) for t in targets.targets]
     return Comparison(Path(run_dir), targets, rows, scale, (run.start, run.end))
 
@@ -214,10 +214,10 @@ class _RunTables:
         self.path = path
         run = Run.open(path)
         self.manifest = run.manifest
-        scenario = self.manifest["scenario"]
-        self.start = dt.date.fromisoformat(scenario.get("start_date", "2018-01-01"))
-        self.days = int(self.manifest["days"])
-        self.end = self.start + dt.timedelta(days=self.days - 1)
+        self.calendar = self.manifest.calendar
+        self.start = self.calendar.start
+        self.days = self.manifest.days
+        self.end = self.calendar.date_of(self.days - 1)
         self.daily = run.scan("daily")
         self.daily_columns = self.daily.collect_schema().names()
         self.citizens = run.scan("citizens")
@@ -228,11 +228,11 @@ class _RunTables:
         for policy in filter(None, run.region_policies.values()):
             for item in CompiledConsequences.of(policy).items:
                 self.effects.setdefault(item.effect, set()).add(item.name)
-        self.reach = {effect: float(scenario["consequences"].get(f"{effect}_reach", 1.0))
+        self.reach = {effect: float(getattr(self.manifest.scenario.consequences, f"{effect}_reach", 1.0))
                       for effect in REACH_EFFECTS}
 
     def day_of(self, date: dt.date) -> int:
-        return (date - self.start).days
+        return self.calendar.day_of(date)
 
     def days_in(self, year: int) -> tuple[int, int]:
         """The run's day indices [first, last) that fall in `year`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import sys
 from collections.abc import Callable
@@ -24,6 +25,17 @@ SettingsOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a scenario value: section.field=value (repeatable).")]
 DbOption = Annotated[str, typer.Option("--db", help="Database URL: a SQLite file or postgresql://...")]
 OutFolder = Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")]
+StartDateOption = Annotated[str | None, typer.Option(
+    "--start-date", help="The date of day 0 (ISO, e.g. 2018-01-01): events given by date are counted "
+                         "from it and days are shown as dates. Default: 2018-01-01.")]
+
+
+def iso_date(value: str, option: str) -> dt.date:
+    """An ISO date given on the command line, or a usage error naming the option."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{option}: expected an ISO date such as 2018-01-01, got '{value}'", 2) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

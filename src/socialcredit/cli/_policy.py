@@ -11,11 +11,12 @@ import typer
 from rich.table import Column, Table
 
 from socialcredit.analysis._audit import FLAGS
-from socialcredit.cli._common import command, err, fail, out
+from socialcredit.cli._common import StartDateOption, command, err, fail, iso_date, out
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from socialcredit.events import Calendar
     from socialcredit.policy import Policy
 
 PolicyOption = Annotated[str, typer.Option("--policy", "-p", help="Preset name or policy TOML file.")]
@@ -45,10 +46,16 @@ def _load(name_or_file: str) -> Policy:
     return load_policy(name_or_file)
 
 
-def _events(path: Path) -> pl.DataFrame:
+def _calendar(start_date: str | None) -> Calendar:
+    from socialcredit.events import Calendar
+
+    return Calendar() if start_date is None else Calendar(iso_date(start_date, "--start-date"))
+
+
+def _events(path: Path, calendar: Calendar) -> pl.DataFrame:
     from socialcredit.events import read_events
 
-    return read_events(path)
+    return read_events(path, calendar=calendar)
 
 
 def _births(path: Path | None) -> pl.DataFrame | None:
@@ -133,6 +140,7 @@ def score(
     as_of: AsOfOption = None,
     strict: Annotated[bool, typer.Option(help="Unknown event kinds are an error.")] = False,
     citizens: CitizensOption = None,
+    start_date: StartDateOption = None,
 ) -> None:
     """Score a file of events: one row per citizen with score and class."""
     from socialcredit.engine import STATUS_NAMES, score_ledger
@@ -140,12 +148,13 @@ def score(
     if out_file.suffix.lower() not in (".csv", ".parquet"):
         raise fail(f"--out must end in .csv or .parquet, not '{out_file.suffix}'", 2)
     compiled_policy = _load(policy)
-    table = _events(events)
+    calendar = _calendar(start_date)
+    table = _events(events, calendar)
     result = score_ledger(compiled_policy, table, as_of=as_of, strict=strict, births=_births(citizens))
     _write_atomically(result.scores, out_file)
     counts = result.status_counts()
     out.print(f"scored {table.height:,} events of {result.scores.height:,} citizens "
-              f"with '{compiled_policy.name}' as of day {result.as_of} -> {out_file}")
+              f"with '{compiled_policy.name}' as of day {result.as_of} ({calendar.iso(result.as_of)}) -> {out_file}")
     out.print("events: " + ", ".join(f"{counts[s]:,} {s}" for s in STATUS_NAMES if counts[s]))
     if result.unknown_kinds.height:
         kinds = ", ".join(f"{k} ({n:,})" for k, n in result.unknown_kinds.head(10).iter_rows())
@@ -212,21 +221,24 @@ def explain_command(
     as_of: AsOfOption = None,
     limit: Annotated[int, typer.Option(min=0, help="Show at most this many of the latest events (0: all).")] = 20,
     citizens: CitizensOption = None,
+    start_date: StartDateOption = None,
 ) -> None:
     """Explain one citizen's score: the key factors, then the events with their points."""
     from socialcredit.engine import explain
 
-    ledger = _events(events)
+    calendar = _calendar(start_date)
+    ledger = _events(events, calendar)
     p = _load(policy)
     try:
         e = explain(p, ledger, citizen, as_of=as_of, births=_births(citizens))
     except KeyError as exc:
         raise fail(exc.args[0]) from None
     if e.score is None:
-        out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of}: not scored "
+        out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of} ({calendar.iso(e.as_of)}): "
+                  "not scored "
                   f"(under the policy's minimum age, {p.min_age})")
     else:
-        out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of}: score {e.score}, "
+        out.print(f"citizen [bold]{e.citizen_id}[/] as of day {e.as_of} ({calendar.iso(e.as_of)}): score {e.score}, "
                   f"class [bold]{e.class_name}[/]")
     if e.capped_by:
         out.print(f"class held at {e.class_name} (score alone gives {e.score_class}) by rule '{e.capped_by}'")
@@ -237,10 +249,10 @@ def explain_command(
     shown = e.events.tail(limit) if limit else e.events
     title = "Events" if shown.height == e.events.height else (
         f"Latest {shown.height} of {e.events.height} events (--limit 0 shows all)")
-    listing = Table("day", "event", "kind", "rule", "points", "status", "source", "ref", "confidence",
+    listing = Table("date", "event", "kind", "rule", "points", "status", "source", "ref", "confidence",
                     title=title)
     for r in shown.iter_rows(named=True):
-        listing.add_row(str(r["day"]), r["event_id"], r["kind"], r["rule"] or "-", f"{r['points']:+d}",
-                        r["status"], r["source"] or "-", r["source_ref"] or "-",
+        listing.add_row(calendar.iso(r["day"]), r["event_id"], r["kind"], r["rule"] or "-",
+                        f"{r['points']:+d}", r["status"], r["source"] or "-", r["source_ref"] or "-",
                         "-" if r["confidence"] is None else f"{r['confidence']:.3f}")
     out.print(listing)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from socialcredit.cli._common import DbOption, command, fail, out
+from socialcredit.cli._common import DbOption, StartDateOption, command, fail, iso_date, out
 from socialcredit.service._db import DEFAULT_URL
 
 if TYPE_CHECKING:
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
 
 PolicyOption = Annotated[str | None, typer.Option(
     "--policy", "-p", help="Preset name or policy TOML file (default: the one the database holds).")]
+
+
+class Clock(StrEnum):
+    """What moves the service day."""
+
+    wall = "wall"
+    simulated = "simulated"
 
 
 def register(app: typer.Typer) -> None:
@@ -36,11 +44,13 @@ def _shown(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)
 
 
-def _open(url: str, policy: str | Policy | None) -> Service:
+def _open(url: str, policy: str | Policy | None, *, wall_clock: bool = False) -> Service:
+    import datetime as dt
+
     from socialcredit.service import Service
 
     try:
-        return Service.open(url, policy)
+        return Service.open(url, policy, clock=dt.date.today if wall_clock else None)
     except RuntimeError as exc:  # a database that cannot be reached or opened
         raise fail(str(exc)) from None
 
@@ -50,9 +60,18 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     policy: PolicyOption = None,
-    day: Annotated[int | None, typer.Option(min=0, help="Move the service day forward to this day.")] = None,
+    clock: Annotated[Clock | None, typer.Option(
+        help="wall (the default): the service day is today's date, counted from the database's start "
+             "date, and moves at midnight; simulated: it moves only with --day and loaded runs.")] = None,
+    day: Annotated[int | None, typer.Option(
+        min=0, help="A simulated clock: move the service day forward to this day number.")] = None,
+    start_date: StartDateOption = None,
 ) -> None:
-    """Run the live service (FastAPI on uvicorn); the schema is created on start."""
+    """Run the live service (FastAPI on uvicorn); the schema is created on start.
+
+    The database counts days from its start date: the loaded run's (its scenario's start_date),
+    or --start-date for a database that holds no event yet, or 2018-01-01.
+    """
     import gc
     import sys
 
@@ -60,12 +79,20 @@ def serve(
 
     from socialcredit.service import create_app
 
-    service = _open(db, policy)
+    if day is not None and clock is Clock.wall:
+        raise fail("--day sets a simulated clock: leave out --clock wall", 2)
+    simulated = clock is Clock.simulated or day is not None
+    start = None if start_date is None else iso_date(start_date, "--start-date")
+    service = _open(db, policy, wall_clock=not simulated)
     try:
+        if start is not None:
+            service.set_start_date(start)
         if day is not None:
-            service.ledger.set_day(day)
+            service.set_day(day)
+        service.follow_clock()
         shown = _shown(db)
-        out.print(f"serving policy '{service.policy.name}' from {shown}, day {service.day}, "
+        out.print(f"serving policy '{service.policy.name}' from {shown}, day {service.day} ({service.date}, "
+                  f"{'simulated clock' if simulated else 'wall clock'}; day 0 is {service.calendar.start}), "
                   f"on http://{host}:{port} (OpenAPI at /docs)")
         app = create_app(service)
         # Look-up latency: a full garbage collection walks every object of the process (FastAPI,

@@ -68,9 +68,9 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, visible=False)  # an error, not an empty bar, is the last word
                 raise
         m = run.manifest
-        out.print(f"simulated {population:,} citizens x {days} days in "
-                  f"{m['timings']['simulate_s']:.2f} s ({m['citizen_days_per_s']:,} citizen-days/s) "
-                  f"-> {out_dir}")
+        out.print(f"simulated {population:,} citizens x {days} days ({m.calendar.iso(0)} to "
+                  f"{m.calendar.iso(days - 1)}) in {m.timings['simulate_s']:.2f} s "
+                  f"({m.citizen_days_per_s:,} citizen-days/s) -> {out_dir}")
 
     @command(app, "sweep")
     def sweep_command(

@@ -1,4 +1,8 @@
-"""The event table: the one record that crosses every boundary, read and checked."""
+"""The event table: the one record that crosses every boundary, read and checked.
+
+An event says when it happened by a day number or by an ISO date (or timestamp), or both when they
+agree; a checked table holds the day number (the calendar says which date day 0 is).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from socialcredit.errors import SocialCreditError
+from socialcredit.events._calendar import Calendar
 
 
 @dataclass(frozen=True)
@@ -19,8 +24,16 @@ class EventField:
     dtype: pl.DataType
     required: bool
     json: dict  # JSON Schema of the value in an API body
-    sql: str  # the column's SQL type ("{real}": the database's floating-point type)
+    sql: str | None  # the column's SQL type ("{real}": the database's floating-point type); None: not stored
     meaning: str
+    instead_of: str | None = None  # a field that may be given instead of this one (one of the two is required)
+
+    @property
+    def requirement(self) -> str:
+        """Whether it is required, as the README's table says it."""
+        if self.required:
+            return "yes"
+        return f"unless `{self.instead_of}` is given" if self.instead_of else "no"
 
     @property
     def described(self) -> str:
@@ -41,7 +54,12 @@ EVENT_FIELDS: tuple[EventField, ...] = (
                "the citizen the event is attributed to"),
     EventField("kind", pl.String(), True, {"type": "string", "minLength": 1}, "TEXT",
                "what happened, e.g. `traffic.red_light`"),
-    EventField("day", pl.Int32(), True, {"type": "integer", "minimum": 0}, "INTEGER", "day number of the event"),
+    EventField("day", pl.Int32(), False, {"type": ["integer", "null"], "minimum": 0}, "INTEGER",
+               "day number of the event (day 0: the calendar's start date)", instead_of="date"),
+    EventField("date", pl.String(), False, {"type": ["string", "null"], "minLength": 10}, None,
+               "date of the event, ISO `2018-03-01` or a timestamp `2018-03-01T08:30:00+08:00` (its date as "
+               "written); stored as its day number, which must equal `day` where both are given",
+               instead_of="day"),
     EventField("source", pl.String(), False, {"type": ["string", "null"]}, "TEXT",
                "who reported it: `camera`, `traffic-police`, `e-commerce`, ..."),
     EventField("source_ref", pl.String(), False, {"type": ["string", "null"]}, "TEXT",
@@ -49,9 +67,13 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("confidence", pl.Float64(), False, {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                "{real}", "match confidence of the attribution (face recognition); missing means 1.0"),
 )
-EVENT_SCHEMA: dict[str, pl.DataType] = {f.name: f.dtype for f in EVENT_FIELDS}
+# The checked, stored record (a date is stored as its day number) and what an input may hold.
+EVENT_SCHEMA: dict[str, pl.DataType] = {f.name: f.dtype for f in EVENT_FIELDS if f.sql is not None}
+INPUT_SCHEMA: dict[str, pl.DataType] = {f.name: f.dtype for f in EVENT_FIELDS}
 REQUIRED = tuple(f.name for f in EVENT_FIELDS if f.required)
-OPTIONAL = tuple(f.name for f in EVENT_FIELDS if not f.required)
+WHEN = ("day", "date")  # one of them is required
+# After the date: nothing, or a time of day with an optional UTC offset.
+_TIME_OF_DAY = r"^([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
 
 
 def event_json_schema(*, required: tuple[str, ...] = ()) -> dict:
@@ -64,6 +86,7 @@ def event_json_schema(*, required: tuple[str, ...] = ()) -> dict:
         return f.json
 
     return {"type": "object", "required": [*REQUIRED, *required],
+            "anyOf": [{"required": [name]} for name in WHEN],
             "properties": {f.name: value(f) for f in EVENT_FIELDS}}
 
 
@@ -71,7 +94,9 @@ def event_sql_columns(real: str) -> str:
     """The ledger table's event columns in SQL (`real`: the database's floating-point type)."""
     return ", ".join(f"{f.name} {f.sql.format(real=real)}"
                      + (" PRIMARY KEY" if f.name == "event_id" else " NOT NULL" if f.required else "")
-                     for f in EVENT_FIELDS)
+                     for f in EVENT_FIELDS if f.sql is not None)
+
+
 FORMATS = (".csv", ".parquet", ".ndjson", ".jsonl")
 
 
@@ -84,8 +109,9 @@ class EventError(SocialCreditError, ValueError):
         super().__init__(message)
 
 
-def read_events(path: str | Path) -> pl.DataFrame:
-    """Read and validate an event file (.csv, .parquet or .ndjson)."""
+def read_events(path: str | Path, *, calendar: Calendar | None = None) -> pl.DataFrame:
+    """Read and validate an event file (.csv, .parquet or .ndjson); dates are day numbers of
+    `calendar` (default: day 0 is 2018-01-01)."""
     path = Path(path)
     if not path.is_file():
         raise EventError(f"{path}: no such file")
@@ -101,7 +127,7 @@ def read_events(path: str | Path) -> pl.DataFrame:
             raise EventError(f"{path}: unknown event file type '{suffix}' (use {', '.join(FORMATS)})")
     except (pl.exceptions.ComputeError, OSError) as exc:
         raise EventError(f"{path}: cannot be read: {exc}") from None
-    return validate_events(raw, origin=str(path))
+    return validate_events(raw, origin=str(path), calendar=calendar)
 
 
 def _read_ndjson(path: Path) -> pl.DataFrame:
@@ -121,28 +147,38 @@ def _read_ndjson(path: Path) -> pl.DataFrame:
                 raise EventError(f"{path}: line {lineno}: expected a JSON object", row=lineno)
             rows.append({k: (None if v is None else str(v)) for k, v in obj.items()})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(
-        schema={c: pl.String for c in REQUIRED}
+        schema={c: pl.String for c in (*REQUIRED, "day")}
     )
 
 
-def validate_events(frame: pl.DataFrame, *, origin: str = "events") -> pl.DataFrame:
-    """Check columns, types, values and unique ids; return the table in the canonical schema.
+def validate_events(frame: pl.DataFrame, *, origin: str = "events",
+                    calendar: Calendar | None = None) -> pl.DataFrame:
+    """Check columns, types, values and unique ids; return the table in the canonical schema, with
+    each event's date (where it gave one) as its day number of `calendar` (default: day 0 is
+    2018-01-01).
 
     Rows are numbered from 1 in messages (the first data row is row 1).
     """
     missing = [c for c in REQUIRED if c not in frame.columns]
+    if not any(c in frame.columns for c in WHEN):
+        missing.append(" or ".join(WHEN))
     if missing:
         raise EventError(f"{origin}: missing column(s) {', '.join(missing)} "
-                         f"(required: {', '.join(REQUIRED)})", column=missing[0])
-    unknown = [c for c in frame.columns if c not in EVENT_SCHEMA]
+                         f"(required: {', '.join(REQUIRED)}, and {' or '.join(WHEN)})",
+                         column=missing[0].split(" ")[0])
+    unknown = [c for c in frame.columns if c not in INPUT_SCHEMA]
     frame = frame.drop(unknown)
     columns = []
-    for name, dtype in EVENT_SCHEMA.items():
+    for name, dtype in INPUT_SCHEMA.items():
         col = frame.get_column(name) if name in frame.columns else pl.Series(name, [None] * frame.height)
         columns.append(_cast(col, dtype, origin))
     out = pl.DataFrame(columns)
     for name in REQUIRED:
         _fail_where(out, out[name].is_null(), origin, name, "is empty (required)")
+    if out["date"].null_count() < out.height:
+        out = _date_as_day(out, calendar or Calendar(), origin)
+    out = out.drop("date")
+    _fail_where(out, out["day"].is_null(), origin, "day", "is empty (required, unless date is given)")
     _fail_where(out, out["event_id"] == "", origin, "event_id", "is empty (required)")
     _fail_where(out, out["citizen_id"] == "", origin, "citizen_id", "is empty (required)")
     _fail_where(out, out["kind"] == "", origin, "kind", "is empty (required)")
@@ -152,6 +188,24 @@ def validate_events(frame: pl.DataFrame, *, origin: str = "events") -> pl.DataFr
                 origin, "confidence", "must lie within [0, 1]")
     _check_unique_ids(out["event_id"], origin)
     return out
+
+
+def _date_as_day(out: pl.DataFrame, calendar: Calendar, origin: str) -> pl.DataFrame:
+    """Each given date's day number in `day`, where it agrees with a day given beside it."""
+    text = out["date"].str.strip_chars()
+    date = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    bad = text.is_not_null() & (date.is_null() | ~text.str.slice(10).str.contains(_TIME_OF_DAY))
+    _fail_where(out, bad, origin, "date", "expected an ISO date (2018-03-01) or timestamp (2018-03-01T08:30:00+08:00)")
+    day = out.select(calendar.days(pl.lit(date))).to_series()
+    _fail_where(out, day < 0, origin, "date", f"is before day 0 of the calendar ({calendar.start.isoformat()})")
+    disagree = out["day"].is_not_null() & day.is_not_null() & (out["day"] != day)
+    if disagree.any():
+        row = int(disagree.arg_true()[0])
+        given = int(out["day"][row])
+        raise EventError(f"{origin}: row {row + 1}, columns day and date disagree: day {given} is "
+                         f"{calendar.iso(given)}, the date says {date[row].isoformat()} (day {day[row]})",
+                         row=row + 1, column="date")
+    return out.with_columns(day=pl.coalesce("day", day.cast(pl.Int32)))
 
 
 def _check_unique_ids(ids: pl.Series, origin: str) -> None:

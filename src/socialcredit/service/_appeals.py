@@ -82,4 +82,4 @@ class Appeals:
             (*params, max(0, int(limit))))
         cols = ("id", "event_id", "citizen_id", "reason", "status", "filed_at", "decided_at", "note",
                 "kind", "day", "source", "source_ref", "confidence")
-        return [dict(zip(cols, row, strict=True)) for row in rows]
+        return [{**dict(zip(cols, row, strict=True)), "date": self.calendar.iso(row[9])} for row in rows]

@@ -19,32 +19,37 @@ process wrote) or that saw a rolled-back write is rebuilt, and a citizen with a 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from socialcredit.engine import BIRTHS_SCHEMA, CompiledPolicy, ScoreState, class_history, score_ledger
-from socialcredit.events import EVENT_SCHEMA, EventError, validate_events
+from socialcredit.events import EVENT_SCHEMA, INPUT_SCHEMA, Calendar, EventError, validate_events
 from socialcredit.service._db import Database
 from socialcredit.service._errors import Conflict, Forbidden, Invalid, TooLarge
 from socialcredit.service._keys import SENDING_ROLES, ApiKey, now
 
+if TYPE_CHECKING:
+    from socialcredit.simulation import Manifest
+
 EVENT_COLUMNS = list(EVENT_SCHEMA)
 # `day` is read as a float so that 1.5 is reported as "not a whole number" rather than truncated.
-_PARSE_SCHEMA = {**EVENT_SCHEMA, "day": pl.Float64()}
-_FAST_SCHEMA = {**EVENT_SCHEMA, "day": pl.Int64()}
-_TEXT_COLUMNS = [c for c, t in EVENT_SCHEMA.items() if t == pl.String()]
+_PARSE_SCHEMA = {**INPUT_SCHEMA, "day": pl.Float64()}
+_FAST_SCHEMA = {**INPUT_SCHEMA, "day": pl.Int64()}
+_TEXT_COLUMNS = [c for c, t in INPUT_SCHEMA.items() if t == pl.String()]
 # Stored in the inbox as dictionaries: few distinct values, and the Arrow file is written uncompressed
 # (compressing cost more CPU on the acknowledgement path than the smaller commit saved).
 _DICTIONARY_COLUMNS = ("kind", "source", "source_ref")
 _JSON_TYPES = {"event_id": (str, int), "citizen_id": (str, int), "kind": (str,), "day": (int,),
-               "source": (str,), "source_ref": (str,), "confidence": (int, float)}
+               "date": (str,), "source": (str,), "source_ref": (str,), "confidence": (int, float)}
 _JSON_NAMES = {"event_id": "text", "citizen_id": "text", "kind": "text", "day": "a whole number",
-               "source": "text", "source_ref": "text", "confidence": "a number"}
+               "date": "an ISO date as text", "source": "text", "source_ref": "text", "confidence": "a number"}
 _ADVISORY_LOCK = 7_210_305  # any constants shared by every service process on one database
 _INBOX_LOCK = 7_210_306
 MAX_BATCH_EVENTS = 1_000_000
@@ -123,21 +128,24 @@ def _json_type(value) -> str:
     return {bool: "true or false", int: "a number", float: "a number", str: "text", list: "an array"}[type(value)]
 
 
-def check_batch(frame: pl.DataFrame, key: ApiKey, *, compiled: CompiledPolicy, day: int) -> pl.DataFrame:
-    """Validate a batch for `key` as of the service day; the first problem is raised with its row."""
+def check_batch(frame: pl.DataFrame, key: ApiKey, *, compiled: CompiledPolicy, day: int,
+                calendar: Calendar) -> pl.DataFrame:
+    """Validate a batch for `key` as of the service day (dates are day numbers of `calendar`); the
+    first problem is raised with its row."""
     if key.role not in SENDING_ROLES:
         raise Forbidden(f"role '{key.role}' may not send events (senders: {', '.join(SENDING_ROLES)})")
     if frame.height > MAX_BATCH_EVENTS:
         raise TooLarge(f"batch of {frame.height:,} events; at most {MAX_BATCH_EVENTS:,} per batch")
     try:
-        events = validate_events(frame, origin="batch")
+        events = validate_events(frame, origin="batch", calendar=calendar)
     except EventError as exc:
         raise Invalid(str(exc), row=exc.row, field=exc.column) from None
     kinds = [r.kind for r in compiled.policy.rules]
     _refuse(events, ~events["kind"].is_in(kinds), "kind", Invalid,
             lambda v: f"unknown event kind {v!r}: policy '{compiled.policy.name}' has no rule for it")
     _refuse(events, events["day"] > day, "day",
-            Invalid, lambda v: f"day {v} is in the future of the service day {day}")
+            Invalid, lambda v: f"day {v} ({calendar.iso(v)}) is in the future of the service day "
+                               f"{day} ({calendar.iso(day)})")
     _refuse(events, events["source"].is_null(), "source", Invalid,
             lambda v: "is empty; every event sent to the service names its source")
     _refuse(events, ~events["source"].is_in(list(key.sources)), "source", Forbidden,
@@ -163,6 +171,8 @@ class Ledger:
         self._projected = threading.Condition()
         self._projected_seq = int(db.get_meta("projected_seq", "0"))
         self._day = int(db.get_meta("day", "0"))
+        start = db.get_meta("start_date")
+        self.calendar = Calendar() if start is None else Calendar(dt.date.fromisoformat(start))
         self.start_class = int(compiled.classify(np.array([compiled.policy.start]))[0])
         self.class_names = compiled.policy.class_names
         # The engine's incremental state of the whole ledger (see `_sync`); None: rebuild when needed.
@@ -191,7 +201,8 @@ class Ledger:
 
     def ingest(self, key: ApiKey, body: bytes) -> tuple[int, int]:
         """Check a batch and commit it to the inbox; return (batch number, events)."""
-        events = check_batch(parse_events(body), key, compiled=self.compiled, day=self.day)
+        events = check_batch(parse_events(body), key, compiled=self.compiled, day=self.day,
+                             calendar=self.calendar)
         buf = io.BytesIO()
         events.with_columns(pl.col(_DICTIONARY_COLUMNS).cast(pl.Categorical)).write_ipc(
             buf, compression="uncompressed")
@@ -505,6 +516,9 @@ class Ledger:
         citizens_file, events_file = run_dir / "citizens.parquet", run_dir / "events.parquet"
         if not citizens_file.is_file() and not events_file.is_file():
             raise Invalid(f"{run_dir}: neither citizens.parquet nor events.parquet found")
+        manifest = _manifest(run_dir)
+        if manifest is not None:
+            self.set_calendar(manifest.calendar, f"the run {run_dir}")
         loaded = {"citizens": 0, "events": 0}
         events = None
         if events_file.is_file():
@@ -516,11 +530,12 @@ class Ledger:
             if events.height and int(events["day"].max()) > self.day:
                 self.set_day(int(events["day"].max()))
         with self.write() as cur:
-            if (run_dir / "manifest.json").is_file():  # the dashboard shows the run beside the ledger
+            if manifest is not None:  # the dashboard shows the run beside the ledger
                 self.db.set_meta(cur, "run_dir", str(run_dir.resolve()))
             if citizens_file.is_file():
+                age_noise = None if manifest is None else manifest.scenario.sensors.age_noise_years
                 loaded["citizens"] = self._load_citizens(cur, pl.read_parquet(citizens_file), citizens_file,
-                                                         _age_noise(run_dir))
+                                                         age_noise)
             if events is not None:
                 state = self._sync(cur)
                 first_events = not self.db.execute("SELECT 1 FROM events LIMIT 1", (), cur)
@@ -539,6 +554,18 @@ class Ledger:
                 self._bump(cur)
                 loaded["events"] = events.height
         return loaded
+
+    def set_calendar(self, calendar: Calendar, origin: str) -> None:
+        """Count days from `calendar`'s start date: a database that holds no event yet takes it;
+        one that counts from another date refuses (its day numbers would mean other dates)."""
+        if calendar == self.calendar and self.db.get_meta("start_date") is not None:
+            return
+        with self.write() as cur:
+            if calendar != self.calendar and self.db.execute("SELECT 1 FROM events LIMIT 1", (), cur):
+                raise Conflict(f"{self.db.url} counts days from {self.calendar.start.isoformat()}, {origin} from "
+                               f"{calendar.start.isoformat()}: use a database of its own", field="start_date")
+            self.db.set_meta(cur, "start_date", calendar.start.isoformat())
+        self.calendar = calendar
 
     def _replay_history(self, cur, ledger: pl.DataFrame | None, citizen_ids: pl.Series) -> None:
         """The class histories of these citizens replayed from their ledger (`ledger`, or read back
@@ -627,16 +654,17 @@ def camera_profiles(citizens: pl.DataFrame, age_noise: float | None) -> pl.DataF
     )
 
 
-def _age_noise(run_dir: Path) -> float | None:
-    """The run's camera age noise (scenario sensors.age_noise_years), None without a manifest."""
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
+def _manifest(run_dir: Path) -> Manifest | None:
+    """The run folder's manifest (None: a folder of tables alone); one this version cannot read is
+    refused, naming what is wrong."""
+    from socialcredit.simulation import Run, SimulationError
+
+    if not (run_dir / "manifest.json").is_file():
         return None
     try:
-        noise = json.loads(manifest.read_text(encoding="utf-8"))["scenario"]["sensors"]["age_noise_years"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return float(noise) if isinstance(noise, int | float) else None
+        return Run.open(run_dir).manifest
+    except SimulationError as exc:
+        raise Invalid(str(exc), field="manifest") from None
 
 
 class _Write:

@@ -52,7 +52,7 @@ class Lookups:
                                   "ORDER BY day, id", (citizen_id,))
         since = _since(history, class_idx, self.ledger.start_class, lambda i: rules.band(i) == band)
         for c in rules.in_force(class_idx, since, self.day):
-            out[0 if c.benefit else 1].append(_consequence(c, since))
+            out[0 if c.benefit else 1].append(_consequence(c, since, self.calendar.iso(since)))
         return out
 
     def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
@@ -62,7 +62,7 @@ class Lookups:
         fields = self.access.lookup_fields[key.role]
         if not fields:
             raise Forbidden(f"policy '{self.policy.name}' lets role '{key.role}' see no score fields")
-        out: dict = {"citizen_id": citizen_id, "day": self.day}
+        out: dict = {"citizen_id": citizen_id, "day": self.day, "date": self.date}
         full = {"score": score, "class": klass}
         if not _PLAIN_FIELDS.issuperset(fields):
             # Only what the grant shows: a bank that sees sanctions needs no benefits worked out.
@@ -92,7 +92,13 @@ class Lookups:
         e = explain(self.compiled, ledger, citizen_id, as_of=self.day,
                     births=self.ledger.births_of(citizen_id))
         events = e.events.with_columns(pl.col("status").cast(pl.String), voided=False)
-        return e.factors.to_dicts(), events.to_dicts()
+        return e.factors.to_dicts(), self._dated(events).to_dicts()
+
+    def _dated(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` with the date of its `day` column (ISO text) beside it."""
+        after = frame.columns.index("day") + 1
+        return frame.with_columns(date=self.calendar.dates(pl.col("day")).dt.to_string("%Y-%m-%d")).select(
+            *frame.columns[:after], "date", *frame.columns[after:])
 
     def history(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """Reason codes and every event with its points and provenance, as the grant allows; logged."""
@@ -103,15 +109,15 @@ class Lookups:
                             f"'history' or 'reasons'")
         self._status(citizen_id)
         reasons, events = self._explanation(citizen_id)
-        out: dict = {"citizen_id": citizen_id, "day": self.day}
+        out: dict = {"citizen_id": citizen_id, "day": self.day, "date": self.date}
         if "reasons" in fields:
             out["reasons"] = reasons
         if "history" in fields:
             voided = self._ledger_of(citizen_id, voided=True).with_columns(
                 rule=None, points=0, status=pl.lit("voided"), reason=pl.lit("voided on appeal"), voided=True)
-            out["events"] = events + voided.select(
+            out["events"] = events + self._dated(voided.select(
                 "event_id", "day", "kind", "rule", "points", "status", "reason", "source", "source_ref",
-                "confidence", "voided").to_dicts()
+                "confidence", "voided")).to_dicts()
         self._record(key, citizen_id, purpose, fields, "history")
         return out
 
@@ -133,7 +139,7 @@ class Lookups:
             "WHERE citizen_id = ? ORDER BY id DESC LIMIT 1000", (citizen_id,),
             {"at": pl.String, "day": pl.Int32, "who": pl.String, "role": pl.String,
              "purpose": pl.String, "fields": pl.String, "endpoint": pl.String})
-        rows = rows.with_columns(pl.col("fields").str.split(","))
+        rows = self._dated(rows.with_columns(pl.col("fields").str.split(",")))
         if key.role != "citizen":
             self._record(key, citizen_id, purpose, ["lookups"], "lookups")
         return {"citizen_id": citizen_id, "lookups": rows.to_dicts()}
@@ -180,10 +186,11 @@ class Lookups:
         flag_list = [f"sanction:{s['name']}" for s in sanctions]
         if any(s["effect"] == "gate_stop" for s in sanctions):
             flag_list.append("stop-at-subway-gate")
-        last = counted.select("day", "camera", "confidence").row(-1, named=True) if counted.height else None
+        last = (self._dated(counted.select("day", "camera", "confidence")).row(-1, named=True)
+                if counted.height else None)
         self._record(key, citizen_id, purpose, ["profile"], "profile")
         return {
-            "citizen_id": citizen_id, "day": self.day,
+            "citizen_id": citizen_id, "day": self.day, "date": self.date,
             "age_estimate": estimate,
             "age_uncertainty": uncertainty,
             "sightings": sightings,
@@ -215,10 +222,10 @@ def _since(history: list[tuple], current: int, start: int, qualifies) -> int | N
     return since
 
 
-def _consequence(c: CompiledConsequence, since: int) -> dict:
+def _consequence(c: CompiledConsequence, since: int, since_date: str) -> dict:
     item = c.consequence
     return {"name": c.name, "class": item.class_, "effect": c.effect, "context": item.context,
-            "since_day": since, "held_days": c.held_days, "description": item.description,
+            "since_day": since, "since_date": since_date, "held_days": c.held_days, "description": item.description,
             "parameters": c.params.model_dump()}
 
 

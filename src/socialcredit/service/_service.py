@@ -4,10 +4,12 @@ look-ups (`_lookups`), decisions at the gate, the airline and the bank (`_decisi
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from socialcredit.engine import (
     CompiledConsequences,
     CompiledPolicy,
 )
+from socialcredit.events import Calendar
 from socialcredit.policy import Policy, load_policy
 from socialcredit.service._access import Access, log_row
 from socialcredit.service._appeals import APPEAL_STATUSES, Appeals
@@ -47,10 +50,17 @@ class Settings:
 
 
 class Service(Lookups, Decisions, Appeals):
-    """One database and one policy: everything the API does, without HTTP."""
+    """One database and one policy: everything the API does, without HTTP.
 
-    def __init__(self, db: Database, policy: Policy, *, settings: Settings | None = None):
+    Its clock: with `clock` (a function giving today's date, e.g. `datetime.date.today`) the service
+    day follows it, today's day number of the database's calendar; without, the day is simulated:
+    it moves only when told (`set_day`, a loaded run).
+    """
+
+    def __init__(self, db: Database, policy: Policy, *, settings: Settings | None = None,
+                 clock: Callable[[], dt.date] | None = None):
         self.db = db
+        self.clock = clock
         self.policy = policy
         self.compiled = CompiledPolicy.of(policy)
         self.settings = settings or Settings()
@@ -74,7 +84,7 @@ class Service(Lookups, Decisions, Appeals):
 
     @classmethod
     def open(cls, url: str = DEFAULT_URL, policy: str | Policy | None = None, *,
-             settings: Settings | None = None) -> Service:
+             settings: Settings | None = None, clock: Callable[[], dt.date] | None = None) -> Service:
         """Open (and create) the database at `url` with a policy: a preset name, a TOML file, a
         Policy, or None for the one it holds.
 
@@ -89,7 +99,7 @@ class Service(Lookups, Decisions, Appeals):
                       else load_policy(db.get_meta("policy_file") or db.get_meta("policy") or "taz-2018"))
         elif not isinstance(policy, Policy):
             policy = load_policy(policy)
-        service = cls(db, policy, settings=settings)
+        service = cls(db, policy, settings=settings, clock=clock)
         kept = policy.model_dump_json(by_alias=True)
         if db.get_meta("policy_json") != kept:
             with db.transaction() as cur:
@@ -98,8 +108,36 @@ class Service(Lookups, Decisions, Appeals):
 
     @property
     def day(self) -> int:
-        """The service day."""
+        """The service day: events after it are refused, scores are as of it."""
         return self.ledger.day
+
+    @property
+    def calendar(self) -> Calendar:
+        """The database's calendar: the date of day 0 (the loaded run's start date, or the default)."""
+        return self.ledger.calendar
+
+    @property
+    def date(self) -> str:
+        """The service day's date (ISO)."""
+        return self.calendar.date_of(self.day).isoformat()
+
+    def set_day(self, day: int) -> None:
+        """Move a simulated clock forward to `day` (points that expire by then are taken off)."""
+        if self.clock is not None:
+            raise Conflict("the service day follows the wall clock; a day is set only on a simulated clock",
+                           field="day")
+        self.ledger.set_day(day)
+
+    def set_start_date(self, start: dt.date) -> None:
+        """Count days from `start` (a database that holds no event yet; one that counts from
+        another date refuses)."""
+        self.ledger.set_calendar(Calendar(start), "--start-date")
+
+    def follow_clock(self) -> None:
+        """On the wall clock: move the service day to today's (at midnight, points that expired
+        are taken off). A database whose day is ahead of today keeps it: days never go back."""
+        if self.clock is not None and (today := self.calendar.today(self.clock)) > self.ledger.day:
+            self.ledger.set_day(today)
 
     @property
     def loaded_run(self) -> Path | None:
@@ -112,6 +150,7 @@ class Service(Lookups, Decisions, Appeals):
     def start(self) -> None:
         """Start the projector and the look-up log writer, after projecting what a crash left."""
         self.ledger.warm()
+        self.follow_clock()
         while self.ledger.project():
             pass
         self._log = LookupLog(self.db)
@@ -146,6 +185,7 @@ class Service(Lookups, Decisions, Appeals):
             while self._ingesting() and time.monotonic() < deadline and not self._stop.is_set():
                 self._stop.wait(0.02)
             try:
+                self.follow_clock()
                 moved = self.ledger.project()
             except Exception:  # the batches stay in the inbox; try again rather than die
                 log.exception("projecting the inbox failed; retrying in 1 s")
@@ -175,6 +215,7 @@ class Service(Lookups, Decisions, Appeals):
 
     def ingest(self, key: ApiKey, body: bytes, *, wait: bool = True) -> dict:
         """Accept a batch durably; with `wait`, return once its scores are updated."""
+        self.follow_clock()  # an event of today is not in the future, even just after midnight
         with self.receiving():
             batch, n = self.ledger.ingest(key, body)
         self._wake.set()
@@ -186,7 +227,7 @@ class Service(Lookups, Decisions, Appeals):
                 while self.ledger.project():
                     pass
                 projected = True
-        return {"batch": batch, "events": n, "projected": projected, "day": self.day}
+        return {"batch": batch, "events": n, "projected": projected, "day": self.day, "date": self.date}
 
     # -- access -----------------------------------------------------------------------------------
 
@@ -205,9 +246,10 @@ class Service(Lookups, Decisions, Appeals):
             raise Forbidden("only analyst and agency keys may read statistics")
         per_day, classes = self.ledger.counts()
         appeals = dict(self.db.execute("SELECT status, COUNT(*) FROM appeals GROUP BY status"))
-        return {"day": self.day, "policy": self.policy.name,
+        return {"day": self.day, "date": self.date, "policy": self.policy.name,
                 "classes": dict(zip(self.policy.class_names, classes, strict=True)),
-                "events_per_day": [{"day": d, "events": per_day[d]} for d in sorted(per_day)],
+                "events_per_day": [{"day": d, "date": self.calendar.iso(d), "events": per_day[d]}
+                                   for d in sorted(per_day)],
                 "events": sum(per_day.values()), "pending_batches": self.ledger.pending(),
                 "appeals": {status: int(appeals.get(status, 0)) for status in APPEAL_STATUSES}}
 

@@ -4,6 +4,7 @@
 from socialcredit._lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
+    "Manifest": "socialcredit.simulation._run",
     "Run": "socialcredit.simulation._run",
     "simulate": "socialcredit.simulation._run",
     "Scenario": "socialcredit.simulation._scenario",
@@ -15,6 +16,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 })
 
 __all__ = [
+    "Manifest",
     "Run",
     "Scenario",
     "SimulationError",

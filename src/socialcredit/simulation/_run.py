@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -17,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from socialcredit.events import Calendar
 from socialcredit.policy import Policy, parse_policy
 from socialcredit.simulation._kinds import (
     BYTES_PER_CITIZEN,
@@ -32,7 +33,7 @@ from socialcredit.simulation._kinds import (
     STATE_FIELDS,
 )
 from socialcredit.simulation._plan import Plan, make_plan
-from socialcredit.simulation._scenario import SimulationError, load_scenario
+from socialcredit.simulation._scenario import Scenario, SimulationError, load_scenario
 from socialcredit.simulation._shard import EventsMode, ShardResult, default_threads, run_shard
 from socialcredit.simulation.kernel import RECORD_ALL, RECORD_NONE, RECORD_SAMPLE
 
@@ -40,6 +41,54 @@ DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.
 GPU_CHUNK_BLOCKS = 1024  # on the GPU a shard's blocks are its threads: more of them (see _gpu.py)
 TABLES = ("daily", "citizens", "events")
 POLICY_FOLDER = "policies"  # a run folder's copies of the policies it used, <name>.toml
+
+
+class Memory(BaseModel):
+    """What the run's state took: bytes per citizen (its fields' types), per shard, and at the peak."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    state_bytes_per_citizen: int
+    state_fields: dict[str, str]
+    shard_state_bytes: int
+    peak_rss_bytes: int
+
+
+class Manifest(BaseModel):
+    """A run folder's manifest.json: what was simulated, with what, how, and how fast. Written by
+    `simulate`; everything that opens a run reads it through this model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    socialcredit: str  # the version that made the run
+    python: str
+    scenario: Scenario  # as used, overrides applied
+    # Region -> the name of its state policy (None: unscored); each policy's copy is
+    # policies/<name>.toml in the run folder.
+    policies: dict[str, str | None]
+    commercial_policy: str | None
+    seed: int
+    population: int
+    # Each simulated citizen stands for people_per_citizen = represents / population people: counts
+    # times it are the represented population's (shares and per-head rates need no scaling).
+    represents: int
+    people_per_citizen: float
+    days: int
+    block_size: int
+    blocks: int
+    chunk_blocks: int
+    shards: int
+    workers: int | None
+    scheduler: str | None
+    device: str
+    events: str  # all, none or sample:F
+    events_written: int
+    timings: dict[str, float]  # seconds: plan_s, simulate_s, shards_s, write_s, total_s
+    citizen_days_per_s: int
+    memory: Memory
+
+    @property
+    def calendar(self) -> Calendar:
+        """The run's days as dates (day 0: the scenario's start date)."""
+        return Calendar(self.scenario.start_date)
 
 
 @dataclass(frozen=True)
@@ -57,27 +106,39 @@ class Run:
         return cls(path)
 
     @cached_property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         """The run's manifest: scenario, policies, seed, version, timings, memory."""
-        return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+        path = self.path / "manifest.json"
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "the file"
+            raise SimulationError(f"{path}: {where}: {problem['msg']} (not a manifest this version of "
+                                  "socialcredit reads)") from None
+
+    @property
+    def calendar(self) -> Calendar:
+        """The run's days as dates (day 0: the scenario's start date)."""
+        return self.manifest.calendar
 
     @cached_property
     def policies(self) -> dict[str, Policy]:
         """Every policy the run used (the regions' and the commercial one), by name, from the run's
         own copies: editing or losing the original files changes nothing."""
-        names = {*filter(None, self.manifest["policies"].values()), self.manifest.get("commercial_policy")}
+        names = {*filter(None, self.manifest.policies.values()), self.manifest.commercial_policy}
         return {name: self._policy(name) for name in sorted(filter(None, names))}
 
     @property
     def region_policies(self) -> dict[str, Policy | None]:
         """Region -> the state policy scoring it (None: unscored)."""
         return {region: None if name is None else self.policies[name]
-                for region, name in self.manifest["policies"].items()}
+                for region, name in self.manifest.policies.items()}
 
     @property
     def commercial_policy(self) -> Policy | None:
         """The commercial score's policy, if the run has one."""
-        name = self.manifest.get("commercial_policy")
+        name = self.manifest.commercial_policy
         return None if name is None else self.policies[name]
 
     def state_policy(self) -> Policy:
@@ -210,7 +271,7 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
                              n_events, {"plan_s": t_plan - t0, "simulate_s": t_sim - t_plan,
                                         "shards_s": sum(r.seconds for r in results),
                                         "write_s": t_write - t_sim, "total_s": t_write - t0})
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        (work / "manifest.json").write_text(manifest.model_dump_json(indent=2, by_alias=True), encoding="utf-8")
         (work / POLICY_FOLDER).mkdir()
         for name, text in plan.policy_texts.items():  # the policies as used: the run reads its own
             (work / POLICY_FOLDER / f"{name}.toml").write_text(text, encoding="utf-8")
@@ -337,41 +398,37 @@ def daily_frame(plan: Plan, metrics: np.ndarray) -> pl.DataFrame:
 
 def _manifest(plan: Plan, mode: EventsMode, events: str, device: str, workers: int | None,
               scheduler: str | None, chunk: int, n_shards: int, n_events: int,
-              timings: dict[str, float]) -> dict[str, Any]:
+              timings: dict[str, float]) -> Manifest:
     from socialcredit import __version__
 
     cd = plan.population * plan.days
-    return {
-        "socialcredit": __version__,
-        "python": platform.python_version(),
-        "scenario": plan.scenario.model_dump(mode="json", by_alias=True),
-        # Region -> the name of its state policy (None: unscored); each policy's copy is
-        # policies/<name>.toml in the run folder.
-        "policies": {r.name: None if p < 0 else plan.policies[p].name
-                     for r, p in zip(plan.scenario.regions, plan.arrays["world"].region_policy, strict=True)},
-        "commercial_policy": None if plan.commercial < 0 else plan.policies[plan.commercial].name,
-        "seed": plan.seed,
-        "population": plan.population,
-        # Each simulated citizen stands for this many people: counts times it are the represented
-        # population's (shares and per-head rates need no scaling).
-        "represents": plan.scenario.represents,
-        "people_per_citizen": plan.scenario.represents / plan.population,
-        "days": plan.days,
-        "block_size": plan.block_size,
-        "blocks": plan.n_blocks,
-        "chunk_blocks": chunk,
-        "shards": n_shards,
-        "workers": workers,
-        "scheduler": scheduler,
-        "device": device,
-        "events": events,
-        "events_written": n_events,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "citizen_days_per_s": round(cd / max(timings["simulate_s"], 1e-9)),
-        "memory": {
-            "state_bytes_per_citizen": BYTES_PER_CITIZEN,
-            "state_fields": {name: np.dtype(t).name for name, t in STATE_FIELDS},
-            "shard_state_bytes": BYTES_PER_CITIZEN * min(plan.population, chunk * plan.block_size),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        },
-    }
+    return Manifest(
+        socialcredit=__version__,
+        python=platform.python_version(),
+        scenario=plan.scenario,
+        policies={r.name: None if p < 0 else plan.policies[p].name
+                  for r, p in zip(plan.scenario.regions, plan.arrays["world"].region_policy, strict=True)},
+        commercial_policy=None if plan.commercial < 0 else plan.policies[plan.commercial].name,
+        seed=plan.seed,
+        population=plan.population,
+        represents=plan.scenario.represents,
+        people_per_citizen=plan.scenario.represents / plan.population,
+        days=plan.days,
+        block_size=plan.block_size,
+        blocks=plan.n_blocks,
+        chunk_blocks=chunk,
+        shards=n_shards,
+        workers=workers,
+        scheduler=scheduler,
+        device=device,
+        events=events,
+        events_written=n_events,
+        timings={k: round(v, 3) for k, v in timings.items()},
+        citizen_days_per_s=round(cd / max(timings["simulate_s"], 1e-9)),
+        memory=Memory(
+            state_bytes_per_citizen=BYTES_PER_CITIZEN,
+            state_fields={name: np.dtype(t).name for name, t in STATE_FIELDS},
+            shard_state_bytes=BYTES_PER_CITIZEN * min(plan.population, chunk * plan.block_size),
+            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        ),
+    )

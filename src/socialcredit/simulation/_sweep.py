@@ -84,7 +84,7 @@ def _outcome(name: str, combo: dict[str, Any], seed: int, run: Run) -> dict[str,
     classes = [c for c in daily.columns if c.startswith("class.")]
     scored = sum(int(last[c].sum() or 0) for c in classes)
     row: dict[str, Any] = {"run": name, "seed": seed, **combo,
-                           "population": run.manifest["population"], "days": run.manifest["days"]}
+                           "population": run.manifest.population, "days": run.manifest.days}
     for c in classes:
         row[f"share.{c.removeprefix('class.')}"] = (int(last[c].sum() or 0) / scored) if scored else None
     wrongful = [c for c in daily.columns if c.endswith(".wrongful")]

@@ -47,7 +47,7 @@ class Dashboard:
         if run_dir is not None:
             figures |= _simulated(str(run_dir))
         return {
-            "day": stats["day"], "policy": stats["policy"], "events": stats["events"],
+            "day": stats["day"], "date": stats["date"], "policy": stats["policy"], "events": stats["events"],
             "pending_batches": stats["pending_batches"], "per_minute": sum(by_kind.values()),
             "appeals": {s: n for s, n in appeals.items() if n}, "simulated": run_dir is not None,
             "figures": figures,
@@ -110,7 +110,7 @@ def _simulated(run_dir: str) -> dict:
 
     run = Run.open(run_dir)
     daily = run.scan("daily").drop("region").group_by("day").sum().sort("day").collect()
-    days = daily["day"].to_list()
+    days = [run.calendar.iso(d) for d in daily["day"]]
 
     def series(prefix: str) -> list[dict]:
         cols = [c for c in daily.columns if c.startswith(prefix)]

@@ -62,7 +62,8 @@ def page_routes(service: Service) -> APIRouter:
     static = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
 
     def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
-        context |= {"policy": service.policy, "day": service.day, "style_of": style_of, "styles": styles}
+        context |= {"policy": service.policy, "day": service.day, "date": service.date, "style_of": style_of,
+                    "styles": styles}
         return templates.TemplateResponse(request, name, context, status_code=code)
 
     def error_page(request: Request, exc: ServiceError, area: str) -> HTMLResponse:

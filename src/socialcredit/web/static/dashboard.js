@@ -9,6 +9,7 @@
       if (el) Plotly.react(el, fig.data, fig.layout, config);
     }
     document.getElementById("n-day").textContent = data.day;
+    document.getElementById("n-date").textContent = data.date;
     document.getElementById("n-events").textContent = data.events.toLocaleString("en");
     document.getElementById("n-rate").textContent = data.per_minute;
     document.getElementById("n-pending").textContent = data.pending_batches;
