@@ -10,7 +10,7 @@ import math
 import polars as pl
 import pytest
 
-from socialcredit.service._ledger import camera_profiles
+from socialcredit.service._loading import camera_profiles
 
 
 def _citizens(**extra):

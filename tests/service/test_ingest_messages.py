@@ -11,8 +11,8 @@ from socialcredit.engine import CompiledPolicy
 from socialcredit.events import Calendar
 from socialcredit.policy import load_policy
 from socialcredit.service._errors import Forbidden, Invalid, TooLarge
+from socialcredit.service._intake import _PARSE_SCHEMA, MAX_BATCH_EVENTS, check_batch, parse_events
 from socialcredit.service._keys import SENDING_ROLES, ApiKey
-from socialcredit.service._ledger import _PARSE_SCHEMA, MAX_BATCH_EVENTS, check_batch, parse_events
 
 COMPILED = CompiledPolicy.of(load_policy("taz-2018"))
 AGENCY = ApiKey(name="city", role="agency", sources=("camera", "courts"))

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from socialcredit.service import Service
-from socialcredit.service import _ledger as ledger_module
+from socialcredit.service import _loading as loading_module
 
 OF_AGE = 18 * 365  # rongcheng's min_age, in days
 
@@ -76,7 +76,7 @@ def test_a_load_that_fails_forgets_the_births_it_had_read(tmp_path, monkeypatch)
         def disk_full(*args, **kwargs):
             raise OSError("disk full")
 
-        monkeypatch.setattr(ledger_module, "camera_profiles", disk_full)  # after the births are read
+        monkeypatch.setattr(loading_module, "camera_profiles", disk_full)  # after the births are read
         with pytest.raises(OSError):
             service.load_run(_citizens_folder(tmp_path / "run", {"kid": 400}))
         monkeypatch.undo()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
-from socialcredit.events import event_sql_columns
+from socialcredit.events import EVENT_SCHEMA, event_sql_columns
 
+EVENT_COLUMNS = list(EVENT_SCHEMA)  # the event record's columns of the events table
 SCHEMA_VERSION = 1
 DEFAULT_URL = "sqlite:///socialcredit.db"
 
@@ -48,7 +49,7 @@ _SCHEMA = [
         status TEXT NOT NULL, filed_at TEXT NOT NULL, decided_at TEXT, decided_by TEXT,
         note TEXT)""",
 ]
-# Acknowledged batches not yet projected into `events` and `scores` (see _ledger.py). On SQLite
+# Acknowledged batches not yet projected into `events` and `scores` (see _inbox.py). On SQLite
 # the inbox is a file of its own beside the database, so that acknowledging a batch never waits
 # for the single writer of the main file, which the projector holds while it re-scores.
 _INBOX_SCHEMA = [

@@ -1,0 +1,93 @@
+"""Events per day and citizens per class for /api/stats: counted once from the tables, then kept
+up to date by the writes of this process. Each write collects what it changes (events stored or
+voided per day; each re-scored citizen's old and new class) and adds it when it commits. The
+counts hold for one ledger generation; a write by another process (PostgreSQL, `db load`) leaves
+them behind it, and they are counted again."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+
+class Counts:
+    """The Ledger's statistics (a mixin over its database and write lock)."""
+
+    def counts(self) -> tuple[dict[int, int], list[int]]:
+        """Events per day (voided ones left out) and scored citizens per class index."""
+        db = self.db
+        gen = int(db.get_meta("ledger_gen", "0"))
+        with self._counts_lock:
+            counts = self._counts
+            if counts is not None and counts.gen == gen:
+                return dict(counts.days), list(counts.classes)
+        # Counted under the write lock: no write runs meanwhile, and every write after it keeps
+        # the counts up to date (a count taken beside a running write would be behind it at once).
+        with self.write() as cur:
+            gen = int(db.get_meta("ledger_gen", "0", cur))
+            days = {int(d): int(n) for d, n in db.execute(
+                "SELECT day, COUNT(*) FROM events WHERE voided = 0 GROUP BY day", (), cur)}
+            classes = [0] * len(self.class_names)
+            for idx, n in db.execute("SELECT class_idx, COUNT(*) FROM scores GROUP BY class_idx", (), cur):
+                classes[int(idx)] += int(n)
+            with self._counts_lock:
+                self._counts = Tally(gen, dict(days), list(classes))
+        return days, classes
+
+    def _count_days(self, days: pl.Series, sign: int) -> None:
+        if self._delta is not None and len(days):
+            for day, n in pl.DataFrame({"day": days}).group_by("day").len().iter_rows():
+                self._delta.days[int(day)] = self._delta.days.get(int(day), 0) + sign * int(n)
+
+    def _count_classes(self, cur, new: pl.DataFrame, old: pl.DataFrame | None = None) -> None:
+        """Count the class moves of the citizens in `new` (citizen_id, class_idx) about to be written;
+        `old` (citizen_id, old): their rows in `scores` now, read here when not given."""
+        delta = self._delta
+        if delta is None or new.height == 0:
+            return
+        if old is None:
+            db = self.db
+            old = db.frame(f"SELECT citizen_id, class_idx FROM scores WHERE {db.any_of('citizen_id')}",
+                           (db.list_param(new["citizen_id"]),), {"citizen_id": pl.String, "old": pl.Int32}, cur)
+        n = len(delta.classes)
+        delta.classes += np.bincount(new["class_idx"].to_numpy(), minlength=n)[:n]
+        delta.classes -= np.bincount(old["old"].to_numpy(), minlength=n)[:n]
+
+    def _begin_counts(self) -> None:
+        counts = self._counts
+        self._delta = None if counts is None else TallyChange(counts, len(self.class_names))
+
+    def _end_counts(self, committed: bool) -> None:
+        delta, self._delta = self._delta, None
+        if delta is None or not committed or delta.gen is None:
+            return
+        with self._counts_lock:
+            counts = self._counts
+            if counts is not delta.counts or counts.gen != delta.gen - 1:
+                return
+            for day, n in delta.days.items():
+                counts.days[day] = counts.days.get(day, 0) + n
+                if counts.days[day] == 0:
+                    del counts.days[day]
+            counts.classes = [int(a + b) for a, b in zip(counts.classes, delta.classes, strict=True)]
+            counts.gen = delta.gen
+
+
+class Tally:
+    """Events per day and citizens per class index, as of ledger generation `gen`."""
+
+    def __init__(self, gen: int, days: dict[int, int], classes: list[int]):
+        self.gen = gen
+        self.days = days
+        self.classes = classes
+
+
+class TallyChange:
+    """What one write changes in `counts`; `gen`: the generation it brings them to (set by _bump)."""
+
+    def __init__(self, counts: Tally, n_classes: int):
+        self.counts = counts
+        self.days: dict[int, int] = {}
+        self.classes = np.zeros(n_classes, dtype=np.int64)
+        self.gen: int | None = None
+        self.valid = True

@@ -1,0 +1,150 @@
+"""The score cache: each process keeps the engine's ScoreState of the whole ledger in memory (built
+from the ledger at start), applies each projected batch to it (cost grows with the batch, not the
+ledger) and writes only the touched citizens' scores and class changes.
+
+The state stays exact: every write to the ledger bumps `ledger_gen` in the meta table in its own
+transaction; the state is valid for the generation it was brought to, a write first checks it
+(another process may have written: PostgreSQL, `db load`) and rebuilds it from the ledger when
+it is behind, a write that is rolled back drops it, and a citizen with a voided event (an upheld
+appeal) is re-scored from their ledger, since the state cannot take an event out."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from socialcredit.engine import BIRTHS_SCHEMA, ScoreState, score_ledger
+from socialcredit.events import EVENT_SCHEMA
+from socialcredit.service._db import EVENT_COLUMNS
+
+_BUILD_CHUNK = 500_000  # ledger rows read at a time when the scoring state is rebuilt
+
+
+class ScoreCache:
+    """The Ledger's scores (a mixin over its database, compiled policy and service day)."""
+
+    def _sync(self, cur) -> ScoreState:
+        """The incremental state, up to date with the ledger as of this transaction."""
+        gen = int(self.db.get_meta("ledger_gen", "0", cur))
+        day = int(self.db.get_meta("day", "0", cur))
+        if self._state is None or self._state_gen != gen or self._state.as_of != day:
+            self._state = None
+            self._day = day
+            self._state = self._build(cur, day)
+            self._dirty = set()
+            self._state_gen = gen
+        return self._state
+
+    def _build(self, cur, day: int) -> ScoreState:
+        """The state of the whole ledger (voided events left out), read in chunks."""
+        state = ScoreState(self.compiled, as_of=day, births=self._births(cur))
+        cur.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE voided = 0"))
+        while True:
+            chunk = cur.fetchmany(_BUILD_CHUNK)
+            if not chunk:
+                break
+            state.apply(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
+        return state
+
+    def _births(self, cur, citizen_ids: pl.Series | None = None) -> pl.DataFrame | None:
+        """The register of births (of these citizens), None when the policy has no min_age."""
+        if not self.compiled.policy.min_age:
+            return None
+        db = self.db
+        if citizen_ids is None:
+            return db.frame("SELECT citizen_id, birth_day FROM births", (), BIRTHS_SCHEMA, cur)
+        return db.frame(f"SELECT citizen_id, birth_day FROM births WHERE {db.any_of('citizen_id')}",
+                        (db.list_param(citizen_ids),), BIRTHS_SCHEMA, cur)
+
+    def births_of(self, citizen_id: str) -> pl.DataFrame | None:
+        """This citizen's row of the register of births, None when the policy has no min_age."""
+        return self._births(None, pl.Series([citizen_id]))
+
+    def scored_from(self, citizen_id: str) -> int | None:
+        """The first day the policy scores this citizen, None when it scores them from the start."""
+        first = self.compiled.scored_from(pl.Series([citizen_id]), self.births_of(citizen_id))
+        return None if first is None or first[0] <= 0 else int(first[0])
+
+    def _score_new(self, cur, state: ScoreState, events: pl.DataFrame) -> None:
+        """Apply events just stored (each once) to the state; write the touched citizens' scores."""
+        if events.height == 0:
+            return
+        ids = events["citizen_id"].unique()
+        self._mutated = True
+        _, before = state.score_of(ids)  # citizens first seen now start with no points
+        state.apply(events)
+        self._write_scores(cur, state, ids, before)
+
+    def _write_scores(self, cur, state: ScoreState, ids: pl.Series, before: np.ndarray) -> None:
+        score, after = state.score_of(ids)
+        # In key order: the upsert then walks the scores index front to back. A citizen not of the
+        # policy's age has no score (and, the day going only forward, had none before).
+        new = (pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before})
+               .filter(pl.col("class_idx") >= 0).sort("citizen_id"))
+        if self._dirty:
+            dirty = new["citizen_id"].is_in(list(self._dirty))
+            if dirty.any():
+                self.rescore(cur, new["citizen_id"].filter(dirty))
+                new = new.filter(~dirty)
+        if new.height == 0:
+            return
+        self._count_classes(cur, new)
+        names = pl.Series(self.class_names, dtype=pl.String)
+        new = new.with_columns(**{"class": names.gather(new["class_idx"])},
+                               as_of=pl.lit(self.day, pl.Int32))
+        changed = new.filter(pl.col("class_idx") != pl.col("old"))
+        if changed.height:
+            self.db.insert_frame(cur, "class_history",
+                                 changed.select("citizen_id", day="as_of", class_idx="class_idx"))
+        self.db.insert_frame(cur, "scores", new.select("citizen_id", "score", "class", "class_idx", "as_of"),
+                             conflict="ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, "
+                                      "class = excluded.class, class_idx = excluded.class_idx, "
+                                      "as_of = excluded.as_of")
+
+    def rescore(self, cur, citizen_ids: pl.Series, *, fresh: pl.DataFrame | None = None) -> None:
+        """Re-score these citizens from their whole ledger, as of the service day, in `cur`.
+
+        The slow path, for citizens the incremental state cannot score (an event voided).
+        `fresh`: events just stored, all of them; citizens without a score yet have no other
+        events (every write re-scores the citizens it touches), so their ledger is not read back.
+        """
+        if len(citizen_ids) == 0:
+            return
+        db = self.db
+        ids = db.list_param(citizen_ids)
+        old = db.frame(f"SELECT citizen_id, class_idx FROM scores WHERE {db.any_of('citizen_id')}",
+                       (ids,), {"citizen_id": pl.String, "old": pl.Int32}, cur)
+        read = citizen_ids if fresh is None else old["citizen_id"]
+        ledger = db.frame(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
+                          f"WHERE voided = 0 AND {db.any_of('citizen_id')}", (db.list_param(read),),
+                          EVENT_SCHEMA, cur)
+        if fresh is not None:
+            first_seen = fresh.filter(~pl.col("citizen_id").is_in(old["citizen_id"].implode()))
+            ledger = pl.concat([ledger, first_seen.select(EVENT_COLUMNS).cast(EVENT_SCHEMA)])
+        new = self._scores(ledger, citizen_ids, cur)
+        self._count_classes(cur, new, old)
+        changed = (new.join(old, on="citizen_id", how="left")
+                   .filter(pl.col("class_idx") != pl.col("old").fill_null(self.start_class)))
+        if changed.height:
+            db.insert_frame(cur, "class_history", changed.select("citizen_id", day="as_of", class_idx="class_idx"))
+        db.insert_frame(cur, "scores", new, conflict=(
+            "ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, class = excluded.class, "
+            "class_idx = excluded.class_idx, as_of = excluded.as_of"))
+
+    def _scores(self, ledger: pl.DataFrame, citizen_ids: pl.Series, cur) -> pl.DataFrame:
+        """Score and class per citizen (of age), as of the service day."""
+        c = self.compiled
+        births = self._births(cur, citizen_ids)
+        result = score_ledger(c, ledger, as_of=self.day, births=births)
+        scored = result.scores.with_columns(class_idx=pl.col("class").to_physical().cast(pl.Int32),
+                                            **{"class": pl.col("class").cast(pl.String)})
+        # Citizens whose every event was voided are back at the start (if of age).
+        alone = pl.DataFrame({"citizen_id": citizen_ids.unique()}).join(scored, on="citizen_id", how="anti")
+        first = c.scored_from(alone["citizen_id"], births)
+        if first is not None:
+            alone = alone.filter(pl.Series(first <= self.day))
+        start = alone.with_columns(score=pl.lit(c.policy.start, pl.Int64),
+                                   **{"class": pl.lit(self.class_names[self.start_class])},
+                                   class_idx=pl.lit(self.start_class, pl.Int32))
+        return (pl.concat([scored, start], how="diagonal_relaxed")
+                .select("citizen_id", "score", "class", "class_idx", as_of=pl.lit(self.day, pl.Int32)))
