@@ -8,10 +8,11 @@ from typer.testing import CliRunner
 
 from socialcredit import analysis
 from socialcredit.analysis import ReportError, write_report
+from socialcredit.analysis._report import interval, number
 from socialcredit.cli import app
 
 SECTIONS = ["Overview", "Score distribution at the end", "Who falls into D and why", "Rewards and sanctions over time",
-            "Wrongful penalties", "Behaviour change", "Inequality", "Policy audit", "Policies side by side",
+            "Wrongful penalties", "Behaviour change", "Lives", "Inequality", "Policy audit", "Policies side by side",
             "How this run compares with the published record", "Method"]
 
 
@@ -81,7 +82,7 @@ def test_every_section_and_plot_renders_in_chromium(compared, page, tmp_path):
     rendered = page.locator(".js-plotly-plot:has(svg.main-svg)")
     assert plots.count() >= 18
     assert rendered.count() == plots.count()
-    for section in page.locator("section").all()[:7]:  # every data section has at least one plot
+    for section in page.locator("section").all()[:8]:  # every data section has at least one plot
         assert section.locator(".js-plotly-plot").count() >= 1
     assert page.errors == []
     assert remote == []
@@ -105,8 +106,12 @@ def _paragraphs(path) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
 
 
-def _pct(x: float, digits: int = 1) -> str:
-    return f"{100 * x:.{digits}f}%"
+def _share(k: int, n: int) -> str:
+    """k of n as the report shows it: the share and its 95% Wilson interval (scipy's, worked out here)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return interval(k / n, ci.low, ci.high)
 
 
 def test_the_report_states_the_numbers_of_its_own_run(runs, compared):
@@ -121,8 +126,9 @@ def test_the_report_states_the_numbers_of_its_own_run(runs, compared):
     scored = citizens.filter(pl.col("class").is_not_null())
     assert scored.height == 20_000
 
-    d_share = (scored["class"] == "D").mean()
-    assert f"At the end, {_pct(d_share)} of the scored citizens are in the bottom class (D)" in text
+    in_d = int((scored["class"] == "D").sum())
+    assert (f"At the end, {_share(in_d, scored.height)} of the scored citizens are in the bottom class (D); "
+            f"the lowest class anyone holds is D ({_share(in_d, scored.height)})") in text
     median, low, high = scored["score"].median(), scored["score"].min(), scored["score"].max()
     assert f"Median {median}, range {low} to {high}." in text
 
@@ -136,14 +142,18 @@ def test_the_report_states_the_numbers_of_its_own_run(runs, compared):
     wrongful = events.filter(pl.col("citizen_id") != pl.col("actor_id"))
     assert wrongful.height > 0
     assert (f"In scored regions, {wrongful.height:,} of {events.height:,} observed events "
-            f"({_pct(wrongful.height / events.height, 3)}) were attributed to someone who did not do it") in text
+            f"({_share(wrongful.height, events.height)}) were attributed to someone who did not do it") in text
     lost = wrongful.group_by("citizen_id").agg(pl.col("state_points").sum()).filter(pl.col("state_points") < 0)
     assert (f"{lost.height:,} innocent citizens lost {-lost['state_points'].sum():,} points") in text
 
-    top = scored.filter(pl.col("class") == "AAA")  # none may reach it in 60 days: the report says n/a
-    top_share = _pct(top["bot"].mean()) if top.height else "n/a"
-    assert (f"Bot users are {top_share} of the top class against {_pct(scored['bot'].mean())} "
-            "of everyone") in text
+    top = scored.filter(pl.col("class") == "AAA")
+    everyone = number(scored["bot"].mean(), "share")
+    if top.height:
+        assert f"Bot users are {_share(int(top['bot'].sum()), top.height)} of the top class" in text
+        assert f"against {everyone} of everyone" in text
+    else:  # nobody may reach it in 60 days: the report says so, and gives no share of nobody
+        assert (f"Nobody reached the top class (AAA) by the end, so it holds no bot users; they are {everyone} "
+                "of everyone.") in text
 
 
 def test_the_record_section_sets_the_run_beside_the_published_figures(runs, compared):
@@ -182,7 +192,7 @@ def test_a_rollout_run_reports_its_phases(tmp_path):
     scored = daily.group_by("day").agg(pl.sum_horizontal(classes).sum().alias("n")).sort("day")["n"].to_numpy()
     for first, last, start, end in ((0, 365, "2018-01-01", "2018-12-31"), (365, 730, "2019-01-01", "2019-12-31"),
                                     (730, 1096, "2020-01-01", "2020-12-31")):
-        share = _pct(scored[first:last].mean() / 3000)
+        share = number(scored[first:last].mean() / 3000, "share")
         assert f"{start} {end} {share}" in text, (start, share)
     assert scored[729] < 0.1 * 3000 < 0.9 * 3000 < scored[730]  # the pilots, then the nation
 
@@ -210,9 +220,9 @@ def test_a_sweep_of_the_gaming_settings_gives_the_sensitivity_table(runs, tmp_pa
     assert "Sensitivity: the top class and its bots" in text
     mean = gamed.filter(pl.col("behaviour.savvy_share") == 0.3)["top_share"].to_numpy()
     volunteers = gamed.filter(pl.col("behaviour.savvy_share") == 0.3)["top_volunteer_share"].mean()
-    assert (f"0.3 0.3 2 {_pct(mean.mean(), 2)} ({_pct(mean.min(), 2)}-{_pct(mean.max(), 2)}) 100% "
-            f"{_pct(volunteers, 0)} ") in text
-    assert "0 0.1 2 0.00% (0.00%-0.00%) nobody at the top nobody at the top 0 " in text
+    assert (f"0.3 0.3 2 {number(mean.mean(), 'share')} ({number(mean.min(), 'share')} to "
+            f"{number(mean.max(), 'share')}) 100% {number(volunteers, 'share')} ") in text
+    assert "0.0 0.1 2 0% (0% to 0%) nobody at the top nobody at the top 0 " in text
     result = CliRunner().invoke(app, ["report", str(runs[0]), "--out", str(tmp_path / "x.html"),
                                       "--sweep", str(tmp_path)])
     assert result.exit_code == 1 and "not a sweep folder" in result.output
@@ -257,3 +267,57 @@ def test_the_report_says_what_each_consequence_does_from_the_run_policies(runs, 
                 assert f"{policy.name} {c.name} {kind} {covers} {c.effect} {params} {c.held_days}" in text, c.name
                 rows += 1
     assert rows == 13  # taz-2018's 4 benefits and 5 sanctions, sesame's 4 perks
+
+
+def test_intervals_wilson_for_a_share_exact_conditional_for_a_ratio_of_rates():
+    import math
+
+    from scipy.stats import beta
+
+    from socialcredit.analysis._metrics import rate_ratio_interval, share_interval
+
+    # Wilson's closed form, at k = 3 of n = 40.
+    z, k, n = 1.959963984540054, 3, 40
+    centre, half = (k + z * z / 2) / (n + z * z), z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    assert share_interval(k, n) == pytest.approx((centre - half, centre + half))
+    assert share_interval(0, 10)[0] == 0 and share_interval(0, 10)[1] > 0
+    # 2 of 3 against 1 of 1,000: the first group's part of the 3 events, Clopper-Pearson, mapped to the ratio.
+    low, high = beta.ppf(0.025, 2, 2), beta.ppf(0.975, 3, 1)
+    assert rate_ratio_interval(2, 3, 1, 1000) == pytest.approx(
+        (low / (1 - low) * 1000 / 3, high / (1 - high) * 1000 / 3))
+    assert math.isinf(rate_ratio_interval(4, 100, 0, 100)[1])
+    assert all(map(math.isnan, rate_ratio_interval(0, 100, 0, 100)))
+
+
+def test_ratios_between_groups_carry_their_intervals(runs, compared):
+    """The wrongful-penalty ratios, worked out here from citizens.parquet: innocents hit per group,
+    against the reference group, with the exact conditional interval."""
+    import polars as pl
+    from scipy.stats import binomtest
+
+    taz, _ = runs
+    text = _paragraphs(compared)
+    groups = (pl.read_parquet(taz / "citizens.parquet").group_by("group")
+              .agg(n=pl.len(), k=(pl.col("wrongful_points") < 0).sum()).sort("group"))
+    (_, n0, k0), *others = groups.rows()
+    assert k0 > 0
+    parts = []
+    for name, n, k in others:
+        ci = binomtest(k, k + k0).proportion_ci(0.95, method="exact")
+        limits = [p / (1 - p) * n0 / n if p < 1 else float("inf") for p in (ci.low, ci.high)]
+        parts.append(f"{interval((k / n) / (k0 / n0), *limits, 'ratio')} in '{name}'")
+    assert f"Against the reference group 'reference', innocents were hit {', '.join(parts)} as often." in text
+    assert "n/a" not in text
+
+
+def test_the_wrongful_notes_say_what_happened_not_what_a_sample_might_miss(tmp_path):
+    """With every event recorded and no false match, the report says there was none; it does not blame
+    a sample. Neutral notes are not styled as caveats."""
+    from socialcredit.simulation import simulate
+
+    run = simulate(population=3000, days=20, seed=3, out=tmp_path / "run", events="all", overrides={"sensors.fmr": 0.0})
+    page = write_report(run.path).read_text(encoding="utf-8")
+    section = page[page.index('<section id="wrongful">'):page.index('<section id="behaviour">')]
+    assert ('<p class="note note-info"><span class="note-kind">Note:</span> No camera match in this run named the '
+            "wrong person") in section
+    assert "sample" not in section and "note-caveat" not in section

@@ -6,9 +6,11 @@ simulation._run.daily_frame) and returns a small DataFrame; nothing here reads f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import polars as pl
+from scipy import stats
 
 from socialcredit.policy import Policy
 from socialcredit.simulation._kinds import KIND_NAMES
@@ -26,6 +28,52 @@ CONSEQUENCES = {  # daily counter -> what a reader calls it
     "admissions_hurt": "admissions hurt by a parent's class",
 }
 AGE_BANDS = ((0, "0-17"), (18, "18-29"), (30, "30-44"), (45, "45-59"), (60, "60+"))
+LEVEL = 0.95  # of every interval the report shows
+
+
+def share_interval(k: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of the share `k` of `n` (NaN, NaN when `n` is 0).
+
+    Wilson rather than the normal approximation: it stays inside [0, 1] and is not empty at k = 0.
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(LEVEL, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def rate_ratio_interval(k1: int, n1: int, k0: int, n0: int) -> tuple[float, float]:
+    """The 95% exact conditional interval of the ratio of two rates, (k1 / n1) / (k0 / n0).
+
+    Given the k1 + k0 events of both groups, k1 is binomial with p = n1 R / (n1 R + n0) when the
+    events are rare within each group (Poisson counts); the Clopper-Pearson limits of p, mapped back
+    to R, are exact for any counts, zeros included (the upper limit is infinite when k0 is 0).
+    NaN, NaN where there is no event at all.
+    """
+    if k1 + k0 <= 0 or n1 <= 0 or n0 <= 0:
+        return math.nan, math.nan
+    ci = stats.binomtest(int(k1), int(k1 + k0)).proportion_ci(LEVEL, method="exact")
+
+    def ratio(p: float) -> float:
+        return math.inf if p >= 1 else p / (1 - p) * n0 / n1
+
+    return ratio(ci.low), ratio(ci.high)
+
+
+def with_share_intervals(frame: pl.DataFrame, count: str, total: str, share: str) -> pl.DataFrame:
+    """Add `{share}_low` and `{share}_high`: each row's Wilson interval of `count` of `total`."""
+    limits = [share_interval(k or 0, n or 0) for k, n in zip(frame[count], frame[total], strict=True)]
+    return frame.with_columns(pl.Series(f"{share}_low", [lo for lo, _ in limits], pl.Float64),
+                              pl.Series(f"{share}_high", [hi for _, hi in limits], pl.Float64))
+
+
+def with_ratio_intervals(frame: pl.DataFrame, count: str, total: str, ratio: str) -> pl.DataFrame:
+    """Add `{ratio}_low` and `{ratio}_high`: each row's rate, `count` of `total`, against the first
+    row's, as an exact conditional interval (`rate_ratio_interval`)."""
+    k0, n0 = (frame[count][0] or 0, frame[total][0] or 0) if frame.height else (0, 0)
+    limits = [rate_ratio_interval(k or 0, n or 0, k0, n0) for k, n in zip(frame[count], frame[total], strict=True)]
+    return frame.with_columns(pl.Series(f"{ratio}_low", [lo for lo, _ in limits], pl.Float64),
+                              pl.Series(f"{ratio}_high", [hi for _, hi in limits], pl.Float64))
 
 
 def _lazy(frame: Frame) -> pl.LazyFrame:
@@ -125,7 +173,8 @@ def wrongful_by_kind(daily: Frame) -> pl.DataFrame:
 
 def wrongful_by_group(citizens: Frame, policies: Mapping[str, Policy]) -> pl.DataFrame:
     """Per demographic group: innocents who lost points to false matches, points lost, and citizens
-    in a lower class only because of them; rates, and ratios to the first (reference) group.
+    in a lower class only because of them; rates, and ratios to the first (reference) group, each
+    with its 95% interval (`_low`, `_high`).
 
     `wrongful_points` is what false attributions did to a citizen's state score. A citizen is pushed
     down when the score without them falls in a better class and no class cap holds them anyway.
@@ -144,8 +193,12 @@ def wrongful_by_group(citizens: Frame, policies: Mapping[str, Policy]) -> pl.Dat
             hit_rate=pl.col("innocents_hit") / pl.col("citizens"),
             points_per_1000=1000 * pl.col("points_lost") / pl.col("citizens"),
             pushed_rate=pl.col("pushed_down") / pl.col("citizens")))
-    return out.with_columns(
+    out = out.with_columns(
         (pl.col(c) / pl.col(c).first()).alias(f"{c}_ratio") for c in ("hit_rate", "pushed_rate")).collect()
+    for count, rate in (("innocents_hit", "hit_rate"), ("pushed_down", "pushed_rate")):
+        out = with_ratio_intervals(with_share_intervals(out, count, "citizens", rate), count, "citizens",
+                                   f"{rate}_ratio")
+    return out
 
 
 def deterrence(daily: Frame, kinds: list[str], *, first_days: int = 14, last_days: int = 28) -> pl.DataFrame:
@@ -170,13 +223,16 @@ def complaints_weekly(daily: Frame, *, first_weeks: int = 2) -> pl.DataFrame:
 
 
 def bots_among_top(citizens: Frame, top_classes: list[str]) -> pl.DataFrame:
-    """Bot users' share in the top class(es) and in the scored population, and their ratio."""
+    """Bot users' share in the top class(es) (with its 95% interval) and in the scored population,
+    and their ratio."""
     scored = _lazy(citizens).filter(pl.col("class").is_not_null())
     out = scored.select(
         top_citizens=pl.col("class").is_in(top_classes).sum(),
+        top_bots=(pl.col("bot") & pl.col("class").is_in(top_classes)).sum(),
         top_share=pl.col("bot").filter(pl.col("class").is_in(top_classes)).mean(),
         population_share=pl.col("bot").mean()).collect()
-    return out.with_columns(ratio=pl.col("top_share") / pl.col("population_share"))
+    return (out.with_columns(ratio=pl.col("top_share") / pl.col("population_share"))
+            .pipe(with_share_intervals, "top_bots", "top_citizens", "top_share"))
 
 
 def with_age_band(citizens: Frame) -> pl.LazyFrame:
@@ -212,13 +268,15 @@ def admission_by_parent_class(citizens: Frame, ages: list[int]) -> pl.DataFrame:
 
 def misidentified_by_group(events: Frame, citizens: Frame) -> pl.DataFrame:
     """Per demographic group of the person a camera really saw: camera events, those pinned on someone
-    else, the rate, and its ratio to the first group (the face-recognition error differential)."""
+    else, the rate, and its ratio to the first group (the face-recognition error differential), each
+    with its 95% interval (`_low`, `_high`)."""
     groups = _lazy(citizens).select(actor_id="citizen_id", group="group")
     out = (_lazy(events).filter(pl.col("source") == "camera").select("actor_id", "wrongful")
            .join(groups, on="actor_id").group_by("group")
            .agg(events=pl.len(), wrongful=pl.col("wrongful").sum()).sort("group")
            .with_columns(rate=pl.col("wrongful") / pl.col("events")))
-    return out.with_columns(ratio=pl.col("rate") / pl.col("rate").first()).collect()
+    out = out.with_columns(ratio=pl.col("rate") / pl.col("rate").first()).collect()
+    return with_ratio_intervals(with_share_intervals(out, "wrongful", "events", "rate"), "wrongful", "events", "ratio")
 
 
 def camera_confidence(events: Frame, *, width: float = 0.005) -> pl.DataFrame:
