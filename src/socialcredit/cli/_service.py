@@ -132,11 +132,13 @@ def db_load(
     service = _open(db, policy)
     try:
         loaded = service.load_run(run_dir)
-        name = service.policy.name
+        name, day, date = service.policy.name, service.day, service.date
     finally:
         service.close()
     out.print(f"loaded {loaded['citizens']:,} citizens and {loaded['events']:,} events from {run_dir} "
-              f"into {_shown(db)} (policy '{name}', {origin})", highlight=False, soft_wrap=True)
+              f"into {_shown(db)} (policy '{name}', {origin}); the service day is {day} ({date}): "
+              "`serve --clock simulated` answers as of it, `serve` on the wall clock as of today",
+              highlight=False, soft_wrap=True)
 
 
 def keys_create(
