@@ -17,7 +17,7 @@ ALLOWED = {
     "events": {"agency", "security", "platform"},
     "citizen": set(ROLES),
     "history": {"citizen", "agency", "security", "analyst"},
-    "lookups": {"citizen", "analyst"},
+    "lookups": {"citizen", "agency", "security"},  # the grants with "lookups"
     "profile": {"agency", "security"},
     "appeal": set(),  # taz-2018 has no appeals
     "decision": {"agency"},  # allowed, then 404: there is no appeal 1
@@ -138,10 +138,11 @@ def test_accountable_grants_class_only_with_a_purpose(run_world):
 
 
 def test_the_grant_rules_in_process_a_citizen_needs_no_purpose_and_reads_only_themself():
-    """Access.grant directly: a citizen's own look-up needs no purpose even where the grant asks
-    one of others; another citizen is refused with the reason; a bank must state its purpose."""
+    """Access.permit directly: a citizen's own look-up needs no purpose even where the grant asks
+    one of others; another citizen is refused with the reason; a bank must state a purpose that says
+    something; a decision is its role's alone."""
     from socialcredit.policy import load_policy
-    from socialcredit.service._access import Access
+    from socialcredit.service._access import DISCLOSURES, Access
     from socialcredit.service._errors import Forbidden
     from socialcredit.service._keys import ApiKey
 
@@ -150,13 +151,17 @@ def test_the_grant_rules_in_process_a_citizen_needs_no_purpose_and_reads_only_th
     policy = policy.model_copy(update={"grants": [citizen_grant.model_copy(update={"purpose_required": True}),
                                                   *[g for g in policy.grants if g.role != "citizen"]]})
     access = Access(policy)
+    lookup, loan = DISCLOSURES["lookup"], DISCLOSURES["loan"]
     me = ApiKey("me", "citizen", "c-1", ())
-    assert access.grant(me, "c-1", None, "a look-up").role == "citizen"
+    assert access.permit(me, "c-1", None, lookup).role == "citizen"
     with pytest.raises(Forbidden) as caught:
-        access.grant(me, "c-2", None, "a look-up")
+        access.permit(me, "c-2", None, lookup)
     assert str(caught.value) == "a citizen key may read only its own citizen"
     bank = ApiKey("bank", "bank", None, ())
-    for purpose in (None, "", "  "):  # taz-2018 asks banks for a purpose
+    for purpose in (None, "", "  ", " .", "ok", "a b"):  # taz-2018 asks banks for a purpose
         with pytest.raises(Forbidden, match="role 'bank' must state a purpose"):
-            access.grant(bank, "c-1", purpose, "a look-up")
-    assert access.grant(bank, "c-1", "mortgage", "a look-up").role == "bank"
+            access.permit(bank, "c-1", purpose, lookup)
+    assert access.permit(bank, "c-1", "mortgage", lookup).role == "bank"
+    assert access.permit(bank, "c-1", "a-b-c", loan).role == "bank"
+    with pytest.raises(Forbidden, match="the loan quote is for bank keys, not 'citizen'"):
+        access.permit(me, "c-1", None, loan)

@@ -304,7 +304,7 @@ def test_the_lean_lookup_route_answers_as_the_documented_one(send, client, keys)
     assert client.get(url, headers=auth(keys["bank"], "x" * 501)).status_code == 422
     assert client.get(url, headers={"Authorization": "Bearer   "}).status_code == 401
     assert client.get(url, headers=auth(keys["bank"])).status_code == 403
-    assert client.get("/api/citizens/nobody", headers=auth(keys["bank"], "m")).status_code == 404
+    assert client.get("/api/citizens/nobody", headers=auth(keys["bank"], "mortgage")).status_code == 404
     assert list(client.get("/openapi.json").json()["paths"][url.replace(CITIZEN, "{citizen_id}")]) == ["get"]
     log = client.get(url + "/lookups", headers=auth(keys["citizen"])).json()["lookups"]
     assert [(e["who"], e["purpose"]) for e in log] == [("bank", "mortgage")]

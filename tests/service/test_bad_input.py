@@ -47,8 +47,8 @@ def test_bad_rows_are_named_and_nothing_is_stored(send, service, rows, row, fiel
     (b'[{"event_id": "a"},\n {"event_id": }]', None, "malformed JSON at line 2, column 15: Expecting value"),
     (b"{not json}", 1, "row 1: malformed JSON at column 2: Expecting property name enclosed in double quotes"),
     (b'{"a": 1}\n\n[', 2, "row 2: malformed JSON at column 2: Expecting value"),  # blank lines are no rows
-    (b"\xff\xfe", None, "body is not UTF-8 (byte 0)"),
-    (b'[{"event_id": "caf\xc3\xa9\xff"}]', None, "body is not UTF-8 (byte 20)"),
+    (b"\xff\xfe", 1, "row 1: body is not UTF-8 (byte 0, line 1)"),
+    (b'[{"event_id": "caf\xc3\xa9\xff"}]', 1, "row 1, field event_id: not UTF-8 (byte 20 of the body)"),
     (b"", None, "empty body: send a JSON array or NDJSON lines of events"),
     (b"  \n ", None, "empty body: send a JSON array or NDJSON lines of events"),
     (b"42", 1, "row 1: expected a JSON object, got a number"),

@@ -1,42 +1,51 @@
-"""Every disclosure and decision endpoint, under every preset whose grants reach it: an answered call
-writes exactly one look-up log row (who, role, purpose, the fields it disclosed, endpoint), which the
-citizen sees in /lookups; where the grant requires a purpose, a missing or blank one is refused and
-nothing is logged, and where it does not, the call is answered without one.
+"""Grants decide every disclosure: every role against every endpoint about a citizen, under every
+preset (the grant matrix). An answered call shows exactly the grant's fields of what the endpoint
+can show, and writes one look-up log row with those fields, which the citizen sees in /lookups; a
+refused call writes one refusal row with its reason, which the citizen sees too; where the grant
+requires a purpose, a missing, blank or meaningless one is refused.
 
-Over the suite's simulated runs, loaded by `socialcredit db load`; the citizen looked up is the one
-in the run's lowest class with the most camera events.
+The expected answers are worked out here from the policy's grants with the README's rules, not
+with the service's own table (access.DISCLOSURES), which test_the_readme_table_is_the_disclosure_table
+checks against the README. Over the suite's simulated runs, loaded by `socialcredit db load`; the
+citizen looked up is the one in the run's lowest class with the most camera events.
 """
+
+import re
+from pathlib import Path
 
 import pytest
 
-from socialcredit.policy import load_policy
+from socialcredit.policy import ROLES, load_policy
 
 from .conftest import close_world, open_world
 
-# (preset, endpoint, role): a role whose grant under the preset lets it call the endpoint. Whether
-# a purpose is required comes from the grant; the table holds both kinds (checked below).
-REACHABLE = [
-    *[(preset, endpoint, role) for preset in ("taz-2018", "rongcheng") for endpoint, role in [
-        ("lookup", "citizen"), ("lookup", "bank"), ("lookup", "airline"), ("lookup", "analyst"),
-        ("lookup", "agency"), ("history", "citizen"), ("history", "agency"), ("history", "security"),
-        ("profile", "agency"), ("profile", "security"), ("lookups", "analyst"), ("gate", "security"),
-        ("flight", "airline"), ("loan", "bank")]],
-    ("accountable", "lookup", "citizen"), ("accountable", "lookup", "bank"),
-    ("accountable", "lookup", "analyst"), ("accountable", "history", "citizen"),
-    ("accountable", "profile", "citizen"), ("accountable", "lookups", "analyst"),
-    ("accountable", "flight", "airline"), ("accountable", "loan", "bank"),
-]
-# Grants that do not reach an endpoint: refused, and nothing logged.
-UNREACHABLE = [("taz-2018", "profile", "employer"), ("taz-2018", "history", "bank"),
-               ("taz-2018", "profile", "citizen"), ("accountable", "gate", "security"),
-               ("accountable", "history", "agency"), ("accountable", "profile", "agency"),
-               ("accountable", "lookup", "employer")]
-BLANK = {"missing": None, "empty": "", "spaces": "   ", "tab": "\t"}
+PRESETS = ("taz-2018", "rongcheng", "accountable")
+ENDPOINTS = ("lookup", "history", "lookups", "profile", "gate", "flight", "loan")
+# What each endpoint can show (README: "discloses"); a decision's role always gets the decision.
+CAN_SHOW = {"lookup": ("score", "class", "benefits", "sanctions", "reasons", "blacklist"),
+            "history": ("reasons", "history"), "lookups": ("lookups",), "profile": ("profile", "sanctions"),
+            "gate": ("sanctions",), "flight": ("sanctions", "benefits"), "loan": ("sanctions", "benefits")}
+DECIDES = {"gate": "security", "flight": "airline", "loan": "bank"}
+BLANK = {"missing": None, "empty": "", "spaces": "   ", "tab": "\t", "a dot": " .", "two letters": "ok"}
+
+
+def expected(policy, role: str, endpoint: str) -> list[str] | None:
+    """The fields the role's grant lets it see through the endpoint (with "decision" for a
+    decision's own role), or None when the call is refused."""
+    grant = next((g for g in policy.grants if g.role == role), None)
+    if grant is None or (endpoint in DECIDES and role != DECIDES[endpoint]):
+        return None
+    shown = [f for f in CAN_SHOW[endpoint] if f in grant.fields]
+    if endpoint in DECIDES:
+        return ["decision", *shown]
+    if endpoint == "profile" and "profile" not in grant.fields:
+        return None
+    return shown or None
 
 
 @pytest.fixture(scope="module")
 def worlds(loaded_runs, tmp_path_factory):
-    """One started service per preset over a copy of its loaded run (the log only grows: tests
+    """One started service per preset over a copy of its loaded run (the logs only grow: tests
     compare what one call adds)."""
     made = {}
 
@@ -67,7 +76,8 @@ def disclosed(endpoint: str, body: dict) -> list[str]:
     shown = {
         "lookup": [f for f in ("score", "class", "benefits", "sanctions", "reasons", "blacklist") if f in body],
         "history": [f for f, key in (("reasons", "reasons"), ("history", "events")) if key in body],
-        "profile": ["profile"] if {"age_estimate", "sightings", "sightings_by_place_type"} <= set(body) else [],
+        "profile": [*(["profile"] if {"age_estimate", "sightings", "sightings_by_place_type"} <= set(body) else []),
+                    *(["sanctions"] if "flags" in body else [])],
         "lookups": ["lookups"] if "lookups" in body else [],
         "gate": ["decision", *(["sanctions"] if "because" in body else [])],
         "flight": ["decision", *(["sanctions"] if "because" in body else []),
@@ -80,74 +90,87 @@ def disclosed(endpoint: str, body: dict) -> list[str]:
     return shown
 
 
-def new_rows(world, before: int) -> list[dict]:
-    log = world.log()
-    return log[: len(log) - before]
-
-
-def one_row(world, before: int, endpoint: str, role: str) -> dict:
-    rows = new_rows(world, before)
-    assert len(rows) == 1, f"{endpoint} by {role} wrote {len(rows)} look-up log rows, not 1: {rows}"
-    return rows[0]
-
-
-def test_the_table_reaches_every_endpoint_with_and_without_a_required_purpose():
-    for preset in ("taz-2018", "rongcheng", "accountable"):
-        reachable = {e for p, e, _ in REACHABLE if p == preset}
-        expected = {"lookup", "history", "profile", "lookups", "flight", "loan"} | (
-            {"gate"} if preset != "accountable" else set())  # accountable grants security nothing
-        assert reachable == expected, preset
-    required = {(load_policy(p).grant_for(r).purpose_required, r == "citizen") for p, _, r in REACHABLE}
-    assert required == {(True, False), (False, False), (False, True)}
-
-
-@pytest.mark.parametrize(("preset", "endpoint", "role"), REACHABLE)
-def test_an_answered_call_is_logged_once_with_what_it_disclosed(worlds, preset, endpoint, role):
-    world = worlds(preset)
-    grant = world.policy.grant_for(role)
-    purpose = f"case {preset}/{endpoint}/{role}"
-    before = len(world.log())
-    r = request(world, endpoint, role, purpose)
+def logs(world) -> tuple[list[dict], list[dict]]:
+    """The citizen's look-up log and refusals, newest first, as the citizen reads them."""
+    r = world.call("GET", f"/api/citizens/{world.citizen}/lookups", "citizen")
     assert r.status_code == 200, r.text
-    fields = disclosed(endpoint, r.json())
-    assert fields, r.json()
-    # Never more than the grant; the look-up log is the citizen's and analysts' by role (README),
-    # whatever the grant's fields (no preset grants analysts "lookups").
-    assert set(fields) - {"decision", "lookups"} <= set(grant.fields)
-    row = one_row(world, before, endpoint, role)
-    assert (row["who"], row["role"], row["purpose"], row["endpoint"], row["day"]) == (
-        role, role, purpose, endpoint, world.service.day)
-    assert sorted(row["fields"]) == sorted(fields)
-    assert len(row["fields"]) == len(set(row["fields"]))
+    return r.json()["lookups"], r.json()["refused"]
+
+
+def added(world, before: tuple[list, list]) -> tuple[list[dict], list[dict]]:
+    now = logs(world)
+    return now[0][: len(now[0]) - len(before[0])], now[1][: len(now[1]) - len(before[1])]
+
+
+CELLS = [(p, e, r) for p in PRESETS for e in ENDPOINTS for r in ROLES]
+
+
+@pytest.mark.parametrize(("preset", "endpoint", "role"), CELLS)
+def test_the_grant_decides_what_each_role_gets_from_each_endpoint(worlds, preset, endpoint, role):
+    world = worlds(preset)
+    fields = expected(world.policy, role, endpoint)
+    purpose = f"case {preset}/{endpoint}/{role}"
+    before = logs(world)
+    r = request(world, endpoint, role, purpose)
+    answered, refused = added(world, before)
+    if fields is None:
+        assert r.status_code == 403, r.text
+        assert answered == []
+        assert [(x["who"], x["role"], x["purpose"], x["endpoint"], x["reason"]) for x in refused] == [
+            (role, role, purpose, endpoint, r.json()["error"])]
+        return
+    assert r.status_code == 200, r.text
+    assert sorted(disclosed(endpoint, r.json())) == sorted(fields)
+    assert refused == []
+    own_log = endpoint == "lookups" and role == "citizen"  # the citizen reading their own log is not logged
+    logged = [] if own_log else [(role, role, purpose, endpoint, sorted(fields), world.service.day)]
+    rows = [(x["who"], x["role"], x["purpose"], x["endpoint"], sorted(x["fields"]), x["day"]) for x in answered]
+    assert rows == logged
+
+
+def test_the_matrix_holds_answers_and_refusals_under_every_preset():
+    for preset in PRESETS:
+        outcomes = {expected(load_policy(preset), r, e) is None for e in ENDPOINTS for r in ROLES}
+        assert outcomes == {True, False}, preset
+    # Each kind of grant is in the matrix: with and without a required purpose, and the citizen.
+    kinds = {(g.purpose_required, g.role == "citizen") for p in PRESETS for g in load_policy(p).grants}
+    assert kinds == {(True, False), (False, False), (False, True)}
 
 
 @pytest.mark.parametrize("blank", list(BLANK))
-@pytest.mark.parametrize(("preset", "endpoint", "role"), REACHABLE)
-def test_a_missing_or_blank_purpose_is_refused_where_the_grant_requires_one(worlds, preset, endpoint,
-                                                                            role, blank):
+@pytest.mark.parametrize(("preset", "endpoint", "role"),
+                         [(p, e, r) for p, e, r in CELLS if r != "citizen"
+                          and expected(load_policy(p), r, e) is not None and e in ("lookup", "loan", "history")])
+def test_a_missing_or_meaningless_purpose_is_refused_where_the_grant_requires_one(worlds, preset, endpoint,
+                                                                                  role, blank):
     world = worlds(preset)
     grant = world.policy.grant_for(role)
-    before = len(world.log())
+    before = logs(world)
     r = request(world, endpoint, role, BLANK[blank])
-    if grant.purpose_required and role != "citizen":
+    answered, refused = added(world, before)
+    if grant.purpose_required:
         assert r.status_code == 403, r.text
-        assert f"role '{role}' must state a purpose (X-Purpose header)" in r.json()["error"]
-        assert new_rows(world, before) == []
+        assert f"role '{role}' must state a purpose (X-Purpose header" in r.json()["error"]
+        assert answered == [] and len(refused) == 1
     else:
         assert r.status_code == 200, r.text
-        row = one_row(world, before, endpoint, role)
-        assert (row["who"], row["purpose"]) == (role, None)  # a blank purpose is logged as none
-        assert sorted(row["fields"]) == sorted(disclosed(endpoint, r.json()))
+        assert len(answered) == 1 and refused == []
 
 
-@pytest.mark.parametrize(("preset", "endpoint", "role"), UNREACHABLE)
-def test_a_call_outside_the_grant_is_refused_and_not_logged(worlds, preset, endpoint, role):
-    world = worlds(preset)
-    before = len(world.log())
-    r = request(world, endpoint, role, "just looking")
-    assert r.status_code == 403, r.text
-    assert r.json()["error"]
-    assert new_rows(world, before) == []
+def test_the_readme_table_is_the_disclosure_table():
+    """The README's endpoint table says, per route, the grant fields the service's table discloses."""
+    from socialcredit.service._access import DISCLOSURES
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and re.fullmatch(r"(`[^`]*`, )*`[^`]*`|—", cells[2]):
+            for route in re.findall(r"`([^`]+)`", cells[0]):
+                rows[route] = re.findall(r"`([^`]+)`", cells[2])
+    for d in DISCLOSURES.values():
+        for route in (r for r in d.routes if r.startswith(("GET ", "POST "))):
+            assert rows.get(route) == list(d.fields), route
 
 
 def test_the_service_itself_refuses_blank_purposes(worlds):

@@ -3,9 +3,12 @@ and the inbox clean-up projects nothing twice (the projection records how far it
 
 import json
 
-from socialcredit.service import authenticate
+import pytest
 
-from .conftest import handmade_event
+from socialcredit.service import authenticate
+from socialcredit.service._errors import Conflict
+
+from .conftest import handmade_event, make_keys
 
 
 def _batches(service, n: int) -> list[bytes]:
@@ -59,8 +62,6 @@ def test_two_processes_acknowledging_at_once_lose_no_batch_on_postgresql(make_se
     Two services stand for two processes; the first is held between its insert and its commit."""
     import threading
 
-    from .conftest import make_keys
-
     first, second = make_service(url=pg_url), make_service(url=pg_url)
     secret = make_keys(first.db, tag="-pg")["agency"]
     agency = authenticate(first.db, secret)
@@ -92,3 +93,46 @@ def test_two_processes_acknowledging_at_once_lose_no_batch_on_postgresql(make_se
         pass
     stored = second.db.execute("SELECT COUNT(*) FROM events")[0][0]
     assert stored == 6  # both batches of 3
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_service(request, make_service):
+    return make_service(url=request.getfixturevalue("pg_url") if request.param == "postgresql" else None)
+
+
+@pytest.mark.parametrize(("change", "column", "stored", "sent"), [
+    ({"citizen": "c-2"}, "citizen_id", "'c-1'", "'c-2'"),
+    ({"kind": "traffic.violation"}, "kind", "'traffic.red_light'", "'traffic.violation'"),
+    ({"day": 2}, "day", "1", "2"),
+    ({"source": "courts"}, "source", "'camera'", "'courts'"),
+    ({"source_ref": "cam-9"}, "source_ref", "None", "'cam-9'"),
+    ({"confidence": 0.5}, "confidence", "1.0", "0.5"),
+])
+def test_an_event_sent_again_with_other_content_is_a_conflict(any_service, change, column, stored, sent):
+    service = any_service
+    agency = authenticate(service.db, make_keys(service.db)["agency"])
+    service.ingest(agency, json.dumps([handmade_event(1), handmade_event(2)]).encode())
+    again = json.dumps([handmade_event(3), handmade_event(2, **change)]).encode()
+    with pytest.raises(Conflict) as caught:
+        service.ingest(agency, again)
+    assert (caught.value.message, caught.value.row, caught.value.field) == (
+        f"batch: row 2, field event_id: event 'e-2' was received before with {column} {stored}, this batch says "
+        f"{sent}; an event is never changed by sending it again", 2, "event_id")
+    assert service.db.inbox.execute("SELECT COUNT(*) FROM inbox")[0][0] == 0  # refused before the acknowledgement
+    assert service.db.execute("SELECT COUNT(*) FROM events")[0][0] == 2
+
+
+def test_an_event_sent_again_unchanged_is_taken_and_stored_once(any_service):
+    service = any_service
+    agency = authenticate(service.db, make_keys(service.db)["agency"])
+    hero = {"kind": "civic.heroic_act", "source": "community"}
+    first = service.ingest(agency, json.dumps([handmade_event(1, **hero)]).encode())
+    score = service.db.execute("SELECT score FROM scores")[0][0]
+    for confidence in ({}, {"confidence": 1.0}):  # a missing confidence means 1.0
+        again = service.ingest(agency, json.dumps([handmade_event(1, **hero, **confidence),
+                                                   handmade_event(2)]).encode())
+        assert again["projected"] and again["batch"] > first["batch"]
+    assert service.db.execute("SELECT COUNT(*) FROM events")[0][0] == 2
+    assert service.db.execute("SELECT score FROM scores WHERE citizen_id = 'c-1'")[0][0] != score  # e-2 counted
+    rows = service.db.execute("SELECT event_id, batch FROM events ORDER BY event_id")
+    assert [tuple(r) for r in rows] == [("e-1", first["batch"]), ("e-2", first["batch"] + 1)]

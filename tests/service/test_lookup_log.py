@@ -1,13 +1,16 @@
 """The look-up log in-process: journal first, group commits, replay after a crash exactly once.
 
-The end-to-end SIGKILL test is in test_hot_path.py; here each step of the journal's life is checked
-directly: what is in the journal and the log database after a write, a commit, a clean stop, a crash
-at any point (including inside the journal's reset) and a failed commit.
+The end-to-end SIGKILL tests are in test_hot_path.py (SQLite) and test_crash.py (PostgreSQL); here
+each step of the journal's life is checked directly: what is in the journal and the log database
+after a write, a commit, a clean stop, a crash at any point (including inside the journal's reset)
+and a failed commit; on PostgreSQL, the journals of several servers on one database.
 """
 
 import json
 import logging
 import os
+import stat
+import threading
 
 import pytest
 
@@ -207,25 +210,123 @@ def test_a_clean_stop_commits_everything_and_leaves_nothing_to_replay(db, caplog
     assert len(_logged(db)) == 3
 
 
-def test_postgresql_keeps_no_journal_and_commits_in_groups(pg_url):
+@pytest.fixture
+def pg(pg_url, tmp_path, monkeypatch):
+    """A PostgreSQL database whose servers keep their journals under tmp_path/state."""
+    monkeypatch.setenv(_lookup_log.STATE_DIR_ENV, str(tmp_path / "state"))
     db = Database.open(pg_url)
-    log = LookupLog(db)
-    assert log._journal is None
+    yield db
+    db.close()
+
+
+def _journals(tmp_path) -> list:
+    return sorted((tmp_path / "state" / "lookup-journals").glob("*/*.journal"))
+
+
+def _offsets(db) -> dict[str, int]:
+    return {key: int(value) for key, value in db.execute("SELECT key, value FROM meta WHERE key LIKE ?", ("journal%",))}
+
+
+def test_on_postgresql_each_server_journals_to_a_file_of_its_own_and_a_clean_stop_deletes_it(pg, tmp_path):
+    log = LookupLog(pg)
     thread = log.start()
+    folder = log._journal.parent
+    assert folder.parent == tmp_path / "state" / "lookup-journals"
+    assert folder.name == pg.get_meta("lookup_journals")  # the database's id, not its URL
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(log._journal).st_mode) == 0o600  # look-ups are personal data
+    other = LookupLog(pg)
+    other.start()
+    assert _journals(tmp_path) == sorted([log._journal, other._journal])
+    log.write([_row(1), _row(2)])
+    assert [tuple(json.loads(line)) for line in log._journal.read_bytes().splitlines()] == [_row(1), _row(2)]
+    log._commit_queued()
+    assert _logged(pg) == [_row(1), _row(2)]
+    assert _offsets(pg) == {f"journal_committed:{log._journal.stem}": len(log._journal.read_bytes())}
     thread.start()
-    log.write([_row(1)])
-    log.write([_row(2)])
-    log.flush()
-    assert _logged(db) == [_row(1), _row(2)]
+    log.write([_row(3)])
     log.stop()
     thread.join(10)
-    db.close()
+    assert _logged(pg) == [_row(n) for n in (1, 2, 3)]
+    assert _journals(tmp_path) == [other._journal] and _offsets(pg) == {}
+    _crash(other)
+    last = LookupLog(pg)
+    last.start()  # replays the crashed one (nothing in it) and deletes it
+    assert _journals(tmp_path) == [last._journal]
+    _crash(last)
+
+
+def test_on_postgresql_a_start_replays_the_journals_of_crashed_servers_once_and_no_running_ones(pg, tmp_path):
+    crashed, running = LookupLog(pg), LookupLog(pg)
+    crashed.start()
+    running.start()
+    crashed.write([_row(1), _row(2)])
+    crashed._commit_queued()
+    crashed.write([_row(3)])
+    running.write([_row(4)])
+    _crash(crashed)
+    assert _logged(pg) == [_row(1), _row(2)]
+    restarted = LookupLog(pg)
+    restarted.start()
+    assert _logged(pg) == [_row(n) for n in (1, 2, 3)]  # not row 4: its server still runs
+    assert crashed._journal not in _journals(tmp_path) and running._journal in _journals(tmp_path)
+    assert f"journal_committed:{crashed._journal.stem}" not in _offsets(pg)
+    _crash(running)
+    _crash(restarted)
+    LookupLog(pg).start()
+    assert _logged(pg) == [_row(n) for n in (1, 2, 3, 4)]
+
+
+def _start_with(log: LookupLog, together: threading.Barrier) -> None:
+    together.wait()
+    log.start()
+
+
+def test_on_postgresql_servers_starting_together_replay_each_crashed_journal_once(pg):
+    rows = iter(range(1000))
+    expected = []
+    for _ in range(3):
+        for _ in range(4):
+            crashed = LookupLog(pg)
+            crashed.start()
+            written = [_row(next(rows)) for _ in range(5)]
+            crashed.write(written)
+            expected += written
+            _crash(crashed)
+        starting = [LookupLog(Database(pg.url)) for _ in range(3)]
+        together = threading.Barrier(len(starting))
+        threads = [threading.Thread(target=_start_with, args=(log, together)) for log in starting]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for log in starting:
+            _crash(log)
+            log._db.close()
+        assert sorted(_logged(pg)) == sorted(expected)
+
+
+def test_on_postgresql_a_replay_cut_short_before_its_journal_is_deleted_replays_nothing_again(pg, monkeypatch):
+    crashed = LookupLog(pg)
+    crashed.start()
+    crashed.write([_row(1), _row(2)])
+    _crash(crashed)
+    replaying = LookupLog(pg)
+
+    def crash(*_):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(replaying, "_forget", crash)
+    with pytest.raises(SystemExit):
+        replaying.start()
+    assert _logged(pg) == [_row(1), _row(2)] and crashed._journal.exists()
+    LookupLog(pg).start()
+    assert _logged(pg) == [_row(1), _row(2)] and not crashed._journal.exists()
 
 
 def test_a_running_writer_commits_every_interval_without_being_stopped(db):
     """The writer thread commits what was written within a few intervals, on its own; a clean stop
     then commits nothing twice and leaves an empty journal; the thread never holds the process up."""
-    import stat
     import time
 
     log = LookupLog(db)

@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -91,6 +92,31 @@ class Site:
                                      stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      env={**os.environ, "NO_COLOR": "1"})
         wait_for(self.url, self.proc, self.log)
+
+
+class SignedIn:
+    """An httpx client signed in to one area of a site, as a browser is: it holds the session cookie,
+    and `post` sends a form with the CSRF token that the area's page puts in its forms."""
+
+    def __init__(self, site: Site, area: str, secret: str):
+        self.area = area
+        self.client = httpx.Client(base_url=site.url, timeout=30)
+        signed_in = self.client.post(f"/{area}/signin", data={"key": secret})
+        assert signed_in.status_code == 303, signed_in.text
+        self.csrf: str | None = None
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, data: dict, **kwargs) -> httpx.Response:
+        if self.csrf is None:
+            self.csrf = form_token(self.get(f"/{self.area}").text)
+        return self.client.post(path, data={"csrf": self.csrf, **data}, **kwargs)
+
+
+def form_token(html: str) -> str:
+    """The CSRF token in a page's forms."""
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from socialcredit.service import Database, create_key, revoke_key
 from socialcredit.service._decisions import LOAN_BASE_RATE, LOAN_CLASS_SPREAD
 from socialcredit.web._theme import contrast
 
-from .conftest import ROLES, check_accessible
+from .conftest import ROLES, SignedIn, check_accessible
 
 ENGINE_COLUMNS = ["event_id", "citizen_id", "kind", "day", "source", "source_ref", "confidence"]
 
@@ -130,24 +130,27 @@ def test_employer_sees_only_what_its_grant_allows(site, page, tmp_path):
     assert page.get_by_role("button", name="Camera profile").count() == 0
     page.screenshot(path=tmp_path / "portal-employer.png", full_page=True)
     # The same refusal the API gives, as a page: the service decides, not the form.
-    r = httpx.post(f"{site.url}/portal/check", cookies={"sc_key": site.keys["employer"]},
-                   data={"citizen_id": cid, "purpose": "curious", "action": "profile"})
+    r = SignedIn(site, "portal", site.keys["employer"]).post(
+        "/portal/check", {"citizen_id": cid, "purpose": "curious", "action": "profile"})
     assert r.status_code == 403
     assert "does not let role &#39;employer&#39; see &#39;profile&#39;" in r.text
+    # The citizen sees who tried, and why they were refused.
+    sign_in(page, site, "app", site.keys["citizen"])
+    tried = page.locator(".refusals").inner_text()
+    assert f"{ROLES['employer']} (employer) · profile · purpose: curious · refused: policy" in tried
 
 
 def test_denials_and_errors_are_pages_a_person_understands(site, page, tmp_path):
-    bank = {"sc_key": site.keys["bank"]}
+    bank = SignedIn(site, "portal", site.keys["bank"])
     cid = site.citizen["citizen_id"]
-    r = httpx.post(f"{site.url}/portal/check", cookies=bank, data={"citizen_id": cid, "action": "loan"})
+    r = bank.post("/portal/check", {"citizen_id": cid, "action": "loan"})
     assert r.status_code == 403 and "must state a purpose" in r.text and 'role="alert"' in r.text
     assert site.loaded.citizens.filter(pl.col("citizen_id") == "c-404").height == 0
-    r = httpx.post(f"{site.url}/portal/check", cookies=bank,
-                   data={"citizen_id": "c-404", "purpose": "loan", "action": "loan"})
+    r = bank.post("/portal/check", {"citizen_id": "c-404", "purpose": "loan", "action": "loan"})
     assert r.status_code == 404 and "no citizen &#39;c-404&#39;" in r.text
-    r = httpx.get(f"{site.url}/portal", cookies={"sc_key": site.keys["citizen"]})
+    r = SignedIn(site, "portal", site.keys["citizen"]).get("/portal")
     assert r.status_code == 403 and "a citizen key opens the citizen app" in r.text
-    r = httpx.get(f"{site.url}/dashboard", cookies=bank)
+    r = SignedIn(site, "dashboard", site.keys["bank"]).get("/dashboard")
     assert r.status_code == 403 and "only analyst and agency keys may read statistics" in r.text
     r = httpx.post(f"{site.url}/app/signin", data={"key": "sc_not-a-key"})
     assert r.status_code == 401 and "unknown API key" in r.text
@@ -173,6 +176,7 @@ def test_sign_in_cookie_is_http_only_and_strict(site, page):
     sign_in(page, site, "app", site.keys["citizen"])
     (cookie,) = page.context.cookies()
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/app"
+    assert cookie["name"] == "sc_session" and site.keys["citizen"] not in cookie["value"]
     assert page.evaluate("document.cookie") == ""
 
 
@@ -210,8 +214,8 @@ def test_class_badges_contrast_at_least_4_5(site, page):
 
 def test_airline_and_subway_gate_checks_give_their_decision(site):
     def check(role: str, citizen: dict, status: int = 200, **data) -> str:
-        r = httpx.post(f"{site.url}/portal/check", cookies={"sc_key": site.keys[role]},
-                       data={"citizen_id": citizen["citizen_id"], "purpose": "demo", **data})
+        r = SignedIn(site, "portal", site.keys[role]).post(
+            "/portal/check", {"citizen_id": citizen["citizen_id"], "purpose": "demo", **data})
         assert r.status_code == status, r.text
         return r.text
 

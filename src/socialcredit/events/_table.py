@@ -6,6 +6,8 @@ agree; a checked table holds the day number (the calendar says which date day 0 
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ class EventField:
     sql: str | None  # the column's SQL type ("{real}": the database's floating-point type); None: not stored
     meaning: str
     instead_of: str | None = None  # a field that may be given instead of this one (one of the two is required)
+    max_length: int | None = None  # a stored text: at most this many characters, under the text rule (TEXT_RULE)
 
     @property
     def requirement(self) -> str:
@@ -40,7 +43,7 @@ class EventField:
         """Its type in words, as the README's table gives it."""
         kind = self.json["type"][0] if isinstance(self.json["type"], list) else self.json["type"]
         if kind == "string":
-            return "text"
+            return f"text of at most {self.max_length} characters" if self.max_length else "text"
         if "maximum" in self.json:
             return f"{kind} in [{self.json['minimum']}, {self.json['maximum']}]"
         return f"{kind} >= {self.json['minimum']}" if "minimum" in self.json else kind
@@ -49,21 +52,21 @@ class EventField:
 EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("event_id", pl.String(), True, {"type": "string", "minLength": 1}, "TEXT",
                "unique id; also the order in which events of one rule, citizen and day count against "
-               "`max_per_day` (string order)"),
+               "`max_per_day` (string order)", max_length=200),
     EventField("citizen_id", pl.String(), True, {"type": "string", "minLength": 1}, "TEXT",
-               "the citizen the event is attributed to"),
+               "the citizen the event is attributed to", max_length=200),
     EventField("kind", pl.String(), True, {"type": "string", "minLength": 1}, "TEXT",
-               "what happened, e.g. `traffic.red_light`"),
+               "what happened, e.g. `traffic.red_light`", max_length=200),
     EventField("day", pl.Int32(), False, {"type": ["integer", "null"], "minimum": 0}, "INTEGER",
                "day number of the event (day 0: the calendar's start date)", instead_of="date"),
     EventField("date", pl.String(), False, {"type": ["string", "null"], "minLength": 10}, None,
                "date of the event, ISO `2018-03-01` or a timestamp `2018-03-01T08:30:00+08:00` (its date as "
                "written); stored as its day number, which must equal `day` where both are given",
                instead_of="day"),
-    EventField("source", pl.String(), False, {"type": ["string", "null"]}, "TEXT",
-               "who reported it: `camera`, `traffic-police`, `e-commerce`, ..."),
-    EventField("source_ref", pl.String(), False, {"type": ["string", "null"]}, "TEXT",
-               "the camera, order, case or post behind it"),
+    EventField("source", pl.String(), False, {"type": ["string", "null"], "minLength": 1}, "TEXT",
+               "who reported it: `camera`, `traffic-police`, `e-commerce`, ...", max_length=200),
+    EventField("source_ref", pl.String(), False, {"type": ["string", "null"], "minLength": 1}, "TEXT",
+               "the camera, order, case or post behind it", max_length=500),
     EventField("confidence", pl.Float64(), False, {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                "{real}", "match confidence of the attribution (face recognition); missing means 1.0"),
 )
@@ -71,6 +74,20 @@ EVENT_FIELDS: tuple[EventField, ...] = (
 EVENT_SCHEMA: dict[str, pl.DataType] = {f.name: f.dtype for f in EVENT_FIELDS if f.sql is not None}
 INPUT_SCHEMA: dict[str, pl.DataType] = {f.name: f.dtype for f in EVENT_FIELDS}
 REQUIRED = tuple(f.name for f in EVENT_FIELDS if f.required)
+TEXT_FIELDS = tuple(f for f in EVENT_FIELDS if f.max_length)  # the stored texts, under the text rule
+_TEXT_FIELD = {f.name: f for f in TEXT_FIELDS}
+# The text rule: a stored text is printable Unicode, neither empty nor starting or ending with
+# whitespace, and at most its field's max_length characters. Refused: control characters (Cc: NUL,
+# newlines, ...), and the invisible characters that make two ids look alike or reorder what a reader
+# sees: the Arabic letter mark, zero-width characters and bidi marks (U+200B-U+200F), line and paragraph
+# separators and bidi embeddings and overrides (U+2028-U+202E), the word joiner, invisible operators and
+# bidi isolates (U+2060-U+2069) and the byte order mark. Lone surrogates (Cs) cannot be held by polars
+# text at all; `check_text` refuses them in Python strings. One pattern, read by polars (Rust) and Python.
+UNSAFE_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+_TEXT_PROBLEM = rf"[{UNSAFE_CHARACTERS}]|^\s|\s$"
+_PY_TEXT_PROBLEM = re.compile(rf"[{UNSAFE_CHARACTERS}\ud800-\udfff]|^\s|\s$")
+_WHAT_CHARACTER = {"Cc": "a control character", "Cs": "a lone surrogate (half of a character)",
+                   "Zl": "a line separator", "Zp": "a paragraph separator"}
 WHEN = ("day", "date")  # one of them is required
 # After the date: nothing, or a time of day with an optional UTC offset.
 _TIME_OF_DAY = r"^([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
@@ -81,13 +98,39 @@ def event_json_schema(*, required: tuple[str, ...] = ()) -> dict:
     which may then not be null either)."""
 
     def value(f: EventField) -> dict:
-        if f.name in required and isinstance(f.json["type"], list):
-            return {**f.json, "type": next(t for t in f.json["type"] if t != "null")}
-        return f.json
+        schema = f.json
+        if f.name in required and isinstance(schema["type"], list):
+            schema = {**schema, "type": next(t for t in schema["type"] if t != "null")}
+        return {**schema, "maxLength": f.max_length} if f.max_length else schema
 
     return {"type": "object", "required": [*REQUIRED, *required],
             "anyOf": [{"required": [name]} for name in WHEN],
             "properties": {f.name: value(f) for f in EVENT_FIELDS}}
+
+
+def text_problem(value: str, field: str) -> str | None:
+    """What breaks the text rule in `value` as a `field` (see TEXT_FIELDS), or None if it keeps it."""
+    spec = _TEXT_FIELD[field]
+    if value == "":
+        return "is empty (required)" if spec.required else "is empty (leave it out instead)"
+    if len(value) > spec.max_length:
+        return f"is {len(value):,} characters long, at most {spec.max_length} are allowed"
+    found = _PY_TEXT_PROBLEM.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char.isspace() and unicodedata.category(char) not in _WHAT_CHARACTER:
+        return "begins or ends with whitespace"
+    what = _WHAT_CHARACTER.get(unicodedata.category(char), "an invisible formatting character")
+    return f"holds U+{ord(char):04X}, {what}, which no text may hold"
+
+
+def check_text(value: str, field: str = "citizen_id") -> str:
+    """`value` if it keeps the text rule as a `field` (an id in a URL, say); else EventError naming the field."""
+    problem = text_problem(value, field)
+    if problem is not None:
+        raise EventError(f"{field}: {problem} (got {_shown(value)})", column=field)
+    return value
 
 
 def event_sql_columns(real: str) -> str:
@@ -179,9 +222,7 @@ def validate_events(frame: pl.DataFrame, *, origin: str = "events",
         out = _date_as_day(out, calendar or Calendar(), origin)
     out = out.drop("date")
     _fail_where(out, out["day"].is_null(), origin, "day", "is empty (required, unless date is given)")
-    _fail_where(out, out["event_id"] == "", origin, "event_id", "is empty (required)")
-    _fail_where(out, out["citizen_id"] == "", origin, "citizen_id", "is empty (required)")
-    _fail_where(out, out["kind"] == "", origin, "kind", "is empty (required)")
+    _check_texts(out, origin)
     _fail_where(out, out["day"] < 0, origin, "day", "must be >= 0")
     conf = out["confidence"]
     _fail_where(out, conf.is_not_null() & (conf.is_nan() | (conf < 0) | (conf > 1)),
@@ -208,6 +249,26 @@ def _date_as_day(out: pl.DataFrame, calendar: Calendar, origin: str) -> pl.DataF
     return out.with_columns(day=pl.coalesce("day", day.cast(pl.Int32)))
 
 
+def _check_texts(out: pl.DataFrame, origin: str) -> None:
+    """The text rule over every text column at once, vectorised; the first row that breaks it is named."""
+    bad = out.select((~pl.col(f.name).str.len_chars().is_between(1, f.max_length)
+                      | pl.col(f.name).str.contains(_TEXT_PROBLEM)).alias(f.name) for f in TEXT_FIELDS)
+    for spec in TEXT_FIELDS:
+        if bad[spec.name].any():
+            row = int(bad[spec.name].arg_true()[0])
+            value = out[spec.name][row]
+            problem = text_problem(value, spec.name) or "breaks the text rule"
+            raise EventError(f"{origin}: row {row + 1}, column {spec.name}: {problem} (got {_shown(value)})",
+                             row=row + 1, column=spec.name)
+
+
+def _shown(value) -> str:
+    """A value as a message quotes it: a long text by its start and length."""
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value):,} characters)"
+    return repr(value)
+
+
 def _check_unique_ids(ids: pl.Series, origin: str) -> None:
     # Hashes first: exact string de-duplication is many times slower and rarely needed.
     if ids.hash().n_unique() == len(ids):
@@ -230,7 +291,7 @@ def _cast(col: pl.Series, dtype: pl.DataType, origin: str) -> pl.Series:
             bad = col.is_not_null() & (col != col.round())
             if bad.any():
                 row = int(bad.arg_true()[0])
-                raise EventError(f"{origin}: row {row + 1}, column {col.name}: expected text, got {col[row]!r}",
+                raise EventError(f"{origin}: row {row + 1}, column {col.name}: expected text, got {_shown(col[row])}",
                                  row=row + 1, column=col.name)
             col = col.cast(pl.Int64)
         return col.cast(pl.String)
@@ -244,7 +305,7 @@ def _cast(col: pl.Series, dtype: pl.DataType, origin: str) -> pl.Series:
     if bad.any():
         row = int(bad.arg_true()[0])
         expected = "a whole number" if dtype.is_integer() else "a number"
-        raise EventError(f"{origin}: row {row + 1}, column {col.name}: expected {expected}, got {col[row]!r}",
+        raise EventError(f"{origin}: row {row + 1}, column {col.name}: expected {expected}, got {_shown(col[row])}",
                          row=row + 1, column=col.name)
     return cast.alias(col.name)
 
@@ -253,5 +314,5 @@ def _fail_where(frame: pl.DataFrame, mask: pl.Series, origin: str, column: str, 
     if mask.any():
         row = int(mask.arg_true()[0])
         value = frame[column][row]
-        raise EventError(f"{origin}: row {row + 1}, column {column}: {what} (got {value!r})",
+        raise EventError(f"{origin}: row {row + 1}, column {column}: {what} (got {_shown(value)})",
                          row=row + 1, column=column)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -44,10 +45,15 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS camera_profiles (
         citizen_id TEXT PRIMARY KEY, age_estimate {real}, age_uncertainty {real},
         sightings INTEGER NOT NULL, by_place TEXT NOT NULL)""",
+    # Who sent each projected batch (events.batch; a loaded run's events are batch 0, no sender).
+    "CREATE TABLE IF NOT EXISTS batches (seq BIGINT PRIMARY KEY, key_name TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS appeals (
         id {serial}, event_id TEXT NOT NULL, citizen_id TEXT NOT NULL, reason TEXT NOT NULL,
         status TEXT NOT NULL, filed_at TEXT NOT NULL, decided_at TEXT, decided_by TEXT,
         note TEXT)""",
+    # Page sessions (see _sessions.py): the hash of the session id, the key it stands for, UTC times.
+    """CREATE TABLE IF NOT EXISTS sessions (
+        hash TEXT PRIMARY KEY, key_name TEXT NOT NULL, created TEXT NOT NULL, expires TEXT NOT NULL)""",
 ]
 # Acknowledged batches not yet projected into `events` and `scores` (see _inbox.py). On SQLite
 # the inbox is a file of its own beside the database, so that acknowledging a batch never waits
@@ -57,6 +63,11 @@ _INBOX_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS inbox (
         seq {serial}, key_name TEXT NOT NULL, n_events INTEGER NOT NULL, body {blob} NOT NULL,
         received TEXT NOT NULL)""",
+    # Acknowledged batches that could not be stored (see Inbox.project), moved out of the inbox with
+    # the error, so that the batches after them are projected; kept for their senders and analysts.
+    """CREATE TABLE IF NOT EXISTS quarantine (
+        seq BIGINT PRIMARY KEY, key_name TEXT NOT NULL, n_events INTEGER NOT NULL, body {blob} NOT NULL,
+        received TEXT NOT NULL, error TEXT NOT NULL, quarantined TEXT NOT NULL)""",
 ]
 # The look-up log. On SQLite it is a file of its own beside the database (like the inbox): its group
 # commits never wait for the projector, which holds the main file's single writer while it re-scores.
@@ -66,6 +77,11 @@ _LOOKUPS = [
         purpose TEXT, fields TEXT NOT NULL, endpoint TEXT NOT NULL, at TEXT NOT NULL,
         day INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS lookups_citizen ON lookups (citizen_id)",
+    # Look-ups refused (no grant, no purpose, another citizen): the citizen sees who tried.
+    """CREATE TABLE IF NOT EXISTS refusals (
+        id {serial}, citizen_id TEXT NOT NULL, key_name TEXT NOT NULL, role TEXT NOT NULL,
+        purpose TEXT, endpoint TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL, day INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS refusals_citizen ON refusals (citizen_id)",
 ]
 _LOOKUP_COLUMNS = "id, citizen_id, key_name, role, purpose, fields, endpoint, at, day"
 _TYPES = {
@@ -144,7 +160,12 @@ class Database:
             import psycopg
 
             return psycopg.connect(self.url, autocommit=True)
+        new = not self.path.exists()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+        if new:
+            # Before the WAL files exist: SQLite makes them with the main file's mode. (No second
+            # descriptor: closing one would drop this process's SQLite locks on the file.)
+            os.chmod(self.path, 0o600)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk (WAL fsynced) before the service acknowledges it. Kept for the
         # main file too (NORMAL would survive a process crash, not a power cut): a projection must be
@@ -213,7 +234,29 @@ class Database:
     def list_param(self, values: pl.Series | list):
         """A list of strings as the parameter of `any_of`."""
         values = values.to_list() if isinstance(values, pl.Series) else list(values)
-        return values if self.dialect == "postgresql" else json.dumps(values)
+        if self.dialect == "postgresql":
+            return values
+        # SQLite's json_each cuts a text at a NUL: such a text would match another (the text rule
+        # keeps NUL out of every id; this refuses rather than mismatch should one get this far).
+        if "\x00" in "".join(values):
+            raise ValueError("a text holding NUL cannot be matched through json_each; use rows_matching")
+        return json.dumps(values)
+
+    def rows_matching(self, query: str, column: str, values: pl.Series | list, params: Sequence = (),
+                      cur=None) -> list[tuple]:
+        """Rows of `query` (its condition `{match}` stands for `column` being one of `values`), the
+        values compared as they are: one `= ANY(?)` on PostgreSQL, `IN (?, ?, ...)` on SQLite (in
+        as many statements as its limit on parameters requires). `params` go before the values."""
+        values = values.to_list() if isinstance(values, pl.Series) else list(values)
+        if self.dialect == "postgresql":
+            return self.execute(query.format(match=f"{column} = ANY(?)"), (*params, values), cur)
+        size = self.connection().getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - len(params)
+        rows: list[tuple] = []
+        for at in range(0, len(values), size):
+            chunk = values[at:at + size]
+            rows += self.execute(query.format(match=f"{column} IN ({', '.join('?' * len(chunk))})"),
+                                 (*params, *chunk), cur)
+        return rows
 
     def insert_frame(self, cur, table: str, frame: pl.DataFrame, *, conflict: str = "") -> int:
         """Insert every row of `frame` into `table` (columns by name), with COPY on PostgreSQL.

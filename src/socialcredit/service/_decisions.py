@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from socialcredit.policy import Grant
-from socialcredit.service._access import shown
-from socialcredit.service._errors import Forbidden
 from socialcredit.service._keys import ApiKey
 from socialcredit.service._lookups import NOT_SCORED
 
@@ -17,48 +14,44 @@ LOAN_CLASS_SPREAD = 0.005
 class Decisions:
     """The Service's decisions (a mixin over its look-ups and compiled consequences)."""
 
-    def _consequence_check(self, key: ApiKey, role: str, citizen_id: str, purpose: str | None,
-                           endpoint: str) -> tuple[Grant, int, list[dict], list[dict]]:
-        if key.role != role:
-            raise Forbidden(f"only {role} keys may call {endpoint}")
-        grant = self.access.grant(key, citizen_id, purpose, endpoint)
+    def _consequence_check(self, key: ApiKey, citizen_id: str, purpose: str | None,
+                           endpoint: str) -> tuple[list[str], int, list[dict], list[dict]]:
+        """What the grant shows of the consequences behind a decision (access.DISCLOSURES), the
+        class index, and the benefits and sanctions in force."""
+        fields = self._permit(key, citizen_id, purpose, endpoint)
         _, _, idx = self._status(citizen_id)
         benefits, sanctions = self.consequences(citizen_id, idx)
-        return grant, idx, benefits, sanctions
+        return fields, idx, benefits, sanctions
 
     # The decision itself is what the role is there for; the sanctions and benefits behind it are
     # shown only where the grant lets the role see them.
 
     def subway_gate(self, key: ApiKey, citizen_id: str, gate: str | None, purpose: str | None) -> dict:
         """A subway gate's decision: stop a citizen under a gate sanction, else pass; logged."""
-        grant, _, _, sanctions = self._consequence_check(key, "security", citizen_id, purpose,
-                                                         "the subway gate")
+        fields, _, _, sanctions = self._consequence_check(key, citizen_id, purpose, "gate")
         stops = [s["name"] for s in sanctions if s["effect"] == "gate_stop"]
         out = {"citizen_id": citizen_id, "gate": gate, "decision": "stop" if stops else "pass"}
-        if "sanctions" in grant.fields:
+        if "sanctions" in fields:
             out["because"] = stops
-        self._record(key, citizen_id, purpose, ["decision", *shown(grant, "sanctions")], "gate")
+        self._record(key, citizen_id, purpose, ["decision", *fields], "gate")
         return out
 
     def flight_check(self, key: ApiKey, citizen_id: str, flight: str | None, purpose: str | None) -> dict:
         """An airline's check: banned under a flight-ban sanction, else may board; logged."""
-        grant, _, benefits, sanctions = self._consequence_check(key, "airline", citizen_id, purpose,
-                                                                "the flight check")
+        fields, _, benefits, sanctions = self._consequence_check(key, citizen_id, purpose, "flight")
         bans = [s["name"] for s in sanctions if s["effect"] == "flight_ban"]
         out = {"citizen_id": citizen_id, "flight": flight, "may_board": not bans,
                "decision": "banned" if bans else "board"}
-        if "sanctions" in grant.fields:
+        if "sanctions" in fields:
             out["because"] = bans
-        if "benefits" in grant.fields:
+        if "benefits" in fields:
             out["discount"] = sum(b["parameters"]["discount"] for b in benefits if b["effect"] == "flight_price")
-        self._record(key, citizen_id, purpose,
-                     ["decision", *shown(grant, "sanctions", "benefits")], "flight")
+        self._record(key, citizen_id, purpose, ["decision", *fields], "flight")
         return out
 
     def loan_quote(self, key: ApiKey, citizen_id: str, amount: float | None, purpose: str | None) -> dict:
         """A bank's quote: the rate by class, benefits and sanctions; logged."""
-        grant, idx, benefits, sanctions = self._consequence_check(key, "bank", citizen_id, purpose,
-                                                                  "the loan quote")
+        fields, idx, benefits, sanctions = self._consequence_check(key, citizen_id, purpose, "loan")
         refused = [s["name"] for s in sanctions if s["effect"] == "loan_refusal"]
         priced = [c for c in (*benefits, *sanctions) if c["effect"] == "loan_price"]
         # A citizen the policy does not score is quoted as one without a record.
@@ -66,13 +59,12 @@ class Decisions:
         rate += sum(c["parameters"]["rate_change"] for c in priced)
         out = {"citizen_id": citizen_id, "amount": amount, "approved": not refused,
                "rate": None if refused else round(rate, 6)}
-        if "sanctions" in grant.fields:
+        if "sanctions" in fields:
             # Every sanction the citizen is under, as the grant lets the bank see them; `refused_by`
             # names those that stop the loan.
             out["sanctions"] = [s["name"] for s in sanctions]
             out["refused_by"] = refused
-        if "benefits" in grant.fields:
+        if "benefits" in fields:
             out["benefits"] = [b["name"] for b in benefits if b["effect"] == "loan_price"]
-        self._record(key, citizen_id, purpose,
-                     ["decision", *shown(grant, "sanctions", "benefits")], "loan")
+        self._record(key, citizen_id, purpose, ["decision", *fields], "loan")
         return out

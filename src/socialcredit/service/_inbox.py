@@ -4,22 +4,58 @@ moves inbox batches into the `events` ledger (event_id is the primary key, so a 
 stored once) and re-scores the citizens each batch touches, in one transaction that also records
 the last batch projected (`projected_seq`): after a crash, the batches after it are projected
 again and nothing acknowledged is lost or counted twice. Projected batches are then deleted from
-the inbox."""
+the inbox.
+
+A batch that cannot be stored for what it holds (a storage error of its data, alone, several times)
+is quarantined: moved with its error to the `quarantine` table beside the inbox, so that the batches
+after it are still projected."""
 
 from __future__ import annotations
 
 import io
+import logging
+import sqlite3
 
 import polars as pl
 
+from socialcredit.events import EVENT_SCHEMA, EventError
 from socialcredit.service._db import EVENT_COLUMNS
+from socialcredit.service._errors import Conflict
 from socialcredit.service._intake import check_batch, parse_events
 from socialcredit.service._keys import ApiKey, now
+
+log = logging.getLogger("socialcredit.service")
 
 # Stored in the inbox as dictionaries: few distinct values, and the Arrow file is written uncompressed
 # (compressing cost more CPU on the acknowledgement path than the smaller commit saved).
 _DICTIONARY_COLUMNS = ("kind", "source", "source_ref")
 _INBOX_LOCK = 7_210_306  # any constant shared by every service process on one database
+# A batch whose projection fails alone this many times in a row, with an error of its data, is quarantined.
+POISON_ATTEMPTS = 3
+# What an event may not change when it is sent again (event_id names it; its batch is where it came in).
+_CONTENT = [c for c in EVENT_COLUMNS if c != "event_id"]
+
+
+class _ProjectionFailed(Exception):
+    """Projecting the inbox batches `seqs` failed (the cause says why); nothing of it was committed."""
+
+    def __init__(self, seqs: list[int]):
+        self.seqs = seqs
+        super().__init__(f"projecting batches {seqs} failed")
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Whether `exc` is a refusal of what a batch holds (a constraint, a value the database cannot
+    store, a body that cannot be read), not of the database's state (a lost connection, a lock, a
+    full disk): only the former can make a batch poisoned."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, UnicodeError, EventError,
+                        pl.exceptions.PolarsError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
 
 
 class Inbox:
@@ -29,6 +65,7 @@ class Inbox:
         """Check a batch and commit it to the inbox; return (batch number, events)."""
         events = check_batch(parse_events(body), key, compiled=self.compiled, day=self.day,
                              calendar=self.calendar)
+        self._refuse_changed_events(events)
         buf = io.BytesIO()
         events.with_columns(pl.col(_DICTIONARY_COLUMNS).cast(pl.Categorical)).write_ipc(
             buf, compression="uncompressed")
@@ -41,42 +78,137 @@ class Inbox:
                                 (key.name, events.height, buf.getvalue(), now()), cur)[0][0]
         return int(seq), events.height
 
+    def _refuse_changed_events(self, events: pl.DataFrame) -> None:
+        """Refuse (409) an event sent again with other content than the ledger holds for its id; one
+        indexed query per batch. Sent again unchanged, it is taken and stored once.
+
+        Batches still in the inbox are not looked at (their events are Arrow files, not rows): of two
+        differing versions in flight at once, the projector keeps the first.
+        """
+        ids, db = events["event_id"], self.db
+        # Ids sent in order (counters, time-ordered ids) mostly lie beyond the ledger's: one probe of the
+        # index says no stored id lies between the batch's least and greatest. (SQLite compares texts
+        # byte by byte, as polars does; PostgreSQL's collation may not, so it always looks the ids up.)
+        if db.dialect == "sqlite" and not db.execute("SELECT 1 FROM events WHERE event_id BETWEEN ? AND ? LIMIT 1",
+                                                     (ids.min(), ids.max())):
+            return
+        rows = db.rows_matching(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {{match}}", "event_id", ids)
+        if not rows:
+            return
+        stored = pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row")
+        both = events.with_row_index("row", offset=1).join(stored, on="event_id", suffix="_stored").with_columns(
+            pl.col("confidence", "confidence_stored").fill_null(1.0))  # a missing confidence means 1.0
+        changed = both.filter(pl.any_horizontal(~pl.col(c).eq_missing(pl.col(f"{c}_stored")) for c in _CONTENT))
+        if changed.height:
+            first = changed.sort("row").row(0, named=True)
+            column = next(c for c in _CONTENT if first[c] != first[f"{c}_stored"])
+            raise Conflict(f"batch: row {first['row']}, field event_id: event {first['event_id']!r} was received "
+                           f"before with {column} {first[f'{column}_stored']!r}, this batch says {first[column]!r}; "
+                           "an event is never changed by sending it again", row=first["row"], field="event_id")
+
     def project(self, *, max_batches: int = 16) -> int:
-        """Move up to `max_batches` inbox batches into the ledger and re-score; return how many."""
+        """Move up to `max_batches` inbox batches into the ledger and re-score; return how many left
+        the inbox (a quarantined batch counts)."""
+        try:
+            return self._project(max_batches)
+        except _ProjectionFailed as failed:
+            error = failed.__cause__
+            if len(failed.seqs) > 1:
+                # One bad batch fails all projected with it: project them one at a time to find it.
+                return sum(self.project(max_batches=1) for _ in failed.seqs)
+            seq = failed.seqs[0]
+            if not _is_data_error(error):
+                raise error from None
+            self._failures[seq] = self._failures.get(seq, 0) + 1
+            if self._failures[seq] < POISON_ATTEMPTS:
+                raise error from None
+            self._quarantine(seq, error)
+            return 1
+
+    def _project(self, max_batches: int) -> int:
         inbox = self.db.inbox
         with self.write() as cur:
             done = int(self.db.get_meta("projected_seq", "0", cur))
-            rows = inbox.execute("SELECT seq, body FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            rows = inbox.execute("SELECT seq, body, key_name FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
                                  (done, max_batches))
             if rows:
-                state = self._sync(cur)
-                # A loop over batches, not events: each one is a whole Arrow table.
-                frames = [pl.read_ipc(io.BytesIO(bytes(body))).with_columns(
-                    pl.col(_DICTIONARY_COLUMNS).cast(pl.String), batch=pl.lit(seq, pl.Int64))
-                          for seq, body in rows]
-                events = pl.concat(frames).unique("event_id", keep="first", maintain_order=True)
-                stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
-                                              conflict="ON CONFLICT (event_id) DO NOTHING")
-                if stored != events.height:
-                    # Some were in the ledger already (re-sent): those carry an earlier batch number.
-                    first = int(rows[0][0])
-                    db = self.db
-                    old = db.frame(f"SELECT event_id FROM events WHERE batch < ? AND {db.any_of('event_id')}",
-                                   (first, db.list_param(events["event_id"])), {"event_id": pl.String}, cur)
-                    events = events.filter(~pl.col("event_id").is_in(old["event_id"].implode()))
-                self._count_days(events["day"], 1)
-                self._score_new(cur, state, events.select(EVENT_COLUMNS))
+                try:
+                    self._project_batches(cur, rows)
+                except Exception as exc:
+                    raise _ProjectionFailed([int(r[0]) for r in rows]) from exc
                 done = int(rows[-1][0])
                 self.db.set_meta(cur, "projected_seq", str(done))
                 self._bump(cur)
         if not rows:
             return 0
+        for seq, *_ in rows:
+            self._failures.pop(int(seq), None)
         with self.inbox_lock, inbox.transaction() as cur:
             inbox.execute("DELETE FROM inbox WHERE seq <= ?", (done,), cur)
-        with self._projected:
-            self._projected_seq = max(self._projected_seq, done)
-            self._projected.notify_all()
+        self._advance(done)
         return len(rows)
+
+    def _project_batches(self, cur, rows: list[tuple]) -> None:
+        state = self._sync(cur)
+        # A loop over batches, not events: each one is a whole Arrow table.
+        frames = [pl.read_ipc(io.BytesIO(bytes(body))).with_columns(
+            pl.col(_DICTIONARY_COLUMNS).cast(pl.String), batch=pl.lit(seq, pl.Int64))
+                  for seq, body, _ in rows]
+        # Who sent each batch: an appeal against an event is not decided by its reporter (_appeals).
+        senders = pl.DataFrame({"seq": [int(r[0]) for r in rows], "key_name": [r[2] for r in rows]},
+                               schema={"seq": pl.Int64, "key_name": pl.String})
+        self.db.insert_frame(cur, "batches", senders, conflict="ON CONFLICT (seq) DO NOTHING")
+        events = pl.concat(frames).unique("event_id", keep="first", maintain_order=True)
+        stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
+                                      conflict="ON CONFLICT (event_id) DO NOTHING")
+        if stored != events.height:
+            # Some were in the ledger already (re-sent): those carry an earlier batch number.
+            first = int(rows[0][0])
+            old = self.db.rows_matching("SELECT event_id FROM events WHERE batch < ? AND {match}", "event_id",
+                                        events["event_id"], (first,), cur)
+            events = events.filter(~pl.col("event_id").is_in(pl.Series([r[0] for r in old], dtype=pl.String)
+                                                              .implode()))
+        self._count_days(events["day"], 1)
+        self._score_new(cur, state, events.select(EVENT_COLUMNS))
+
+    def _quarantine(self, seq: int, error: BaseException) -> None:
+        """Move batch `seq` from the inbox to the quarantine, with its error."""
+        message = f"{type(error).__name__}: {error}"[:2000]
+        inbox = self.db.inbox
+        with self.inbox_lock, inbox.transaction() as cur:
+            inbox.execute("INSERT INTO quarantine (seq, key_name, n_events, body, received, error, quarantined) "
+                          "SELECT seq, key_name, n_events, body, received, ?, ? FROM inbox WHERE seq = ?",
+                          (message, now(), seq), cur)
+            inbox.execute("DELETE FROM inbox WHERE seq = ?", (seq,), cur)
+        log.error("batch %d could not be stored %d times and is quarantined: %s", seq, POISON_ATTEMPTS, message)
+        self._failures.pop(seq, None)
+        self._quarantined_seqs.add(seq)
+        self._advance(seq)
+
+    def _advance(self, seq: int) -> None:
+        """Batches up to `seq` have left the inbox: wake who waits for them."""
+        with self._projected:
+            self._projected_seq = max(self._projected_seq, seq)
+            self._projected.notify_all()
+
+    @property
+    def _failures(self) -> dict[int, int]:
+        """Failed projections of each batch alone, in a row (this process's count)."""
+        return self.__dict__.setdefault("_failure_counts", {})
+
+    @property
+    def _quarantined_seqs(self) -> set[int]:
+        """Batches this process quarantined."""
+        return self.__dict__.setdefault("_quarantined_by_me", set())
+
+    def quarantined_batches(self, key_name: str | None = None) -> list[dict]:
+        """Quarantined batches (of `key_name`'s, or all), oldest first, with their errors."""
+        where, params = (" WHERE key_name = ?", (key_name,)) if key_name is not None else ("", ())
+        rows = self.db.inbox.execute("SELECT seq, key_name, n_events, received, quarantined, error FROM quarantine"
+                                     f"{where} ORDER BY seq", params)
+        return [{"batch": int(seq), "key": name, "events": int(n), "received": received,
+                 "quarantined": quarantined, "error": error}
+                for seq, name, n, received, quarantined, error in rows]
 
     def pending(self) -> int:
         """Batches acknowledged but not yet projected."""
@@ -84,6 +216,7 @@ class Inbox:
         return int(self.db.inbox.execute("SELECT COUNT(*) FROM inbox WHERE seq > ?", (done,))[0][0])
 
     def wait_projected(self, seq: int, timeout: float) -> bool:
-        """Wait until batch `seq` is in the ledger; False on timeout."""
+        """Wait until batch `seq` is in the ledger; False on timeout, or if it was quarantined."""
         with self._projected:
-            return self._projected.wait_for(lambda: self._projected_seq >= seq, timeout)
+            arrived = self._projected.wait_for(lambda: self._projected_seq >= seq, timeout)
+        return arrived and seq not in self._quarantined_seqs

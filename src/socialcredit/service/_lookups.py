@@ -8,7 +8,7 @@ import polars as pl
 
 from socialcredit.engine import BENEFITS, BETWEEN, CompiledConsequence, explain
 from socialcredit.events import EVENT_SCHEMA
-from socialcredit.service._errors import Forbidden, NotFound
+from socialcredit.service._errors import NotFound
 from socialcredit.service._keys import ApiKey
 
 # Camera events have source "camera". Their source_ref names the place type: the simulator writes
@@ -57,11 +57,9 @@ class Lookups:
 
     def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """Score, class, benefits, sanctions, reasons and blacklist, as the grant allows; logged."""
-        self.access.grant(key, citizen_id, purpose, "a look-up")
+        self._permit(key, citizen_id, purpose, "lookup")
         score, klass, idx = self._status(citizen_id)
         fields = self.access.lookup_fields[key.role]
-        if not fields:
-            raise Forbidden(f"policy '{self.policy.name}' lets role '{key.role}' see no score fields")
         out: dict = {"citizen_id": citizen_id, "day": self.day, "date": self.date}
         full = {"score": score, "class": klass}
         if not _PLAIN_FIELDS.issuperset(fields):
@@ -102,11 +100,7 @@ class Lookups:
 
     def history(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """Reason codes and every event with its points and provenance, as the grant allows; logged."""
-        grant = self.access.grant(key, citizen_id, purpose, "a history")
-        fields = [f for f in ("reasons", "history") if f in grant.fields]
-        if not fields:
-            raise Forbidden(f"policy '{self.policy.name}' does not let role '{key.role}' see "
-                            f"'history' or 'reasons'")
+        fields = self._permit(key, citizen_id, purpose, "history")
         self._status(citizen_id)
         reasons, events = self._explanation(citizen_id)
         out: dict = {"citizen_id": citizen_id, "day": self.day, "date": self.date}
@@ -122,17 +116,10 @@ class Lookups:
         return out
 
     def lookups(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
-        """Who looked this citizen up (GDPR Art. 15); the citizen themself and analysts only.
-
-        An analyst reading the log is itself an access: it goes through the analyst's grant (a
-        purpose where the grant requires one) and is logged.
-        """
-        if key.role not in ("citizen", "analyst"):
-            raise Forbidden("only the citizen and analysts may see who looked a citizen up")
-        if key.role == "citizen" and key.citizen_id != citizen_id:
-            raise Forbidden("a citizen key may read only its own citizen")
-        if key.role != "citizen":
-            self.access.grant(key, citizen_id, purpose, "the look-up log")
+        """Who looked this citizen up, and who tried and was refused (GDPR Art. 15), for the roles
+        whose grant has 'lookups'; another role's reading is logged too (the citizen's own is not:
+        it would add a row each time they read the log)."""
+        self._permit(key, citizen_id, purpose, "lookups")
         self._log.flush()  # the look-ups answered so far, including those still in the queue
         rows = self.db.log.frame(
             "SELECT at, day, key_name, role, purpose, fields, endpoint FROM lookups "
@@ -140,9 +127,14 @@ class Lookups:
             {"at": pl.String, "day": pl.Int32, "who": pl.String, "role": pl.String,
              "purpose": pl.String, "fields": pl.String, "endpoint": pl.String})
         rows = self._dated(rows.with_columns(pl.col("fields").str.split(",")))
+        refused = self.db.log.frame(
+            "SELECT at, day, key_name, role, purpose, endpoint, reason FROM refusals "
+            "WHERE citizen_id = ? ORDER BY id DESC LIMIT 1000", (citizen_id,),
+            {"at": pl.String, "day": pl.Int32, "who": pl.String, "role": pl.String,
+             "purpose": pl.String, "endpoint": pl.String, "reason": pl.String})
         if key.role != "citizen":
             self._record(key, citizen_id, purpose, ["lookups"], "lookups")
-        return {"citizen_id": citizen_id, "lookups": rows.to_dicts()}
+        return {"citizen_id": citizen_id, "lookups": rows.to_dicts(), "refused": self._dated(refused).to_dicts()}
 
     def profile(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """The camera profile from the data centre, for roles whose grant has 'profile'; logged.
@@ -153,8 +145,7 @@ class Lookups:
         takes its sighting out again. Without a loaded profile, the camera events are the sightings
         and there is no age estimate.
         """
-        grant = self.access.grant(key, citizen_id, purpose, "a profile")
-        self.access.require(grant, "profile", "camera profile")
+        fields = self._permit(key, citizen_id, purpose, "profile")
         _, _, idx = self._status(citizen_id)
         cams = self.db.frame("SELECT day, source_ref, confidence, batch, voided FROM events "
                              "WHERE citizen_id = ? AND source = ? ORDER BY day, event_id",
@@ -182,13 +173,15 @@ class Lookups:
             for place, n in frame.group_by("place_type").len().iter_rows():
                 by_place[place] = max(0, by_place.get(place, 0) + sign * n)
         counted = cams.filter(pl.col("voided") == 0)
-        _, sanctions = self.consequences(citizen_id, idx)
-        flag_list = [f"sanction:{s['name']}" for s in sanctions]
-        if any(s["effect"] == "gate_stop" for s in sanctions):
-            flag_list.append("stop-at-subway-gate")
+        flags = {}
+        if "sanctions" in fields:  # the sanctions behind the flags, where the grant shows them
+            _, sanctions = self.consequences(citizen_id, idx, benefits=False)
+            flags["flags"] = [f"sanction:{s['name']}" for s in sanctions]
+            if any(s["effect"] == "gate_stop" for s in sanctions):
+                flags["flags"].append("stop-at-subway-gate")
         last = (self._dated(counted.select("day", "camera", "confidence")).row(-1, named=True)
                 if counted.height else None)
-        self._record(key, citizen_id, purpose, ["profile"], "profile")
+        self._record(key, citizen_id, purpose, fields, "profile")
         return {
             "citizen_id": citizen_id, "day": self.day, "date": self.date,
             "age_estimate": estimate,
@@ -196,7 +189,7 @@ class Lookups:
             "sightings": sightings,
             "sightings_by_place_type": {p: n for p, n in sorted(by_place.items()) if n},
             "last_seen": last,
-            "flags": flag_list,
+            **flags,
         }
 
 

@@ -18,14 +18,14 @@ from socialcredit.engine import (
     CompiledConsequences,
     CompiledPolicy,
 )
-from socialcredit.events import Calendar
+from socialcredit.events import Calendar, EventError, check_text
 from socialcredit.policy import Policy, load_policy
-from socialcredit.service._access import Access, log_row
+from socialcredit.service._access import DISCLOSURES, Access, log_row, refusal_row
 from socialcredit.service._appeals import APPEAL_STATUSES, Appeals
 from socialcredit.service._db import DEFAULT_URL, Database
 from socialcredit.service._decisions import Decisions
-from socialcredit.service._errors import Conflict, Forbidden
-from socialcredit.service._keys import ApiKey
+from socialcredit.service._errors import Conflict, Forbidden, Invalid
+from socialcredit.service._keys import SENDING_ROLES, ApiKey
 from socialcredit.service._ledger import Ledger
 from socialcredit.service._lookup_log import LookupLog
 from socialcredit.service._lookups import Lookups
@@ -39,14 +39,29 @@ INGEST_QUIET_S = 0.05
 # The projector thread runs at a lower CPU priority (Linux nice, per thread): when the cores are
 # busy, acknowledging batches and answering look-ups go first and the scores catch up after.
 PROJECTOR_NICE = 10
+# Failed projections in a row at start before the service starts anyway (more than Inbox's
+# POISON_ATTEMPTS, so that a poisoned batch is quarantined on the way).
+START_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Limits of the HTTP service."""
+    """Limits of the HTTP service (enforced by `_limits.Limits`, except `wait_seconds`)."""
 
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024  # a batch sent to POST /api/events
     wait_seconds: float = 60.0
+    max_other_body_bytes: int = 1024 * 1024  # the body of any other request (forms, JSON)
+    # Requests a second, sustained and at once: per key, and per client address for requests
+    # without a key that has been accepted. One process answers some 6-8k look-ups a second on
+    # 2 cores: the key rate keeps a key to a share of a larger machine, not below what one can do.
+    rate_per_key: float = 10_000.0
+    burst_per_key: float = 20_000.0
+    rate_per_address: float = 50.0
+    burst_per_address: float = 200.0
+    # Requests in flight, beyond which the service answers 503 with Retry-After (no queue); batches
+    # to POST /api/events on their own, as each holds up to max_body_bytes in memory.
+    max_in_flight: int = 256
+    max_batches_in_flight: int = 8
 
 
 class Service(Lookups, Decisions, Appeals):
@@ -151,13 +166,26 @@ class Service(Lookups, Decisions, Appeals):
         """Start the projector and the look-up log writer, after projecting what a crash left."""
         self.ledger.warm()
         self.follow_clock()
-        while self.ledger.project():
-            pass
+        self._project_backlog()
         self._log = LookupLog(self.db)
         self._threads = [threading.Thread(target=self._project_loop, name="projector", daemon=True),
                          self._log.start()]
         for t in self._threads:
             t.start()
+
+    def _project_backlog(self) -> None:
+        """Project what the inbox holds; a batch that fails is tried again (and quarantined if it
+        keeps failing, see Inbox.project) but never keeps the service from starting: after
+        START_ATTEMPTS failures in a row the projector thread goes on with it."""
+        failures = 0
+        while failures < START_ATTEMPTS:
+            try:
+                if not self.ledger.project():
+                    return
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("projecting the inbox at start failed (%d of %d)", failures, START_ATTEMPTS)
 
     def stop(self) -> None:
         """Stop the background threads (what they hold is written first)."""
@@ -231,9 +259,33 @@ class Service(Lookups, Decisions, Appeals):
 
     # -- access -----------------------------------------------------------------------------------
 
+    def _permit(self, key: ApiKey, citizen_id: str, purpose: str | None, disclosure: str) -> list[str]:
+        """The fields of `disclosure` (access.DISCLOSURES) that the caller may see of `citizen_id`;
+        a refusal is logged for the citizen, with its reason, and raised. An id that no citizen
+        can have (a control character, a lone surrogate: the text rule of events) is refused first,
+        before either database sees it."""
+        try:
+            check_text(citizen_id, "citizen_id")
+        except EventError as exc:
+            raise Invalid(str(exc), field="citizen_id") from None
+        try:
+            grant = self.access.permit(key, citizen_id, purpose, DISCLOSURES[disclosure])
+        except Forbidden as exc:
+            self._refused(key, citizen_id, purpose, disclosure, exc.message)
+            raise
+        return DISCLOSURES[disclosure].shown(grant)
+
     def _record(self, key: ApiKey, citizen_id: str, purpose: str | None, fields: list[str],
                 endpoint: str) -> None:
         self._log.write([log_row(key, citizen_id, purpose, fields, endpoint, self.day)])
+
+    def _refused(self, key: ApiKey, citizen_id: str, purpose: str | None, endpoint: str, reason: str) -> None:
+        # Written at once, not through the look-up log's journal: nothing was answered, so there is
+        # no answer to wait for, and the citizen sees the attempt as soon as it is refused.
+        with self.db.log.transaction() as cur:
+            self.db.log.execute("INSERT INTO refusals (citizen_id, key_name, role, purpose, endpoint, reason, at, day) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                refusal_row(key, citizen_id, purpose, endpoint, reason, self.day), cur)
 
     # -- statistics -------------------------------------------------------------------------------
 
@@ -251,7 +303,17 @@ class Service(Lookups, Decisions, Appeals):
                 "events_per_day": [{"day": d, "date": self.calendar.iso(d), "events": per_day[d]}
                                    for d in sorted(per_day)],
                 "events": sum(per_day.values()), "pending_batches": self.ledger.pending(),
+                "quarantined": len(self.ledger.quarantined_batches()),
                 "appeals": {status: int(appeals.get(status, 0)) for status in APPEAL_STATUSES}}
+
+    def quarantined(self, key: ApiKey) -> list[dict]:
+        """Acknowledged batches that could not be stored, with their errors: a sender's own;
+        analysts and agencies see all."""
+        if key.role in ("analyst", "agency"):
+            return self.ledger.quarantined_batches()
+        if key.role in SENDING_ROLES:
+            return self.ledger.quarantined_batches(key.name)
+        raise Forbidden(f"role '{key.role}' sends no batches (senders: {', '.join(SENDING_ROLES)})")
 
     def arrivals(self, after_batch: int) -> list[tuple[int, str, str | None, int]]:
         """Events of the ingestion batches after `after_batch`: (batch, kind, source, count), for

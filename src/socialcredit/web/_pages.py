@@ -1,15 +1,20 @@
 """Server-rendered pages over `Service`: the citizen app, the third-party portal, the analyst dashboard.
 
 Every page calls the same `Service` methods as the API, so access control and the look-up log are
-the service's own. A page signs in with an API key kept in an HttpOnly, SameSite=Strict cookie,
-one per area (its path is the area's), so that the app and the portal can be open side by side.
+the service's own. Signing in exchanges an API key for a server-side session (see `Sessions`): the
+cookie holds only the session id (HttpOnly, SameSite=Strict, Secure over TLS, with a Max-Age), one
+per area (its path is the area's), so that the app and the portal can be open side by side.
+
+Every POST must come from a page of this site: a signed-in form carries the session's CSRF token
+and a foreign Origin (or Referer) is refused; a sign-in form, which has no session yet, is checked
+by its Origin (or Referer) alone. A refused POST changes nothing and gets a 403 page.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,11 +22,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from socialcredit.service import ApiKey, Service, ServiceError, Unauthorized, authenticate
+from socialcredit.service._sessions import SESSION_MAX_AGE_S, Sessions, csrf_token, csrf_valid
 from socialcredit.web._dashboard import Dashboard
 from socialcredit.web._theme import class_styles, gauge
 
 HERE = Path(__file__).parent
-COOKIE = "sc_key"
+COOKIE = "sc_session"
+CSRF_FIELD = "csrf"
 MAX_FORM_BYTES = 64 * 1024
 HISTORY_ROWS = 50
 
@@ -52,9 +59,10 @@ TITLES = {401: "Please sign in again", 403: "Not allowed", 404: "Not found", 409
           413: "Too large", 422: "Please check your input"}
 
 
-def page_routes(service: Service) -> APIRouter:
+def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S) -> APIRouter:
     """The web pages over `service`: `/`, `/app`, `/portal`, `/dashboard` and their static files."""
     router = APIRouter(include_in_schema=False)
+    sessions = Sessions(service.db, max_age_s=session_max_age_s)
     templates = Jinja2Templates(directory=HERE / "templates")
     styles = class_styles(service.policy)
     style_of = {s.name: s for s in styles}
@@ -62,34 +70,64 @@ def page_routes(service: Service) -> APIRouter:
     static = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
 
     def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
+        session_id = request.cookies.get(COOKIE)
         context |= {"policy": service.policy, "day": service.day, "date": service.date, "style_of": style_of,
-                    "styles": styles}
+                    "styles": styles, "csrf": csrf_token(session_id) if session_id else None,
+                    "session_hours": sessions.max_age_s / 3600}
         return templates.TemplateResponse(request, name, context, status_code=code)
 
     def error_page(request: Request, exc: ServiceError, area: str) -> HTMLResponse:
         response = render(request, "error.html", exc.status, title=TITLES.get(exc.status, "Refused"),
-                          message=exc.message, area=area, signed_out=isinstance(exc, Unauthorized))
-        if isinstance(exc, Unauthorized):  # a revoked or unknown key is of no further use
-            response.delete_cookie(COOKIE, path=f"/{area}")
+                          message=exc.message, area=area, signed_out=isinstance(exc, Unauthorized),
+                          cross_site=isinstance(exc, _CrossSite))
+        if isinstance(exc, Unauthorized):  # an ended session, or one of a revoked key, is of no further use
+            forget_session(request, response, area)
         return response
 
     def caller(request: Request) -> ApiKey | None:
-        secret = request.cookies.get(COOKIE)
-        return authenticate(service.db, secret) if secret else None
+        session_id = request.cookies.get(COOKIE)
+        return sessions.key_for(session_id) if session_id else None
+
+    async def posted(request: Request) -> tuple[ApiKey | None, dict[str, str]]:
+        """The caller and form of a POST from a signed-in page; _CrossSite if no page of this site sent it."""
+        form = await _form(request)
+        session_id = request.cookies.get(COOKIE)
+        if not session_id:
+            return None, form
+        _check_sent_here(request, form, session_id)
+        return await run_in_threadpool(sessions.key_for, session_id), form
+
+    def forget_session(request: Request, response: Response, area: str) -> None:
+        response.delete_cookie(COOKIE, path=f"/{area}", secure=request.url.scheme == "https", httponly=True,
+                               samesite="strict")
 
     async def sign_in(request: Request, area: str) -> Response:
-        secret = (await _form(request)).get("key", "").strip()
+        form = await _form(request)
+        if not _same_origin(request):  # no session yet, so no token: the Origin alone tells
+            return error_page(request, _CrossSite(FORGED), area)
         try:
-            authenticate(service.db, secret)
+            key = authenticate(service.db, form.get("key", "").strip())
         except Unauthorized as exc:
             return render(request, "signin.html", 401, area=area, message=exc.message)
+        previous = request.cookies.get(COOKIE)
+        if previous:  # signing in again (perhaps with another key) ends the session before
+            await run_in_threadpool(sessions.end, previous)
+        session_id = await run_in_threadpool(sessions.start, key)
         response = RedirectResponse(f"/{area}", status_code=303)
-        response.set_cookie(COOKIE, secret, path=f"/{area}", httponly=True, samesite="strict")
+        response.set_cookie(COOKIE, session_id, max_age=sessions.max_age_s, path=f"/{area}",
+                            secure=request.url.scheme == "https", httponly=True, samesite="strict")
         return response
 
-    def sign_out(area: str) -> Response:
+    async def sign_out(request: Request, area: str) -> Response:
+        try:
+            form = await _form(request)
+            if session_id := request.cookies.get(COOKIE):
+                _check_sent_here(request, form, session_id)
+                await run_in_threadpool(sessions.end, session_id)
+        except ServiceError as exc:
+            return error_page(request, exc, area)
         response = RedirectResponse(f"/{area}", status_code=303)
-        response.delete_cookie(COOKIE, path=f"/{area}")
+        forget_session(request, response, area)
         return response
 
     # -- home and static files ---------------------------------------------------------------------
@@ -120,7 +158,7 @@ def page_routes(service: Service) -> APIRouter:
                           done: str | None = None):
         """The citizen's score, class, consequences, history, who looked them up, and appeals."""
         try:
-            key = caller(request)
+            key = await run_in_threadpool(caller, request)
             if key is None:
                 return render(request, "signin.html", area="app")
             if key.role != "citizen":
@@ -140,16 +178,15 @@ def page_routes(service: Service) -> APIRouter:
         return await sign_in(request, "app")
 
     @router.post("/app/signout")
-    def app_sign_out():
-        """Sign out of the citizen app."""
-        return sign_out("app")
+    async def app_sign_out(request: Request):
+        """Sign out of the citizen app: the session ends, so its cookie is of no further use."""
+        return await sign_out(request, "app")
 
     @router.post("/app/appeal")
     async def app_appeal(request: Request):
         """File an appeal against one of the citizen's events."""
         try:
-            form = await _form(request)
-            key = caller(request)
+            key, form = await posted(request)
             if key is None:
                 return render(request, "signin.html", 401, area="app")
             await run_in_threadpool(service.file_appeal, key, form.get("event_id", ""), form.get("reason", ""))
@@ -186,16 +223,15 @@ def page_routes(service: Service) -> APIRouter:
         return await sign_in(request, "portal")
 
     @router.post("/portal/signout")
-    def portal_sign_out():
-        """Sign out of the portal."""
-        return sign_out("portal")
+    async def portal_sign_out(request: Request):
+        """Sign out of the portal: the session ends, so its cookie is of no further use."""
+        return await sign_out(request, "portal")
 
     @router.post("/portal/check", response_class=HTMLResponse)
     async def portal_check(request: Request):
         """Look a citizen up, or run the role's own check, with a stated purpose."""
         try:
-            form = await _form(request)
-            key = caller(request)
+            key, form = await posted(request)
         except ServiceError as exc:
             return error_page(request, exc, "portal")
         if key is None:
@@ -228,8 +264,7 @@ def page_routes(service: Service) -> APIRouter:
     async def portal_decide(request: Request, appeal_id: int):
         """An agency upholds or rejects an appeal."""
         try:
-            form = await _form(request)
-            key = caller(request)
+            key, form = await posted(request)
             if key is None:
                 return render(request, "signin.html", 401, area="portal")
             await run_in_threadpool(service.decide_appeal, key, appeal_id, form.get("decision") == "uphold",
@@ -244,7 +279,7 @@ def page_routes(service: Service) -> APIRouter:
     async def dashboard_page(request: Request):
         """Live class counts, event rates, consequences, wrongful attributions and appeals."""
         try:
-            key = caller(request)
+            key = await run_in_threadpool(caller, request)
             if key is None:
                 return render(request, "signin.html", area="dashboard")
             data = await run_in_threadpool(dashboard.data, key, _run_dir(request))
@@ -256,7 +291,7 @@ def page_routes(service: Service) -> APIRouter:
     async def dashboard_data(request: Request):
         """The dashboard's figures and numbers as JSON, for its refresh."""
         try:
-            key = caller(request)
+            key = await run_in_threadpool(caller, request)
             if key is None:
                 raise Unauthorized("signed out: sign in to the dashboard again")
             data = await run_in_threadpool(dashboard.data, key, _run_dir(request))
@@ -270,15 +305,39 @@ def page_routes(service: Service) -> APIRouter:
         return await sign_in(request, "dashboard")
 
     @router.post("/dashboard/signout")
-    def dashboard_sign_out():
-        """Sign out of the dashboard."""
-        return sign_out("dashboard")
+    async def dashboard_sign_out(request: Request):
+        """Sign out of the dashboard: the session ends, so its cookie is of no further use."""
+        return await sign_out(request, "dashboard")
 
     return router
 
 
 class _Invalid(ServiceError):
     status = 422
+
+
+class _CrossSite(ServiceError):
+    status = 403
+
+
+FORGED = ("This form did not come from a page of this site, or from one older than your sign-in, "
+          "so nothing was done")
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a POST came from a page of this site, by its Origin header (or Referer).
+
+    Browsers send Origin with every form POST, "null" where they hide it; a client that sends
+    neither header is no browser that another site's page could drive.
+    """
+    sender = request.headers.get("origin") or request.headers.get("referer")
+    return sender is None or urlsplit(sender).netloc.lower() == request.url.netloc.lower()
+
+
+def _check_sent_here(request: Request, form: dict[str, str], session_id: str) -> None:
+    """Refuse (_CrossSite) a POST with a foreign Origin, or without the CSRF token of the session."""
+    if not _same_origin(request) or not csrf_valid(session_id, form.get(CSRF_FIELD, "")):
+        raise _CrossSite(FORGED)
 
 
 def _amount(text: str | None) -> float | None:
@@ -313,7 +372,8 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
     status = service.lookup(key, cid)
     history = service.history(key, cid)
     events = sorted(history.get("events", []), key=lambda e: (e["day"], e["event_id"]), reverse=True)
-    seen = service.lookups(key, cid)["lookups"]
+    log = service.lookups(key, cid)
+    seen = log["lookups"]
     # The app's own reads are logged too; the list shows the others, the count the citizen's own.
     others = [row for row in seen if row["role"] != "citizen"]
     appeals = service.list_appeals(key, limit=1_000_000, newest_first=True)
@@ -326,6 +386,7 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
         "events": events if everything else events[:HISTORY_ROWS],
         "n_events": len(events),
         "lookups": others,
+        "refused": log["refused"],
         "own_views": len(seen) - len(others),
         "appeals": appeals,
         "open_events": open_events,
