@@ -19,7 +19,7 @@ from socialcredit.policy import ROLES, load_policy
 
 from .conftest import close_world, open_world
 
-PRESETS = ("taz-2018", "rongcheng", "accountable")
+PRESETS = ("taz-2018", "rongcheng", "accountable", "sesame")
 ENDPOINTS = ("lookup", "history", "lookups", "profile", "gate", "flight", "loan")
 # What each endpoint can show (README: "discloses"); a decision's role always gets the decision.
 CAN_SHOW = {"lookup": ("score", "class", "benefits", "sanctions", "reasons", "blacklist"),
