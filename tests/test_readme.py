@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+from socialcredit.engine import score_ledger
 from socialcredit.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,8 @@ def test_worked_policy_example_is_valid(tmp_path):
     path.write_text(block("toml"))
     policy = load_policy(path)
     assert policy.name == "town" and [r.id for r in policy.rules] == ["red-light", "drunk-driving"]
+    # A policy without a citizen grant leaves the citizen app nothing to show: the example has one.
+    assert {"score", "history", "lookups"} <= set(policy.grant_for("citizen").fields)
 
 
 def test_python_example_runs_and_incremental_equals_batch(monkeypatch):
@@ -25,6 +28,10 @@ def test_python_example_runs_and_incremental_equals_batch(monkeypatch):
     scope: dict = {}
     exec(block("python"), scope)
     assert scope["state"].scores().equals(scope["result"].scores)
+    # What apply returns: each event of the batch with its status as of the state's day (150).
+    events = scope["events"]
+    as_of_150 = score_ledger(scope["policy"], events, as_of=150).decisions.filter(events["day"] >= 100)["status"]
+    assert scope["status"].equals(as_of_150) and "future" in scope["status"]
     assert scope["result"].scores.filter(citizen_id="c-0003")["class"].item() == "AAA"
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,36 @@ def test_missing_column_is_named(tmp_path):
     path = tmp_path / "e.csv"
     path.write_text("event_id,citizen_id,day\n1,42,3\n")
     with pytest.raises(EventError, match="missing column.*kind"):
+        read_events(path)
+
+
+@pytest.mark.parametrize(("rows", "words"), [
+    ("e1,c1,k,0\ne2,c2,k,1,camera\n", "row 2 (line 3) has 5 fields, more than the header's 4"),
+    ("e1,c1,k,0\ne2,c2,k\n", "row 2 (line 3) has 3 fields, fewer than the header's 4"),
+    # A quoted newline and a blank line: rows count records, lines count lines.
+    ('e1,"c\n1",k,0\n\ne2,c2\n', "row 2 (line 5) has 2 fields, fewer than the header's 4"),
+])
+def test_a_ragged_csv_row_is_named_with_its_count_of_fields(tmp_path, rows, words):
+    path = tmp_path / "e.csv"
+    path.write_text("event_id,citizen_id,kind,day\n" + rows)
+    with pytest.raises(EventError) as info:
+        read_events(path)
+    assert str(info.value) == f"{path}: {words}" and info.value.row == 2
+
+
+def test_a_csv_row_may_leave_its_last_fields_empty(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("event_id,citizen_id,kind,day,source,confidence\ne1,c1,k,0,,\ne2,c2,k,1,camera,\n")
+    assert read_events(path)["confidence"].to_list() == [None, None]
+
+
+@pytest.mark.parametrize(("delimiter", "named"), [(";", "';'"), ("\t", "a tab"), ("|", "'|'")])
+def test_a_csv_file_with_another_delimiter_says_which(tmp_path, delimiter, named):
+    path = tmp_path / "e.csv"
+    path.write_text(delimiter.join(["event_id", "citizen_id", "kind", "day"]) + "\n"
+                    + delimiter.join(["e1", "c1", "k", "0,5"]) + "\n")  # a decimal comma in the data
+    with pytest.raises(EventError, match=f"the delimiter seems to be {re.escape(named)}; event files are "
+                                         "comma-separated"):
         read_events(path)
 
 

@@ -31,7 +31,7 @@ def test_every_command_has_help(command):
 def test_keys_create_prints_the_key_once_and_stores_only_its_hash(tmp_path):
     url = f"sqlite:///{tmp_path}/k.db"
     result = runner.invoke(app, ["keys", "create", "--role", "agency", "--name", "police",
-                                 "--source", "camera", "--source", "courts", "--db", url])
+                                 "--source", "camera", "--source", "courts", "--db", url, "--create"])
     assert result.exit_code == 0, result.output
     secret = result.output.strip()
     db = Database.open(url)
@@ -52,7 +52,7 @@ def test_keys_create_prints_the_key_once_and_stores_only_its_hash(tmp_path):
     (["--role", "king", "--name", "x"], "unknown role"),
 ])
 def test_keys_create_refuses_bad_bindings(tmp_path, args, words):
-    result = runner.invoke(app, ["keys", "create", *args, "--db", f"sqlite:///{tmp_path}/k.db"])
+    result = runner.invoke(app, ["keys", "create", *args, "--db", f"sqlite:///{tmp_path}/k.db", "--create"])
     assert result.exit_code == 1 and words in result.output
 
 

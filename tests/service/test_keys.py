@@ -2,9 +2,12 @@
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from socialcredit.cli import app
 from socialcredit.service import Database, create_key, revoke_key
 from socialcredit.service._errors import NotFound, Unauthorized
 from socialcredit.service._keys import authenticate, now
@@ -145,3 +148,43 @@ def test_a_request_without_a_key_is_told_how_to_send_one(tmp_path, secret):
     with pytest.raises(Unauthorized) as caught:
         authenticate(db, secret)
     assert str(caught.value) == "missing API key: send 'Authorization: Bearer <key>'"
+
+
+def keys_create(url, *args):
+    return CliRunner().invoke(app, ["keys", "create", "--db", url, *args])
+
+
+def test_keys_create_refuses_a_database_that_is_not_there_unless_told_to_create_it(url):
+    bank = ["--role", "bank", "--name", "first-bank"]
+    result = keys_create(url, *bank)
+    missing = "no socialcredit schema" if url.startswith("postgresql") else "no such file"
+    assert result.exit_code == 1
+    assert f"no socialcredit database there ({missing}); check --db, or add --create" in result.output
+    if not url.startswith("postgresql"):
+        assert not Path(url.removeprefix("sqlite:///")).exists()  # nothing made by mistake
+    result = keys_create(url, *bank, "--create")
+    assert result.exit_code == 0, result.output
+    assert keys_create(url, "--role", "bank", "--name", "second-bank").exit_code == 0  # there now
+    db = Database.open(url)
+    try:
+        assert authenticate(db, result.output.strip()).name == "first-bank"
+    finally:
+        db.close()
+
+
+def test_keys_create_refuses_a_citizen_the_database_does_not_know_unless_allowed(url):
+    db = Database.open(url)
+    try:
+        with db.transaction() as cur:
+            db.execute("INSERT INTO citizens (citizen_id, attributes) VALUES ('c-1', '{}')", (), cur)
+        result = keys_create(url, "--role", "citizen", "--name", "typo", "--citizen", "c-l")
+        assert result.exit_code == 1
+        assert ("no citizen 'c-l' in the database (no record, score or event); check --citizen, "
+                "or add --allow-unknown") in result.output
+        assert not db.execute("SELECT 1 FROM api_keys")
+        known = keys_create(url, "--role", "citizen", "--name", "one", "--citizen", "c-1")
+        ahead = keys_create(url, "--role", "citizen", "--name", "new", "--citizen", "c-2", "--allow-unknown")
+        assert known.exit_code == 0 and ahead.exit_code == 0, known.output + ahead.output
+        assert authenticate(db, ahead.output.strip()).citizen_id == "c-2"
+    finally:
+        db.close()

@@ -148,13 +148,31 @@ def keys_create(
     citizen: Annotated[str | None, typer.Option(help="The citizen a citizen key is bound to.")] = None,
     source: Annotated[list[str] | None, typer.Option(help="A source the key may send (repeatable).")] = None,
     db: DbOption = DEFAULT_URL,
+    create: Annotated[bool, typer.Option(
+        "--create", help="Create the database if it does not exist (else a mistyped --db is refused).")] = False,
+    allow_unknown: Annotated[bool, typer.Option(
+        "--allow-unknown", help="Bind the key to a --citizen the database has no record or event of yet.")] = False,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from socialcredit.service import Database, create_key
+    from socialcredit.service._errors import NotFound
 
+    if not create:
+        probe = Database(db)
+        try:
+            exists = probe.exists()
+        finally:
+            probe.close()
+        if not exists:
+            missing = "no such file" if probe.path and not probe.path.is_file() else "no socialcredit schema"
+            raise fail(f"{_shown(db)}: no socialcredit database there ({missing}); check --db, "
+                       "or add --create to make a new one")
     database = Database.open(db)
     try:
-        secret = create_key(database, role=role, name=name, citizen=citizen, sources=source or [])
+        secret = create_key(database, role=role, name=name, citizen=citizen, sources=source or [],
+                            known_citizen=not allow_unknown)
+    except NotFound as exc:
+        raise fail(f"{exc}; check --citizen, or add --allow-unknown to bind the key all the same") from None
     finally:
         database.close()
     typer.echo(secret)

@@ -5,12 +5,21 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from socialcredit.engine._compiled import BIRTHS_SCHEMA, NO_RULE, YEAR_DAYS, CompiledPolicy, Status
+from socialcredit.engine._compiled import (
+    BIRTHS_SCHEMA,
+    NO_RULE,
+    STATUS_DTYPE,
+    STATUS_NAMES,
+    YEAR_DAYS,
+    CompiledPolicy,
+    Status,
+)
 from socialcredit.policy import Policy
 
 _DELTA_SCHEMA = {"code": pl.Int64, "rule": pl.Int32, "day": pl.Int32, "sign": pl.Int8}
 _EMPTY_KEPT = pl.DataFrame(schema={"event_id": pl.String, "code": pl.Int64, "rule": pl.Int32,
                                    "day": pl.Int32, "counted": pl.Boolean})
+_STATUS_NAMES = np.array(STATUS_NAMES)
 
 
 class ScoreState:
@@ -42,8 +51,9 @@ class ScoreState:
         """Number of citizens seen."""
         return self._ids.height
 
-    def apply(self, events: pl.DataFrame) -> np.ndarray:
-        """Add a validated batch of events; return each event's status as of `as_of`."""
+    def apply(self, events: pl.DataFrame) -> pl.Series:
+        """Add a validated batch of events; return each event's status as of `as_of`, in the batch's
+        order: the Series "status" of `score_ledger(...).decisions` (counted, cap, future, ...)."""
         compiled = self.compiled
         codes = self._codes_for(events["citizen_id"])
         rule, status = compiled.passing_status(events, self.births)
@@ -68,7 +78,7 @@ class ScoreState:
         expires = compiled.expires[safe_rule]
         status[counted & (day > self.as_of)] = Status.FUTURE
         status[counted & (day <= self.as_of) & (expires > 0) & (self.as_of >= day + expires)] = Status.EXPIRED
-        return status
+        return pl.Series("status", _STATUS_NAMES[status], dtype=STATUS_DTYPE)
 
     def advance(self, day: int) -> None:
         """Move the state forward to `day`: points start and expire as scheduled."""

@@ -6,6 +6,7 @@ agree; a checked table holds the day number (the calendar says which date day 0 
 
 from __future__ import annotations
 
+import csv
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -161,7 +162,7 @@ def read_events(path: str | Path, *, calendar: Calendar | None = None) -> pl.Dat
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            raw = pl.read_csv(path, infer_schema=False)
+            raw = _read_csv(path)
         elif suffix == ".parquet":
             raw = pl.read_parquet(path)
         elif suffix in (".ndjson", ".jsonl"):
@@ -171,6 +172,47 @@ def read_events(path: str | Path, *, calendar: Calendar | None = None) -> pl.Dat
     except (pl.exceptions.ComputeError, OSError) as exc:
         raise EventError(f"{path}: cannot be read: {exc}") from None
     return validate_events(raw, origin=str(path), calendar=calendar)
+
+
+# Delimiters other than the comma that spreadsheets write (a locale with decimal commas: ';').
+_OTHER_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    """A CSV event file as text columns; a row with more or fewer fields than the header, or a
+    file with another delimiter, is an EventError that says so."""
+    with path.open("rb") as fh:
+        header = fh.readline().decode("utf-8", errors="replace")
+    if "," not in header:
+        found = max(_OTHER_DELIMITERS, key=header.count)
+        if found in header:
+            raise EventError(f"{path}: the header has one column, {header.strip()[:80]!r}: the delimiter seems "
+                             f"to be {_OTHER_DELIMITERS[found]}; event files are comma-separated")
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.ComputeError as exc:
+        if "more fields" not in str(exc):
+            raise
+        raw = None
+    # Polars fills a short row's missing fields with nulls: only then can the last column hold one.
+    if raw is None or (raw.width and raw[:, -1].null_count()):
+        _check_field_counts(path)
+    if raw is None:  # polars found a long row that Python's csv module reads otherwise (quoting)
+        raise EventError(f"{path}: cannot be read: a row has more fields than the header")
+    return raw
+
+
+def _check_field_counts(path: Path) -> None:
+    """Raise an EventError naming the first row whose number of fields is not the header's."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        records = (fields for fields in reader if fields)  # a blank line is no row, as for polars
+        for row, fields in enumerate(records, start=1):
+            if len(fields) != len(header):
+                more_or_fewer = "more" if len(fields) > len(header) else "fewer"
+                raise EventError(f"{path}: row {row} (line {reader.line_num}) has {len(fields)} fields, "
+                                 f"{more_or_fewer} than the header's {len(header)}", row=row)
 
 
 def _read_ndjson(path: Path) -> pl.DataFrame:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from html import escape
+from importlib.resources import files
 from typing import Annotated, Any, Literal, NotRequired
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from typing_extensions import TypedDict  # pydantic reads typing's TypedDict from Python 3.12 on
 
@@ -152,8 +155,8 @@ class HistoryOut(TypedDict):
     events: NotRequired[list[EventOut]]
 
 
-class LookupRow(TypedDict):
-    """One answer about the citizen: who, with what role and purpose, which fields, when."""
+class _Attempt(TypedDict):
+    """Who asked about the citizen, with what role and purpose, through which endpoint, when."""
 
     at: str
     day: int
@@ -161,20 +164,18 @@ class LookupRow(TypedDict):
     who: str
     role: str
     purpose: str | None
-    fields: list[str]
     endpoint: str
 
 
-class RefusalRow(TypedDict):
+class LookupRow(_Attempt):
+    """One answer about the citizen, and the fields it showed."""
+
+    fields: list[str]
+
+
+class RefusalRow(_Attempt):
     """One refused attempt to read about the citizen, and why."""
 
-    at: str
-    day: int
-    date: str
-    who: str
-    role: str
-    purpose: str | None
-    endpoint: str
     reason: str
 
 
@@ -243,16 +244,20 @@ class FlightOut(TypedDict):
     discount: NotRequired[float]
 
 
-class LoanOut(TypedDict):
-    """The bank's quote (`rate`: None when refused)."""
+class RateChange(TypedDict):
+    """What moved a loan's rate off the base rate, and by how much (a fraction)."""
 
-    citizen_id: str
-    amount: float | None
-    approved: bool
-    rate: float | None
-    sanctions: NotRequired[list[str]]
-    refused_by: NotRequired[list[str]]
-    benefits: NotRequired[list[str]]
+    because: str
+    rate_change: float
+
+
+LoanOut = TypedDict("LoanOut", {
+    "citizen_id": str, "amount": float | None, "approved": bool,
+    "rate": float | None, "base_rate": float, "rate_changes": list[RateChange],
+    "score": NotRequired[int | None], "class": NotRequired[str | None],  # as the grant shows them
+    "sanctions": NotRequired[list[str]], "refused_by": NotRequired[list[str]], "benefits": NotRequired[list[str]],
+})
+LoanOut.__doc__ = "The bank's quote (`rate`: None when refused), and what moved the rate as the grant shows it."
 
 
 class DayCount(TypedDict):
@@ -334,7 +339,8 @@ def create_app(service: Service) -> FastAPI:
 
     app = _App(title="socialcredit live service", version="1",
                description=f"Policy '{service.policy.name}'. Every look-up is logged.",
-               lifespan=lifespan)
+               lifespan=lifespan, docs_url=None, redoc_url=None)
+    _add_docs(app)
     app.lean_lookup = _LeanLookup(service)
 
     app.state.service = service
@@ -446,6 +452,45 @@ def create_app(service: Service) -> FastAPI:
         return service.quarantined(key)
 
     return app
+
+
+# The interactive documentation, served whole by the app (nothing from a CDN, so it works offline):
+# Swagger UI as the fastapi-offline package ships it, started by a script file of this origin, so
+# the page runs under the pages' content security policy. No ReDoc: its bundle always loads its
+# vendor's logo from a CDN.
+_DOCS_ASSETS = "/docs/assets"
+_SWAGGER_INIT = "/docs/swagger-init.js"
+_SWAGGER_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} - Swagger UI</title>
+<link rel="stylesheet" href="{assets}/swagger-ui.css">
+<link rel="icon" href="{assets}/favicon.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{assets}/swagger-ui-bundle.js"></script>
+<script src="{init}"></script>
+</body>
+</html>
+"""
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, its scripts and styles from the app itself."""
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    swagger = _SWAGGER_PAGE.format(title=escape(app.title), assets=_DOCS_ASSETS, init=_SWAGGER_INIT)
+    init = files("socialcredit.service") / "docs" / "swagger-init.js"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(swagger)
+
+    @app.get(_SWAGGER_INIT, include_in_schema=False)
+    async def swagger_init() -> FileResponse:
+        return FileResponse(str(init), media_type="text/javascript")
 
 
 def _invalid(errors: list[dict]) -> dict:

@@ -28,6 +28,9 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS events (" + event_sql_columns("{real}")
     + ", batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS events_citizen ON events (citizen_id)",
+    # The dashboard's live rates read the batches that arrived since its last look (batch numbers
+    # only grow, so the index is appended to, not rebalanced).
+    "CREATE INDEX IF NOT EXISTS events_batch ON events (batch)",
     """CREATE TABLE IF NOT EXISTS scores (
         citizen_id TEXT PRIMARY KEY, score BIGINT NOT NULL, class TEXT NOT NULL,
         class_idx INTEGER NOT NULL, as_of INTEGER NOT NULL)""",
@@ -128,6 +131,14 @@ class Database:
             db._schema = _SCHEMA + _LOOKUPS + _INBOX_SCHEMA[1:]
             db.create_schema()
         return db
+
+    def exists(self) -> bool:
+        """Whether the database holds the service's schema already (without creating anything)."""
+        if self.dialect == "sqlite" and not self.path.is_file():  # connecting would create the file
+            return False
+        meta = ("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'" if self.dialect == "sqlite"
+                else "SELECT 1 WHERE to_regclass('meta') IS NOT NULL")  # in the URL's search_path
+        return bool(self.execute(meta)) and self.get_meta("schema_version") is not None
 
     def _move_lookups(self) -> None:
         """Move a look-up log kept in the main file (databases made before the log file) to the log file.

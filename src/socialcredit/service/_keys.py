@@ -48,8 +48,11 @@ def now() -> str:
 
 
 def create_key(db: Database, *, role: str, name: str, citizen: str | None = None,
-               sources: tuple[str, ...] | list[str] = ()) -> str:
-    """Store a new key and return its secret (shown once; only the hash is kept)."""
+               sources: tuple[str, ...] | list[str] = (), known_citizen: bool = False) -> str:
+    """Store a new key and return its secret (shown once; only the hash is kept).
+
+    `known_citizen`: refuse to bind the key to a citizen the database has no record or event of.
+    """
     if role not in ROLES:
         raise Invalid(f"unknown role '{role}' (roles: {', '.join(ROLES)})", field="role")
     if not name:
@@ -64,6 +67,8 @@ def create_key(db: Database, *, role: str, name: str, citizen: str | None = None
     if role not in SENDING_ROLES and sources:
         raise Invalid(f"{role} keys send no events and take no --source "
                       f"(senders: {', '.join(SENDING_ROLES)})", field="source")
+    if known_citizen and citizen and not citizen_known(db, citizen):
+        raise NotFound(f"no citizen '{citizen}' in the database (no record, score or event)", field="citizen")
     secret = PREFIX + secrets.token_urlsafe(32)
     with db.transaction() as cur:
         if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,), cur):
@@ -73,6 +78,13 @@ def create_key(db: Database, *, role: str, name: str, citizen: str | None = None
                    (name, _digest(secret), role, citizen, ",".join(sorted(set(sources))), now()), cur)
         _bump_keys(db, cur)
     return secret
+
+
+def citizen_known(db: Database, citizen: str) -> bool:
+    """Whether the database has a record, a score or an event of `citizen`."""
+    return bool(db.execute("SELECT 1 FROM citizens WHERE citizen_id = ? UNION ALL "
+                           "SELECT 1 FROM scores WHERE citizen_id = ? UNION ALL "
+                           "SELECT 1 FROM events WHERE citizen_id = ? LIMIT 1", (citizen,) * 3))
 
 
 def revoke_key(db: Database, name: str) -> None:

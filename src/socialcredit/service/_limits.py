@@ -24,27 +24,19 @@ from socialcredit.service._errors import TooLarge
 from socialcredit.service._service import Settings
 
 EVENTS_PATH = "/api/events"  # the one route whose bodies are batches: `Settings.max_body_bytes`
-# FastAPI's interactive documentation: Swagger UI and ReDoc load from a CDN and start with an
-# inline script, so these pages get a policy of their own; they show no data of the service.
-DOCS_PATHS = frozenset(("/docs", "/docs/oauth2-redirect", "/redoc"))
-
-# The pages load their scripts and styles from /static only; scripts run from files, never inline
+# The pages, /docs (Swagger UI, see _app) included, load their scripts and styles from the app only;
+# scripts run from files, never inline
 # (the dashboard's data sits in a <script type="application/json"> block, which is not run). Styles
 # allow 'unsafe-inline': the class badges colour themselves in a style attribute and Plotly styles
 # its charts through style attributes and a <style> element it writes; a style cannot run code.
 PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
                "frame-ancestors 'none'")
-DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-               "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-               "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; worker-src 'self' blob:; "
-               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 # Referrer-Policy same-origin, not no-referrer: under no-referrer a browser sends "Origin: null"
 # with a form POST, and the pages tell their own forms from another site's by the Origin.
 _COMMON_HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
                    (b"referrer-policy", b"same-origin")]
 SECURITY_HEADERS = [(b"content-security-policy", PAGE_POLICY.encode()), *_COMMON_HEADERS]
-DOCS_HEADERS = [(b"content-security-policy", DOCS_POLICY.encode()), *_COMMON_HEADERS]
 
 
 class SecurityHeaders:
@@ -57,11 +49,9 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = DOCS_HEADERS if scope["path"] in DOCS_PATHS else SECURITY_HEADERS
-
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *headers]
+                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
