@@ -20,6 +20,7 @@ import typer
 from socialcredit.analysis import write_report
 from socialcredit.service import Database, Service, ServiceError, create_app, create_key
 from socialcredit.simulation import Run, simulate
+from socialcredit.web._pages import tour
 
 HOST = "127.0.0.1"
 # The demo's organisations: (role, key name). The citizen key is added for the chosen citizen and
@@ -88,6 +89,8 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
             citizen = pick_citizen(run_dir, service)
             keys = _create_keys(service, citizen, run_dir)
             _keep(service, key_file, keys, run_dir)
+        with service.db.transaction() as cur:  # the home page's tour names the citizen (it knows no keys)
+            service.db.set_meta(cur, "demo_citizen", citizen)
         url = f"http://{HOST}:{port}"
         echo("")
         echo(f"demo keys (kept in {key_file}, readable by you alone; paste one into a page's sign-in):")
@@ -99,6 +102,12 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
         echo(f"  dashboard     {url}/dashboard (analyst or agency)")
         echo(f"  API           {url}/docs")
         echo(f"  report        {report.resolve()}")
+        echo("")
+        echo(f"try this (also on {url}/):")
+        for n, step in enumerate(tour(service.policy, citizen), 1):
+            echo(f"  {n}. {step['text']}")
+            echo(f"     key: {step['key']}, at {url}{step['path']}")
+        echo("")
         echo(f"serving on {url} until Ctrl-C{' with a live feed of events' if live else ''}")
         app = create_app(service)
         stop = threading.Event()

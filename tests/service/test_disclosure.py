@@ -24,7 +24,8 @@ ENDPOINTS = ("lookup", "history", "lookups", "profile", "gate", "flight", "loan"
 # What each endpoint can show (README: "discloses"); a decision's role always gets the decision.
 CAN_SHOW = {"lookup": ("score", "class", "benefits", "sanctions", "reasons", "blacklist"),
             "history": ("reasons", "history"), "lookups": ("lookups",), "profile": ("profile", "sanctions"),
-            "gate": ("sanctions",), "flight": ("sanctions", "benefits"), "loan": ("sanctions", "benefits")}
+            "gate": ("sanctions",), "flight": ("sanctions", "benefits"),
+            "loan": ("score", "class", "sanctions", "benefits")}
 DECIDES = {"gate": "security", "flight": "airline", "loan": "bank"}
 BLANK = {"missing": None, "empty": "", "spaces": "   ", "tab": "\t", "a dot": " .", "two letters": "ok"}
 
@@ -82,8 +83,8 @@ def disclosed(endpoint: str, body: dict) -> list[str]:
         "gate": ["decision", *(["sanctions"] if "because" in body else [])],
         "flight": ["decision", *(["sanctions"] if "because" in body else []),
                    *(["benefits"] if "discount" in body else [])],
-        "loan": ["decision", *(["sanctions"] if "sanctions" in body else []),
-                 *(["benefits"] if "benefits" in body else [])],
+        "loan": ["decision", *(f for f in ("score", "class") if f in body),
+                 *(["sanctions"] if "sanctions" in body else []), *(["benefits"] if "benefits" in body else [])],
     }[endpoint]
     decision = {"gate": "decision", "flight": "may_board", "loan": "approved"}.get(endpoint)
     assert decision is None or decision in body, body

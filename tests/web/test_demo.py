@@ -92,6 +92,18 @@ def test_demo_serves_a_tiny_town_with_working_keys_and_a_live_feed(tmp_path, pag
         assert set(employer) == {"citizen_id", "day", "date", *(f for f in ("score", "class", "benefits", "sanctions")
                                                          if f in grant)}
 
+        # The guided tour: printed with its keys and links, and on the home page with the same links.
+        steps = re.findall(r"^  \d\. (.+)\n     key: (.+), at (\S+)$", text, re.M)
+        assert [key for _, key, _ in steps] == ["citizen", "bank", "citizen", "citizen, then agency"]
+        assert f"{url}/portal?citizen_id={citizen}" == steps[1][2]
+        assert "socialcredit demo --policy accountable" in steps[3][0]  # the scenario's taz-2018 allows no appeals
+        page.goto(url)
+        tour = page.locator("ol.tour li")
+        hrefs = tour.locator("a").evaluate_all("els => els.map(a => a.getAttribute('href'))")
+        assert [f"{url}{href}" for href in hrefs] == [link for _, _, link in steps]
+        assert tour.locator("a").all_inner_texts() == [what for what, _, _ in steps]
+        assert f"The demo's citizen is {citizen}." in page.locator("main").inner_text()
+
         page.goto(f"{url}/dashboard")
         page.get_by_label("API key").fill(keys["analyst"][1])
         page.get_by_role("button", name="Sign in").click()

@@ -50,12 +50,19 @@ DISCLOSURES: dict[str, Disclosure] = {d.name: d for d in (
                what="the subway gate"),
     Disclosure("flight", ("POST /api/flights/check", "/portal flight"), ("sanctions", "benefits"),
                roles=("airline",), what="the flight check"),
-    Disclosure("loan", ("POST /api/loans/quote", "/portal loan"), ("sanctions", "benefits"), roles=("bank",),
-               what="the loan quote"),
+    Disclosure("loan", ("POST /api/loans/quote", "/portal loan"), ("score", "class", "sanctions", "benefits"),
+               roles=("bank",), what="the loan quote"),
     Disclosure("appeals", ("/portal appeals", "/app"), ("history",), roles=("agency", "citizen"),
                what="the appeals"),
     Disclosure("appeal-decision", ("POST /api/appeals/{id}/decision", "/portal appeals"), ("score", "class"),
                roles=("agency",), what="an appeal decision"),
+    # A search lists citizens by id prefix with their score and class as the grant shows them: an
+    # id alone would say nothing a look-up does not, so a grant with neither cannot search.
+    Disclosure("search", ("/portal search",), ("score", "class"), what="a citizen search"),
+    # The citizens behind a dashboard number (a class, region, group or consequence): each row
+    # shows its region and group (the filters themselves) and these fields as the grant allows.
+    Disclosure("roster", ("/dashboard/citizens",), ("score", "class", "benefits", "sanctions"),
+               what="a list of citizens"),
 )}
 # The fields a look-up (GET /api/citizens/{id}) can show, in the order it shows them.
 LOOKUP_FIELDS = DISCLOSURES["lookup"].fields

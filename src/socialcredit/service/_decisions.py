@@ -15,13 +15,14 @@ class Decisions:
     """The Service's decisions (a mixin over its look-ups and compiled consequences)."""
 
     def _consequence_check(self, key: ApiKey, citizen_id: str, purpose: str | None,
-                           endpoint: str) -> tuple[list[str], int, list[dict], list[dict]]:
+                           endpoint: str) -> tuple[list[str], tuple[int | None, str | None, int], list[dict],
+                                                   list[dict]]:
         """What the grant shows of the consequences behind a decision (access.DISCLOSURES), the
-        class index, and the benefits and sanctions in force."""
+        score, class and class index, and the benefits and sanctions in force."""
         fields = self._permit(key, citizen_id, purpose, endpoint)
-        _, _, idx = self._status(citizen_id)
-        benefits, sanctions = self.consequences(citizen_id, idx)
-        return fields, idx, benefits, sanctions
+        status = self._status(citizen_id)
+        benefits, sanctions = self.consequences(citizen_id, status[2])
+        return fields, status, benefits, sanctions
 
     # The decision itself is what the role is there for; the sanctions and benefits behind it are
     # shown only where the grant lets the role see them.
@@ -50,15 +51,29 @@ class Decisions:
         return out
 
     def loan_quote(self, key: ApiKey, citizen_id: str, amount: float | None, purpose: str | None) -> dict:
-        """A bank's quote: the rate by class, benefits and sanctions; logged."""
-        fields, idx, benefits, sanctions = self._consequence_check(key, citizen_id, purpose, "loan")
+        """A bank's quote: the rate by class, benefits and sanctions, and what moved it; logged.
+
+        `rate_changes` says what moved the rate off `base_rate` (the top class's), each as the grant
+        lets the bank see it: the class where it shows 'class', each `loan_price` benefit or
+        sanction where it shows 'benefits' or 'sanctions'.
+        """
+        fields, (score, klass, idx), benefits, sanctions = self._consequence_check(key, citizen_id, purpose, "loan")
         refused = [s["name"] for s in sanctions if s["effect"] == "loan_refusal"]
-        priced = [c for c in (*benefits, *sanctions) if c["effect"] == "loan_price"]
         # A citizen the policy does not score is quoted as one without a record.
-        rate = LOAN_BASE_RATE + LOAN_CLASS_SPREAD * (self.ledger.start_class if idx == NOT_SCORED else idx)
-        rate += sum(c["parameters"]["rate_change"] for c in priced)
+        priced_idx = self.ledger.start_class if idx == NOT_SCORED else idx
+        priced_as = f"class {self.policy.class_names[priced_idx]}"
+        changes = [("class", priced_as if idx != NOT_SCORED else f"no score yet (priced as {priced_as})",
+                    LOAN_CLASS_SPREAD * priced_idx)]
+        changes += [("benefits" if c in benefits else "sanctions", c["name"], c["parameters"]["rate_change"])
+                    for c in (*benefits, *sanctions) if c["effect"] == "loan_price"]
+        rate = LOAN_BASE_RATE + sum(change for _, _, change in changes)
         out = {"citizen_id": citizen_id, "amount": amount, "approved": not refused,
-               "rate": None if refused else round(rate, 6)}
+               "rate": None if refused else round(rate, 6), "base_rate": LOAN_BASE_RATE}
+        if refused:
+            changes = []
+        out["rate_changes"] = [{"because": because, "rate_change": round(change, 6)}
+                               for field, because, change in changes if field in fields and change]
+        out |= {f: v for f, v in (("score", score), ("class", klass)) if f in fields}
         if "sanctions" in fields:
             # Every sanction the citizen is under, as the grant lets the bank see them; `refused_by`
             # names those that stop the loan.

@@ -7,8 +7,9 @@ import json
 import polars as pl
 
 from socialcredit.engine import BENEFITS, BETWEEN, CompiledConsequence, explain
-from socialcredit.events import EVENT_SCHEMA
-from socialcredit.service._errors import NotFound
+from socialcredit.events import EVENT_SCHEMA, EventError, check_text
+from socialcredit.service._access import DISCLOSURES
+from socialcredit.service._errors import Forbidden, Invalid, NotFound
 from socialcredit.service._keys import ApiKey
 
 # Camera events have source "camera". Their source_ref names the place type: the simulator writes
@@ -17,6 +18,7 @@ from socialcredit.service._keys import ApiKey
 CAMERA_SOURCE = "camera"
 PLACE_TYPES = ("street", "mall", "subway")  # the simulator's place types (simulation/_kinds.py PLACES)
 NOT_SCORED = -1  # the class index of a citizen the policy does not score (under its min_age)
+SEARCH_PAGE = 20  # citizens a search lists at a time
 
 
 class Lookups:
@@ -77,6 +79,42 @@ class Lookups:
     def lookup_json(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> bytes:
         """`lookup` as the JSON bytes of the response (the hot path of the API); logged."""
         return _json(self.lookup(key, citizen_id, purpose))
+
+    def search(self, key: ApiKey, prefix: str, purpose: str | None = None, *, page: int = 1) -> dict:
+        """Citizens whose id starts with `prefix`, SEARCH_PAGE a page (from 1), with score and class
+        as the grant shows them; logged for each citizen listed (a refusal for each it would list)."""
+        prefix = prefix.strip()
+        try:  # the start of an id: what no citizen id can hold is refused
+            check_text(prefix, "citizen_id")
+        except EventError as exc:
+            raise Invalid(str(exc), field="citizen_id") from None
+        if not prefix:
+            raise Invalid("enter the start of a citizen id", field="citizen_id")
+        page = max(1, page)
+        match = "substr(citizen_id, 1, ?) = ?"  # not LIKE: SQLite's ignores case, and _ and % are wildcards
+        total = int(self.db.execute(f"SELECT COUNT(*) FROM citizens WHERE {match}", (len(prefix), prefix))[0][0])
+        ids = [row[0] for row in self.db.execute(
+            f"SELECT citizen_id FROM citizens WHERE {match} ORDER BY citizen_id LIMIT ? OFFSET ?",
+            (len(prefix), prefix, SEARCH_PAGE, (page - 1) * SEARCH_PAGE))]
+        if not ids:  # nobody to log for; the grant and purpose are checked all the same
+            fields = DISCLOSURES["search"].shown(
+                self.access.permit(key, key.citizen_id or "", purpose, DISCLOSURES["search"]))
+        refusal = None
+        for citizen_id in ids:
+            try:
+                fields = self._permit(key, citizen_id, purpose, "search")
+            except Forbidden as exc:  # logged for this citizen; the others it would list are logged too
+                refusal = exc
+        if refusal is not None:
+            raise refusal
+        citizens = []
+        for citizen_id in ids:
+            score, klass, _ = self._status(citizen_id)
+            citizens.append({"citizen_id": citizen_id,
+                             **{f: v for f, v in (("score", score), ("class", klass)) if f in fields}})
+            self._record(key, citizen_id, purpose, fields, "search")
+        return {"prefix": prefix, "page": page, "pages": max(1, -(-total // SEARCH_PAGE)), "total": total,
+                "fields": fields, "citizens": citizens}
 
     def _ledger_of(self, citizen_id: str, *, voided: bool = False) -> pl.DataFrame:
         cols = ", ".join(EVENT_SCHEMA)

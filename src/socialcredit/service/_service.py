@@ -29,6 +29,7 @@ from socialcredit.service._keys import SENDING_ROLES, ApiKey
 from socialcredit.service._ledger import Ledger
 from socialcredit.service._lookup_log import LookupLog
 from socialcredit.service._lookups import Lookups
+from socialcredit.service._roster import Roster
 
 log = logging.getLogger("socialcredit.service")
 
@@ -64,7 +65,7 @@ class Settings:
     max_batches_in_flight: int = 8
 
 
-class Service(Lookups, Decisions, Appeals):
+class Service(Lookups, Decisions, Appeals, Roster):
     """One database and one policy: everything the API does, without HTTP.
 
     Its clock: with `clock` (a function giving today's date, e.g. `datetime.date.today`) the service

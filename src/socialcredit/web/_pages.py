@@ -12,6 +12,8 @@ by its Origin (or Referer) alone. A refused POST changes nothing and gets a 403 
 
 from __future__ import annotations
 
+import re
+from itertools import groupby
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -21,7 +23,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from socialcredit.policy import Policy
 from socialcredit.service import ApiKey, Service, ServiceError, Unauthorized, authenticate
+from socialcredit.service._access import DISCLOSURES
 from socialcredit.service._sessions import SESSION_MAX_AGE_S, Sessions, csrf_token, csrf_valid
 from socialcredit.web._dashboard import Dashboard
 from socialcredit.web._theme import class_styles, gauge
@@ -44,6 +48,19 @@ ACTIONS = {
     "agency": ("lookup", "Case look-up", None),
     "analyst": ("lookup", "Look-up", None),
 }
+# What a purpose looks like for each role (the form's placeholder).
+PURPOSE_EXAMPLES = {
+    "bank": "mortgage application 2018-117",
+    "airline": "boarding flight CA 1234",
+    "security": "incident report 2018-0042",
+    "employer": "job application, warehouse",
+    "landlord": "tenancy application, flat 4B",
+    "platform": "order 55-1021, payment check",
+    "travel": "train ticket booking 7781",
+    "agency": "case 2018-311",
+    "analyst": "audit sample 12",
+}
+HISTORY_FILTERS = ("kind", "source", "status")
 STATUS_TEXT = {
     "counted": "counted",
     "unknown_kind": "not scored: no rule for this kind",
@@ -64,9 +81,11 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
     router = APIRouter(include_in_schema=False)
     sessions = Sessions(service.db, max_age_s=session_max_age_s)
     templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters |= {"on_date": on_date, "undated": undated}
     styles = class_styles(service.policy)
     style_of = {s.name: s for s in styles}
     dashboard = Dashboard(service, styles)
+    router.lifespan_context = dashboard.running  # counts arrivals from the start, reads the run ahead
     static = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
 
     def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
@@ -76,10 +95,12 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
                     "session_hours": sessions.max_age_s / 3600}
         return templates.TemplateResponse(request, name, context, status_code=code)
 
-    def error_page(request: Request, exc: ServiceError, area: str) -> HTMLResponse:
+    def error_page(request: Request, exc: ServiceError, area: str, *, own_page: bool = False) -> HTMLResponse:
+        """The error as a page; `own_page`: the area's own page failed, so it offers sign-out, not a
+        link back to itself."""
         response = render(request, "error.html", exc.status, title=TITLES.get(exc.status, "Refused"),
                           message=exc.message, area=area, signed_out=isinstance(exc, Unauthorized),
-                          cross_site=isinstance(exc, _CrossSite))
+                          cross_site=isinstance(exc, _CrossSite), own_page=own_page)
         if isinstance(exc, Unauthorized):  # an ended session, or one of a revoked key, is of no further use
             forget_session(request, response, area)
         return response
@@ -134,8 +155,9 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
 
     @router.get("/", response_class=HTMLResponse)
     def home(request: Request):
-        """Where to go: the app, the portal, the dashboard."""
-        return render(request, "home.html")
+        """Where to go: the app, the portal, the dashboard, and a tour of the demo."""
+        citizen = service.db.get_meta("demo_citizen")
+        return render(request, "home.html", citizen=citizen, tour=tour(service.policy, citizen))
 
     @router.get("/static/plotly.min.js")
     def plotly_js():
@@ -155,22 +177,28 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
 
     @router.get("/app", response_class=HTMLResponse)
     async def citizen_app(request: Request, everything: Annotated[bool, Query(alias="all")] = False,
-                          done: str | None = None):
-        """The citizen's score, class, consequences, history, who looked them up, and appeals."""
+                          done: str | None = None, kind: str = "", source: str = "", status: str = ""):
+        """The citizen's score, class, consequences, history (filtered by kind, source and status),
+        who looked them up, and appeals."""
         try:
             key = await run_in_threadpool(caller, request)
             if key is None:
                 return render(request, "signin.html", area="app")
             if key.role != "citizen":
-                return render(request, "error.html", 403, title="Not allowed", area="app",
+                return render(request, "error.html", 403, title="Not allowed", area="app", own_page=True,
                               message=f"This is the citizen app; the key '{key.name}' is a {key.role} key. "
-                                      "Sign in with a citizen key, or use the portal.")
-            view = await run_in_threadpool(_citizen_view, service, key, everything)
+                                      "Sign out and sign in with a citizen key, or use the portal.")
+            if service.access.grant_of("citizen") is None:
+                return render(request, "error.html", 403, title="Not allowed", area="app", own_page=True,
+                              message=f"Policy {service.policy.name} gives citizens no access to their own "
+                                      "score, history or look-ups, so this app has nothing it may show you.")
+            chosen = {"kind": kind, "source": source, "status": status}
+            view = await run_in_threadpool(_citizen_view, service, key, everything, chosen)
         except ServiceError as exc:
-            return error_page(request, exc, "app")
+            return error_page(request, exc, "app", own_page=True)
+        score = view["status"].get("score")
         return render(request, "app.html", key=key, done=done, status_text=STATUS_TEXT,
-                      gauge=None if view["status"]["score"] is None else gauge(service.policy, view["status"]["score"]),
-                      **view)
+                      gauge=None if score is None else gauge(service.policy, score), **view)
 
     @router.post("/app/signin")
     async def app_sign_in(request: Request):
@@ -197,25 +225,29 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
     # -- third-party portal ------------------------------------------------------------------------
 
     def portal_page(request: Request, key: ApiKey, code: int = 200, **context) -> HTMLResponse:
-        action = ACTIONS.get(key.role)
-        appeals = _open_appeals(service, key) if key.role == "agency" else []
-        return render(request, "portal.html", code, key=key, action=action, appeals=appeals,
-                      profile_allowed="profile" in getattr(service.policy.grant_for(key.role), "fields", ()),
+        grant = service.access.grant_of(key.role)
+        appeals = _open_appeals(service, key) if key.role == "agency" and grant else []
+        # A button only where the grant lets it answer: the role's own check needs a grant, the
+        # look-up, search and camera profile the fields their disclosures need.
+        buttons = {name: grant is not None and bool(_needed(name) & set(grant.fields))
+                   for name in ("lookup", "search", "profile")}
+        return render(request, "portal.html", code, key=key, grant=grant, action=ACTIONS.get(key.role),
+                      appeals=appeals, buttons=buttons, purpose_example=PURPOSE_EXAMPLES.get(key.role, "case 2018-1"),
                       **context)
 
     @router.get("/portal", response_class=HTMLResponse)
-    def portal(request: Request, decided: str | None = None):
-        """Sign-in, or the desk of the signed-in organisation."""
+    def portal(request: Request, decided: str | None = None, citizen_id: str = "", purpose: str = ""):
+        """Sign-in, or the desk of the signed-in organisation (`citizen_id`, `purpose`: filled in)."""
         try:
             key = caller(request)
         except ServiceError as exc:
-            return error_page(request, exc, "portal")
+            return error_page(request, exc, "portal", own_page=True)
         if key is None:
             return render(request, "signin.html", area="portal")
         if key.role == "citizen":
-            return render(request, "error.html", 403, title="Not allowed", area="portal",
+            return render(request, "error.html", 403, title="Not allowed", area="portal", own_page=True,
                           message="The portal is for organisations; a citizen key opens the citizen app.")
-        return portal_page(request, key, decided=decided, form={})
+        return portal_page(request, key, decided=decided, form={"citizen_id": citizen_id, "purpose": purpose})
 
     @router.post("/portal/signin")
     async def portal_sign_in(request: Request):
@@ -241,7 +273,10 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
         try:
             if not citizen:
                 raise _Invalid("Enter the citizen's id.")
-            if action == "loan":
+            if action == "search":
+                page = int(form["page"]) if form.get("page", "").isdigit() else 1
+                result = await run_in_threadpool(lambda: service.search(key, citizen, purpose, page=page))
+            elif action == "loan":
                 amount = _amount(detail)
                 result = await run_in_threadpool(service.loan_quote, key, citizen, amount, purpose)
             elif action == "flight":
@@ -284,7 +319,7 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
                 return render(request, "signin.html", area="dashboard")
             data = await run_in_threadpool(dashboard.data, key, _run_dir(request))
         except ServiceError as exc:
-            return error_page(request, exc, "dashboard")
+            return error_page(request, exc, "dashboard", own_page=True)
         return render(request, "dashboard.html", key=key, data=data)
 
     @router.get("/dashboard/data")
@@ -298,6 +333,30 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
         except ServiceError as exc:
             return JSONResponse(exc.detail(), status_code=exc.status)
         return JSONResponse(data)
+
+    @router.get("/dashboard/citizens", response_class=HTMLResponse)
+    async def dashboard_roster(request: Request):
+        """The citizens of a class, region, group or consequence, paged and sorted; each one listed is logged."""
+        try:
+            key = await run_in_threadpool(caller, request)
+            if key is None:
+                return render(request, "signin.html", area="dashboard")
+            view = await run_in_threadpool(dashboard.roster, key, dict(request.query_params))
+        except ServiceError as exc:
+            return error_page(request, exc, "dashboard")
+        return render(request, "roster.html", key=key, **view)
+
+    @router.get("/dashboard/citizens/{citizen_id}", response_class=HTMLResponse)
+    async def dashboard_citizen(request: Request, citizen_id: str, purpose: str | None = None):
+        """One citizen's status and history, as the grant allows; logged like any look-up."""
+        try:
+            key = await run_in_threadpool(caller, request)
+            if key is None:
+                return render(request, "signin.html", area="dashboard")
+            view = await run_in_threadpool(dashboard.citizen, key, citizen_id, purpose)
+        except ServiceError as exc:
+            return error_page(request, exc, "dashboard")
+        return render(request, "dashboard_citizen.html", key=key, status_text=STATUS_TEXT, **view)
 
     @router.post("/dashboard/signin")
     async def dashboard_sign_in(request: Request):
@@ -366,33 +425,94 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[-1] for k, v in pairs.items()}
 
 
-def _citizen_view(service: Service, key: ApiKey, everything: bool) -> dict:
-    """What the citizen app shows, from the service's own look-ups (which check the grant)."""
+def _needed(disclosure: str) -> set[str]:
+    """The grant fields of which a caller needs one for `disclosure` (access.DISCLOSURES)."""
+    d = DISCLOSURES[disclosure]
+    return set(d.needs or d.fields)
+
+
+def _citizen_view(service: Service, key: ApiKey, everything: bool, chosen: dict[str, str]) -> dict:
+    """What the citizen app shows, from the service's own look-ups (which check the grant): each
+    part only where the citizen's grant has a field of it; the history filtered by `chosen`."""
     cid = key.citizen_id
-    status = service.lookup(key, cid)
-    history = service.history(key, cid)
+    fields = set(service.access.grant_of("citizen").fields)
+    status = service.lookup(key, cid) if fields & _needed("lookup") else {"citizen_id": cid}
+    history = service.history(key, cid) if fields & _needed("history") else {}
     events = sorted(history.get("events", []), key=lambda e: (e["day"], e["event_id"]), reverse=True)
-    log = service.lookups(key, cid)
-    seen = log["lookups"]
+    options = {name: sorted({e[name] or "" for e in events}) for name in HISTORY_FILTERS}
+    shown = [e for e in events if all(not chosen[n] or (e[n] or "") == chosen[n] for n in HISTORY_FILTERS)]
+    listed = shown if everything else shown[:HISTORY_ROWS]
+    # The key factors are the engine's largest few; the others are the rest of the counted rules.
+    factors = {e["rule"] for e in events if e["status"] == "counted" and not e["voided"]}
+    log = service.lookups(key, cid) if fields & _needed("lookups") else None
+    seen = log["lookups"] if log else []
     # The app's own reads are logged too; the list shows the others, the count the citizen's own.
     others = [row for row in seen if row["role"] != "citizen"]
     appeals = service.list_appeals(key, limit=1_000_000, newest_first=True)
     open_events = {a["event_id"] for a in appeals if a["status"] == "open"}
-    scored = status["class"] is not None  # else under the policy's min_age: no class, nothing attached
+    scored = status.get("class") is not None  # else under min_age, or not shown: nothing attached
     attached = service.consequence_rules.possible(service.policy.class_names.index(status["class"])) if scored else ()
     return {
         "status": status,
+        "fields": fields,
         "reasons": history.get("reasons", []),
-        "events": events if everything else events[:HISTORY_ROWS],
+        "more_factors": max(0, len(factors) - len(history.get("reasons", []))),
+        "months": [(month, list(rows)) for month, rows in groupby(listed, key=lambda e: e["date"][:7])],
         "n_events": len(events),
+        "n_shown": len(shown),
+        "n_listed": len(listed),
+        "options": options,
+        "chosen": chosen,
         "lookups": others,
-        "refused": log["refused"],
+        "log_shown": log is not None,
+        "refused": log["refused"] if log else [],
         "own_views": len(seen) - len(others),
         "appeals": appeals,
         "open_events": open_events,
         "class_benefits": [c.consequence for c in attached if c.benefit],
         "class_sanctions": [c.consequence for c in attached if not c.benefit],
     }
+
+
+_TODAY = re.compile(r"\btoday\b", re.IGNORECASE)
+
+
+def on_date(reason: str | None, date: str, today: str) -> str | None:
+    """A rule's reason said of an event of `date`: "today" becomes "on <date>" unless it is today."""
+    if not reason or date == today:
+        return reason
+    return _TODAY.sub(lambda m: ("On " if m.group()[0].isupper() else "on ") + date, reason)
+
+
+def undated(reason: str) -> str:
+    """A rule's reason said of several events on several days: without its "today"."""
+    text = re.sub(r"\s*\btoday\b", "", reason, flags=re.IGNORECASE).strip()
+    return text[:1].upper() + text[1:]
+
+
+def tour(policy: Policy, citizen: str | None) -> list[dict]:
+    """The demo's guided steps: what to do, with which printed key, and where."""
+    who = f"citizen {citizen}" if citizen else "the citizen"
+    find = "?" + urlencode({"citizen_id": citizen}) if citizen else ""
+    steps = [
+        {"key": "citizen", "path": "/app",
+         "text": f"Sign in to the citizen app as {who}: score, class, why, and what the class brings or costs."},
+        {"key": "bank", "path": f"/portal{find}",
+         "text": f"Look {who} up as the bank, stating a purpose (a mortgage application): a loan quote and "
+                 "the reasons for its rate."},
+        {"key": "citizen", "path": "/app#lookups",
+         "text": "See the bank's look-up, with its purpose, under \"Who looked me up\" in the app."},
+    ]
+    if policy.appeals:
+        steps.append({"key": "citizen, then agency", "path": "/app#history",
+                      "text": "Contest an event in the app's history, then decide the appeal in the portal "
+                              "with the agency key."})
+    else:
+        steps.append({"key": "citizen, then agency", "path": "/app#appeals",
+                      "text": f"Contest an event: policy {policy.name} allows no appeals; start the demo "
+                              "with: socialcredit demo --policy accountable; then contest an event in the app, "
+                              "and decide it in the portal with the agency key."})
+    return steps
 
 
 def _open_appeals(service: Service, key: ApiKey) -> list[dict]:
