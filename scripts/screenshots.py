@@ -20,7 +20,7 @@ DESKTOP = {"width": 1280, "height": 900}
 
 
 def keys(demo: Path) -> dict[str, tuple[str, str]]:
-    """role -> (key name, secret), from the demo's key file."""
+    """Role -> (key name, secret), from the demo's key file."""
     rows = [line.split() for line in (demo / "demo-keys.txt").read_text(encoding="utf-8").splitlines()
             if line and not line.startswith("#")]
     return {role: (name, secret) for role, name, secret in rows}
