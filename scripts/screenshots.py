@@ -27,6 +27,7 @@ def keys(demo: Path) -> dict[str, tuple[str, str]]:
 
 
 def sign_in(page: Page, url: str, area: str, secret: str) -> None:
+    """Sign in to a page's area with a key, as a person would."""
     page.goto(f"{url}/{area}")
     page.get_by_label("API key").fill(secret)
     page.get_by_role("button", name="Sign in").click()
@@ -34,6 +35,7 @@ def sign_in(page: Page, url: str, area: str, secret: str) -> None:
 
 
 def main() -> None:
+    """Take the screenshots."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo")
