@@ -36,25 +36,45 @@ def register(app: typer.Typer) -> None:
         scheduler: SchedulerOption = None,
         device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
         events: EventsOption = "none",
+        citizens: Annotated[str, typer.Option(
+            "--citizens", help="Citizens to write: all, none or sample:F (a fraction).")] = "all",
         settings: SettingsOption = None,
         chunk_blocks: Annotated[int | None, typer.Option(
             "--chunk-blocks", help="Blocks per shard (memory per shard; results do not change).")] = None,
+        resume: Annotated[bool, typer.Option(
+            "--resume", help="Continue an interrupted run of the same arguments and --out from its "
+                             "last finished shard.")] = False,
     ) -> None:
         """Simulate a population day by day and write a run folder (Parquet tables, manifest)."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         from socialcredit.simulation import parse_overrides, simulate
 
         columns = (TextColumn("[bold]simulating"), BarColumn(),
                    TextColumn("day {task.fields[day]:.1f}/{task.fields[days]}"),
-                   TextColumn("{task.fields[rate]} citizen-days/s"), TimeRemainingColumn())
-        started = time.perf_counter()
+                   TextColumn("{task.fields[rate]} citizen-days/s"), TimeElapsedColumn(),
+                   TextColumn("left"), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=False) as progress:
             task = progress.add_task("run", total=max(population * days, 1), day=0.0, days=days,
                                      rate="-")
+            resumed: int | None = None
+            started = time.perf_counter()
 
             def update(done: int, total: int) -> None:
-                rate = done / max(time.perf_counter() - started, 1e-9)
+                nonlocal resumed, started
+                if resumed is None:  # the first call: what a resumed run had already done
+                    resumed, started = done, time.perf_counter()
+                    # A fresh start, so the resumed shards do not count as speed in the ETA.
+                    progress.reset(task, total=max(total, 1), completed=done,
+                                   day=done / max(population, 1), days=days, rate="-")
+                    return
+                rate = (done - resumed) / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, day=done / max(population, 1),
                                 rate=f"{rate:,.0f}")
 
@@ -63,7 +83,7 @@ def register(app: typer.Typer) -> None:
                                scenario=scenario, policy=policy, workers=workers,
                                scheduler=scheduler, device=device, events=events,
                                chunk_blocks=chunk_blocks, overrides=parse_overrides(settings or []),
-                               on_progress=update)
+                               citizens=citizens, resume=resume, on_progress=update)
             except SocialCreditError:
                 progress.update(task, visible=False)  # an error, not an empty bar, is the last word
                 raise

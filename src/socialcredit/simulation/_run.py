@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import platform
 import resource
@@ -34,7 +36,14 @@ from socialcredit.simulation._kinds import (
 )
 from socialcredit.simulation._plan import Plan, make_plan
 from socialcredit.simulation._scenario import Scenario, SimulationError, load_scenario
-from socialcredit.simulation._shard import EventsMode, ShardResult, default_threads, run_shard
+from socialcredit.simulation._shard import (
+    EventsMode,
+    ShardResult,
+    default_threads,
+    finished_shard,
+    run_shard,
+    shard_part,
+)
 from socialcredit.simulation.kernel import RECORD_ALL, RECORD_NONE, RECORD_SAMPLE
 
 DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.3 GB at its peak
@@ -76,10 +85,12 @@ class Manifest(BaseModel):
     blocks: int
     chunk_blocks: int
     shards: int
+    resumed_shards: int = 0  # shards an interrupted run had finished (see simulate's resume)
     workers: int | None
     scheduler: str | None
     device: str
     events: str  # all, none or sample:F
+    citizens: str = "all"  # the citizens citizens.parquet holds: all, none or sample:F
     events_written: int
     timings: dict[str, float]  # seconds: plan_s, simulate_s, shards_s, write_s, total_s
     citizen_days_per_s: int
@@ -199,6 +210,22 @@ def parse_events(value: str) -> EventsMode:
     raise SimulationError(f"--events must be all, none or sample:F with 0 < F <= 1 (got '{value}')")
 
 
+def parse_citizens(value: str) -> float:
+    """`all`, `none` or `sample:F` (0 < F <= 1): the fraction of citizens citizens.parquet keeps."""
+    if value == "all":
+        return 1.0
+    if value == "none":
+        return 0.0
+    if value.startswith("sample:"):
+        try:
+            fraction = float(value.removeprefix("sample:"))
+        except ValueError:
+            fraction = -1.0
+        if 0.0 < fraction <= 1.0:
+            return fraction
+    raise SimulationError(f"--citizens must be all, none or sample:F with 0 < F <= 1 (got '{value}')")
+
+
 def check_device(device: str) -> None:
     """Refuse devices this installation cannot run on, saying why."""
     if device == "cpu":
@@ -224,11 +251,17 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
              scenario: str | Path = "one-town", policy: str | None = None,
              workers: int | None = None, scheduler: str | None = None, device: str = "cpu",
              events: str = "none", chunk_blocks: int | None = None,
-             overrides: dict[str, Any] | None = None,
+             overrides: dict[str, Any] | None = None, citizens: str = "all", resume: bool = False,
              on_progress: Callable[[int, int], None] | None = None) -> Run:
-    """Simulate `population` citizens for `days` days and write a run folder at `out`."""
+    """Simulate `population` citizens for `days` days and write a run folder at `out`.
+
+    Shards are written to `.<out name>.partial` beside `out`, which an interrupted run leaves
+    behind: `resume=True` continues it from its last finished shard (it must have been started
+    with the same arguments); without it, an existing partial folder is refused.
+    """
     t0 = time.perf_counter()
     mode = parse_events(events)
+    citizens_kept = parse_citizens(citizens)
     check_device(device)
     if workers is not None and workers < 1:
         raise SimulationError(f"--workers must be at least 1 (got {workers})")
@@ -237,58 +270,165 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
     if chunk_blocks is not None and chunk_blocks < 1:
         raise SimulationError(f"chunk_blocks must be at least 1 (got {chunk_blocks})")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SimulationError(f"--out {out}: exists and is not an empty folder")
+    _check_out(out)
     loaded = load_scenario(scenario, overrides=overrides, policy=policy)
     plan = make_plan(loaded, population=population, days=days, seed=seed)
     chunk = chunk_blocks or (DEFAULT_CHUNK_BLOCKS if device == "cpu" else GPU_CHUNK_BLOCKS)
     if chunk_blocks is None and (workers is not None or scheduler is not None):
         chunk = max(1, min(chunk, -(-plan.n_blocks // 16)))  # enough shards to keep workers busy
-    shards = [(i, b, min(b + chunk, plan.n_blocks))
-              for i, b in enumerate(range(0, plan.n_blocks, chunk))]
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
-    parts = work / "parts"
-    parts.mkdir(parents=True)
-    try:
+    with _partial_folder(out) as work:
+        _check_out(out)  # again, holding the lock: another process may have just finished it
+        parts = work / "parts"
+        identity = _identity(plan, events, citizens, device, chunk)
+        chunk = _resume_or_start(work, identity, resume, chunk_given=chunk_blocks is not None)
+        parts.mkdir(exist_ok=True)
+        shards = [(i, b, min(b + chunk, plan.n_blocks))
+                  for i, b in enumerate(range(0, plan.n_blocks, chunk))]
+        finished = {i: r for i, *_ in shards if (r := finished_shard(parts, i)) is not None}
+        todo = [shard for shard in shards if shard[0] not in finished]
+        resumed_days = sum(r.citizens for r in finished.values()) * plan.days
+        if on_progress is not None:
+            on_progress(resumed_days, plan.population * plan.days)
         t_plan = time.perf_counter()
-        if workers is None and scheduler is None:
-            results = _run_here(plan, shards, mode, parts, on_progress, device)
+        if not todo:
+            results = []
+        elif workers is None and scheduler is None:
+            results = _run_here(plan, todo, mode, parts, on_progress, device, citizens_kept,
+                                resumed_days)
         else:
-            results = _run_on_dask(plan, shards, mode, parts, workers, scheduler, on_progress,
-                                   device)
+            results = _run_on_dask(plan, todo, mode, parts, workers, scheduler, on_progress,
+                                   device, citizens_kept, resumed_days)
         t_sim = time.perf_counter()
+        results = sorted([*finished.values(), *results], key=lambda r: r.index)
         metrics = sum((r.metrics for r in results), np.zeros_like(results[0].metrics))
         daily_frame(plan, metrics).write_parquet(work / "daily.parquet")
         n_events = sum(r.events for r in results)
         for table in ("citizens", "events"):
-            _concat_parts(sorted(parts.glob(f"{table}-*.parquet")), work / f"{table}.parquet")
+            _concat_parts([parts / shard_part(table, i) for i, *_ in shards],
+                          work / f"{table}.parquet")
         shutil.rmtree(parts)
         t_write = time.perf_counter()
-        manifest = _manifest(plan, mode, events, device, workers, scheduler, chunk, len(shards),
-                             n_events, {"plan_s": t_plan - t0, "simulate_s": t_sim - t_plan,
-                                        "shards_s": sum(r.seconds for r in results),
-                                        "write_s": t_write - t_sim, "total_s": t_write - t0})
+        manifest = _manifest(plan, mode, events, citizens, device, workers, scheduler, chunk,
+                             len(shards), len(finished), n_events, resumed_days,
+                             {"plan_s": t_plan - t0, "simulate_s": t_sim - t_plan,
+                              "shards_s": sum(r.seconds for r in results),
+                              "write_s": t_write - t_sim, "total_s": t_write - t0})
         (work / "manifest.json").write_text(manifest.model_dump_json(indent=2, by_alias=True), encoding="utf-8")
-        (work / POLICY_FOLDER).mkdir()
+        (work / POLICY_FOLDER).mkdir(exist_ok=True)
         for name, text in plan.policy_texts.items():  # the policies as used: the run reads its own
             (work / POLICY_FOLDER / f"{name}.toml").write_text(text, encoding="utf-8")
         if out.exists():
             out.rmdir()
+        (work / IDENTITY_FILE).unlink()
         work.rename(out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work)
     return Run(out)
 
 
+IDENTITY_FILE = "identity.json"  # in a partial folder: what is being simulated, to check a resume
+LOCK_FILE = "lock"  # in a partial folder: held (flock) by the process writing it
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SimulationError(f"--out {out}: exists and is not an empty folder")
+
+
+def partial_folder(out: Path) -> Path:
+    """Where `simulate` writes the run for `out` until it is finished (a later run resumes it)."""
+    return out.parent / f".{out.name}.partial"
+
+
+@contextmanager
+def _partial_folder(out: Path) -> Iterator[Path]:
+    """The partial folder, locked for this process: a second run into the same `out` is refused
+    while this one lives (the lock dies with its process, so a killed run's folder can be resumed).
+    Kept when the run fails: that is what a resume continues."""
+    work = partial_folder(out)
+    created = not work.exists()
+    work.mkdir(exist_ok=True)
+    busy = SimulationError(f"--out {out}: another simulate is writing this run ({work}); wait for "
+                           "it to finish or stop it")
+    try:
+        fd = os.open(work / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # the other process has just finished and renamed the folder
+        raise busy from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        try:
+            if os.stat(work / LOCK_FILE).st_ino != os.fstat(fd).st_ino:
+                raise busy  # locked a folder the other process finished meanwhile
+        except FileNotFoundError:
+            raise busy from None
+        try:
+            yield work
+        except BaseException:
+            if created and not any((work / "parts").glob("shard-*.npz")):
+                shutil.rmtree(work)  # nothing to resume: leave no trace
+            raise
+        (out / LOCK_FILE).unlink()  # the folder is `out` now; its lock goes as the fd closes
+    finally:
+        os.close(fd)
+
+
+def _identity(plan: Plan, events: str, citizens: str, device: str, chunk: int) -> dict[str, Any]:
+    """What makes a run's shards: a resume must match it, field for field."""
+    from socialcredit import __version__
+
+    identity = {"socialcredit": __version__, "scenario": plan.scenario.model_dump(mode="json"),
+                "policies": plan.policy_texts, "population": plan.population, "days": plan.days,
+                "seed": plan.seed, "events": events, "citizens": citizens,
+                # The GPU is meant to give the CPU's results but that is unchecked: no mixing.
+                "device": device, "chunk_blocks": chunk}
+    return json.loads(json.dumps(identity))  # as it reads back from the file
+
+
+def _resume_or_start(work: Path, identity: dict[str, Any], resume: bool, *, chunk_given: bool) -> int:
+    """Record a new run's identity, or check a resumed one's against it; the chunk size to use
+    (a resume keeps the interrupted run's own, unless chunk_blocks was given)."""
+    path = work / IDENTITY_FILE
+    if not path.is_file():
+        if any(p.name != LOCK_FILE for p in work.iterdir()):
+            raise SimulationError(f"{work}: not a partial run this version can resume (no "
+                                  f"{IDENTITY_FILE}); delete it to start over")
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(identity, indent=2), encoding="utf-8")
+        temporary.replace(path)
+        return identity["chunk_blocks"]
+    if not resume:
+        raise SimulationError(f"{work}: an interrupted run of this --out is there; pass --resume "
+                              "to continue it, or delete that folder to start over")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if not chunk_given:
+        identity = {**identity, "chunk_blocks": saved.get("chunk_blocks")}
+    differences = _differences(saved, identity)
+    if differences:
+        shown = "; ".join(f"{where}: {was!r} then, {now!r} now" for where, was, now in differences[:5])
+        more = f" (and {len(differences) - 5} more)" if len(differences) > 5 else ""
+        raise SimulationError(f"--resume: the interrupted run in {work} was started with other "
+                              f"arguments: {shown}{more}; rerun it with its own, or delete that "
+                              "folder to start over")
+    return identity["chunk_blocks"]
+
+
+def _differences(was: Any, now: Any, where: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, old value, new value) of every leaf that differs between two JSON values."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        return [d for key in sorted({*was, *now}, key=str)
+                for d in _differences(was.get(key), now.get(key), f"{where}.{key}" if where else key)]
+    if isinstance(was, list) and isinstance(now, list) and len(was) == len(now):
+        return [d for i, (a, b) in enumerate(zip(was, now, strict=True))
+                for d in _differences(a, b, f"{where}.{i}")]
+    return [] if was == now else [(where, was, now)]
+
+
 def _run_here(plan: Plan, shards: list, mode: EventsMode, parts: Path,
-              on_progress: Callable[[int, int], None] | None, device: str = "cpu",
-              ) -> list[ShardResult]:
+              on_progress: Callable[[int, int], None] | None, device: str,
+              citizens_kept: float, done: int) -> list[ShardResult]:
     total = plan.population * plan.days
-    done = 0
 
     def tick(size: int) -> None:
         nonlocal done
@@ -297,20 +437,19 @@ def _run_here(plan: Plan, shards: list, mode: EventsMode, parts: Path,
             on_progress(done, total)
 
     threads = default_threads()
-    return [run_shard(plan, i, first, last, mode, threads, str(parts), tick, device)
+    return [run_shard(plan, i, first, last, mode, threads, str(parts), tick, device, citizens_kept)
             for i, first, last in shards]
 
 
 def _run_on_dask(plan: Plan, shards: list, mode: EventsMode, parts: Path, workers: int | None,
                  scheduler: str | None, on_progress: Callable[[int, int], None] | None,
-                 device: str = "cpu") -> list[ShardResult]:
+                 device: str, citizens_kept: float, done: int) -> list[ShardResult]:
     from dask.distributed import as_completed
 
     with dask_client(workers, scheduler) as client:
         futures = [client.submit(run_shard, plan, i, first, last, mode, 1, str(parts), None,
-                                 device, pure=False) for i, first, last in shards]
+                                 device, citizens_kept, pure=False) for i, first, last in shards]
         results: list[ShardResult] = []
-        done = 0
         for future in as_completed(futures):
             result = future.result()
             results.append(result)
@@ -396,12 +535,12 @@ def daily_frame(plan: Plan, metrics: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame(cols)
 
 
-def _manifest(plan: Plan, mode: EventsMode, events: str, device: str, workers: int | None,
-              scheduler: str | None, chunk: int, n_shards: int, n_events: int,
-              timings: dict[str, float]) -> Manifest:
+def _manifest(plan: Plan, mode: EventsMode, events: str, citizens: str, device: str,
+              workers: int | None, scheduler: str | None, chunk: int, n_shards: int, n_resumed: int, n_events: int,
+              resumed_days: int, timings: dict[str, float]) -> Manifest:
     from socialcredit import __version__
 
-    cd = plan.population * plan.days
+    cd = plan.population * plan.days - resumed_days  # simulated by this process
     return Manifest(
         socialcredit=__version__,
         python=platform.python_version(),
@@ -418,10 +557,12 @@ def _manifest(plan: Plan, mode: EventsMode, events: str, device: str, workers: i
         blocks=plan.n_blocks,
         chunk_blocks=chunk,
         shards=n_shards,
+        resumed_shards=n_resumed,
         workers=workers,
         scheduler=scheduler,
         device=device,
         events=events,
+        citizens=citizens,
         events_written=n_events,
         timings={k: round(v, 3) for k, v in timings.items()},
         citizen_days_per_s=round(cd / max(timings["simulate_s"], 1e-9)),

@@ -341,8 +341,9 @@ EVENT_COLUMNS = {**EVENT_SCHEMA, "actor_id": pl.String, "wrongful": pl.Boolean,
 
 def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode, threads: int,
               parts: str, on_block: Callable[[int], None] | None = None,
-              device: str = "cpu") -> ShardResult:
-    """Simulate one shard and write its citizens and events as Parquet parts under `parts`."""
+              device: str = "cpu", citizens_kept: float = 1.0) -> ShardResult:
+    """Simulate one shard and write its citizens and events as Parquet parts under `parts`, then
+    its record (metrics and counts): a shard with a record is finished (see `finished_shard`)."""
     t0 = time.perf_counter()
     blocks = simulate_blocks
     if device == "cuda":  # the same kernel, one CUDA thread per block
@@ -351,12 +352,59 @@ def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode,
     citizens = citizens_frame(plan, first * plan.block_size, st)
     n = citizens.height
     del st
+    if citizens_kept < 1.0:
+        first_citizen = first * plan.block_size
+        citizens = citizens.filter(citizens_sampled(
+            plan.seed, np.arange(first_citizen, first_citizen + n, dtype=np.uint64), citizens_kept))
     folder = Path(parts)
-    citizens.write_parquet(folder / f"citizens-{index:06d}.parquet")
+    _write_atomically(folder / shard_part("citizens", index), citizens.write_parquet)
     del citizens
     ev = events_frame(plan, recorded)
-    ev.write_parquet(folder / f"events-{index:06d}.parquet")
-    return ShardResult(index, metrics, n, ev.height, time.perf_counter() - t0)
+    _write_atomically(folder / shard_part("events", index), ev.write_parquet)
+    result = ShardResult(index, metrics, n, ev.height, time.perf_counter() - t0)
+    _write_atomically(folder / _record_name(index), lambda file: np.savez(
+        file, metrics=metrics, citizens=n, events=ev.height, seconds=result.seconds))
+    return result
+
+
+def citizens_sampled(seed: int, index: np.ndarray, fraction: float) -> np.ndarray:
+    """Whether each citizen (global index) is in the run's sample of `fraction` of citizens: a hash
+    of (seed, index), so the sample is the same whatever the shards."""
+    x = index ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):  # splitmix64
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
+    x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+
+
+def shard_part(table: str, index: int) -> str:
+    """The file name of a shard's part of `table` (citizens or events)."""
+    return f"{table}-{index:06d}.parquet"
+
+
+def _record_name(index: int) -> str:
+    return f"shard-{index:06d}.npz"
+
+
+def finished_shard(parts: Path, index: int) -> ShardResult | None:
+    """What a shard finished earlier (by a process that may since have died) handed back; None
+    where it did not finish: its record or one of its parts is missing."""
+    record = parts / _record_name(index)
+    if not record.is_file() or not all((parts / shard_part(t, index)).is_file()
+                                       for t in ("citizens", "events")):
+        return None
+    with np.load(record) as saved:
+        return ShardResult(index, saved["metrics"], int(saved["citizens"]), int(saved["events"]),
+                           float(saved["seconds"]))
+
+
+def _write_atomically(target: Path, write: Callable) -> None:
+    """Write through `write(file)` to a temporary name, then rename: a reader (or a resumed run)
+    never sees half a file."""
+    temporary = target.with_name(target.name + ".tmp")
+    with open(temporary, "wb") as file:
+        write(file)
+    os.replace(temporary, target)
 
 
 def default_threads() -> int:
