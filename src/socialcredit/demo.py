@@ -63,8 +63,9 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
                 shown[0] = tenth
                 echo(f"  {tenth * 10}% ({time.perf_counter() - started:.0f} s)")
 
+        # A demo stopped while it simulated goes on from its finished shards (the run is the same).
         simulate(population=population, days=days, seed=seed, out=run_dir, scenario=scenario, policy=policy,
-                 events="all", on_progress=progress)
+                 events="all", resume=True, on_progress=progress)
         echo(f"simulated in {time.perf_counter() - started:.1f} s -> {run_dir}")
 
     report = write_report(run_dir)
