@@ -281,17 +281,33 @@ class Database:
             cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}",
                             zip(*(column.to_list() for column in frame.get_columns()), strict=True))
             return cur.rowcount
+        buf = io.BytesIO()
+        frame.write_csv(buf, include_header=False, null_value="\\N")
+        if not conflict:  # COPY writes every row or fails
+            with cur.copy(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
+                copy.write(buf.getvalue())
+            return frame.height
         # COPY into a temporary table, then one INSERT ... SELECT that applies the conflict rule.
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table} INCLUDING DEFAULTS) "
                     "ON COMMIT DELETE ROWS")
-        buf = io.BytesIO()
-        frame.write_csv(buf, include_header=False, null_value="\\N")
         with cur.copy(f"COPY tmp_{table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
             copy.write(buf.getvalue())
         cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM tmp_{table} {conflict}")
         written = cur.rowcount
         cur.execute(f"DELETE FROM tmp_{table}")
         return written
+
+    @contextmanager
+    def indexes_deferred(self, cur, table: str) -> Iterator[None]:
+        """Drop `table`'s secondary indexes for a bulk insert and build them again after it, in
+        `cur`'s transaction: building an index over the filled table is far cheaper than keeping
+        it up to date row by row."""
+        indexes = [s for s in self._schema if s.startswith("CREATE INDEX") and f" ON {table} (" in s]
+        for statement in indexes:
+            cur.execute(f"DROP INDEX {statement.split()[5]}")  # CREATE INDEX IF NOT EXISTS <name>
+        yield
+        for statement in indexes:
+            cur.execute(statement)
 
     def create_schema(self) -> None:
         """Create the tables, or check that an existing database has this schema version."""

@@ -3,12 +3,13 @@ profiles), its events, and each citizen's class history replayed from the events
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from socialcredit.engine import BIRTHS_SCHEMA, class_history
+from socialcredit.engine import BIRTHS_SCHEMA, ScoreState, class_history
 from socialcredit.events import EVENT_SCHEMA, EventError, validate_events
 from socialcredit.service._db import EVENT_COLUMNS
 from socialcredit.service._errors import Invalid
@@ -48,34 +49,60 @@ class RunLoading:
                                                          age_noise)
             if events is not None:
                 state = self._sync(cur)
-                first_events = not self.db.execute("SELECT 1 FROM events LIMIT 1", (), cur)
-                stored = self.db.insert_frame(cur, "events", events.with_columns(batch=pl.lit(0, pl.Int64)),
-                                              conflict="ON CONFLICT (event_id) DO NOTHING")
-                if stored == events.height:
-                    self._count_days(events["day"], 1)
-                    self._score_new(cur, state, events.select(EVENT_COLUMNS))
-                else:  # loaded before, in part: score from the ledger, rebuild the state later
-                    self.rescore(cur, events["citizen_id"].unique())
-                    self._state = None
-                    if self._delta is not None:
-                        self._delta.valid = False  # which events were new is not known: count again
-                self._replay_history(cur, events.select(EVENT_COLUMNS) if first_events else None,
-                                     events["citizen_id"].unique())
+                if events.height and not self.db.execute("SELECT 1 FROM events LIMIT 1", (), cur):
+                    self._load_first_events(cur, state, events)
+                else:
+                    self._load_more_events(cur, state, events)
                 self._bump(cur)
                 loaded["events"] = events.height
         return loaded
 
-    def _replay_history(self, cur, ledger: pl.DataFrame | None, citizen_ids: pl.Series) -> None:
-        """The class histories of these citizens replayed from their ledger (`ledger`, or read back
-        when None): class changes dated by their events' days, as a run dates them, so that held
-        days and `since` are the simulation's (a live batch dates them by the service day)."""
+    def _load_first_events(self, cur, state: ScoreState, events: pl.DataFrame) -> None:
+        """Events into an empty ledger (none can conflict: their ids are unique), stored in key
+        order with the secondary indexes built after them, while a worker thread scores them and
+        replays the class histories (SQLite and polars run mostly without the GIL)."""
+        ledger = events.select(EVENT_COLUMNS)
+        citizen_ids = events["citizen_id"].unique()
+        births = self._births(cur, citizen_ids)
+        self._mutated = True  # before the worker changes the state: a rollback drops it
+        with ThreadPoolExecutor(1) as worker:
+            scored = worker.submit(self._apply_new, state, ledger)
+            history = worker.submit(class_history, self.compiled, ledger, as_of=self.day, births=births)
+            with self.db.indexes_deferred(cur, "events"):
+                self.db.insert_frame(cur, "events", events.sort("event_id").with_columns(batch=pl.lit(0, pl.Int64)))
+            self._count_days(events["day"], 1)
+            self._write_scores(cur, state, *scored.result())
+            self._store_history(cur, history.result(), citizen_ids)
+
+    def _load_more_events(self, cur, state: ScoreState, events: pl.DataFrame) -> None:
+        """Events into a ledger that holds some already (perhaps these, in part: a run loaded again)."""
+        stored = self.db.insert_frame(cur, "events", events.with_columns(batch=pl.lit(0, pl.Int64)),
+                                      conflict="ON CONFLICT (event_id) DO NOTHING")
+        if stored == events.height:
+            self._count_days(events["day"], 1)
+            self._score_new(cur, state, events.select(EVENT_COLUMNS))
+        else:  # loaded before, in part: score from the ledger, rebuild the state later
+            self.rescore(cur, events["citizen_id"].unique())
+            self._state = None
+            if self._delta is not None:
+                self._delta.valid = False  # which events were new is not known: count again
+        self._replay_history(cur, events["citizen_id"].unique())
+
+    def _replay_history(self, cur, citizen_ids: pl.Series) -> None:
+        """The class histories of these citizens replayed from their ledger: class changes dated by
+        their events' days, as a run dates them, so that held days and `since` are the simulation's
+        (a live batch dates them by the service day)."""
         db = self.db
-        ids = db.list_param(citizen_ids)
-        if ledger is None:
-            ledger = db.frame(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
-                              f"WHERE voided = 0 AND {db.any_of('citizen_id')}", (ids,), EVENT_SCHEMA, cur)
+        ledger = db.frame(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
+                          f"WHERE voided = 0 AND {db.any_of('citizen_id')}", (db.list_param(citizen_ids),),
+                          EVENT_SCHEMA, cur)
         history = class_history(self.compiled, ledger, as_of=self.day, births=self._births(cur, citizen_ids))
-        db.execute(f"DELETE FROM class_history WHERE {db.any_of('citizen_id')}", (ids,), cur)
+        self._store_history(cur, history, citizen_ids)
+
+    def _store_history(self, cur, history: pl.DataFrame, citizen_ids: pl.Series) -> None:
+        """Replace these citizens' class histories with `history` (from engine.class_history)."""
+        db = self.db
+        db.execute(f"DELETE FROM class_history WHERE {db.any_of('citizen_id')}", (db.list_param(citizen_ids),), cur)
         db.insert_frame(cur, "class_history", history.select("citizen_id", pl.col("day").cast(pl.Int32), "class_idx"))
 
     def _load_citizens(self, cur, citizens: pl.DataFrame, origin: Path, age_noise: float | None) -> int:

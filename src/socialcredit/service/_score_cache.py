@@ -69,11 +69,16 @@ class ScoreCache:
         """Apply events just stored (each once) to the state; write the touched citizens' scores."""
         if events.height == 0:
             return
+        self._write_scores(cur, state, *self._apply_new(state, events))
+
+    def _apply_new(self, state: ScoreState, events: pl.DataFrame) -> tuple[pl.Series, np.ndarray]:
+        """Apply events just stored (each once) to the state; return the touched citizens and their
+        classes before (for `_write_scores`)."""
         ids = events["citizen_id"].unique()
         self._mutated = True
         _, before = state.score_of(ids)  # citizens first seen now start with no points
         state.apply(events)
-        self._write_scores(cur, state, ids, before)
+        return ids, before
 
     def _write_scores(self, cur, state: ScoreState, ids: pl.Series, before: np.ndarray) -> None:
         score, after = state.score_of(ids)
