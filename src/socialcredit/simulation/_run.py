@@ -196,26 +196,23 @@ class Run:
 
 def parse_events(value: str) -> EventsMode:
     """`all`, `none` or `sample:F` (0 < F <= 1)."""
+    fraction = _share("--events", value)
     if value == "all":
         return EventsMode(RECORD_ALL, 1.0)
-    if value == "none":
+    if fraction == 0.0:
         return EventsMode(RECORD_NONE)
-    if value.startswith("sample:"):
-        try:
-            fraction = float(value.removeprefix("sample:"))
-        except ValueError:
-            fraction = -1.0
-        if 0.0 < fraction <= 1.0:
-            return EventsMode(RECORD_SAMPLE, fraction)
-    raise SimulationError(f"--events must be all, none or sample:F with 0 < F <= 1 (got '{value}')")
+    return EventsMode(RECORD_SAMPLE, fraction)
 
 
 def parse_citizens(value: str) -> float:
     """`all`, `none` or `sample:F` (0 < F <= 1): the fraction of citizens citizens.parquet keeps."""
-    if value == "all":
-        return 1.0
-    if value == "none":
-        return 0.0
+    return _share("--citizens", value)
+
+
+def _share(option: str, value: str) -> float:
+    """The share that `all` (1), `none` (0) or `sample:F` (0 < F <= 1) keeps; else an error naming `option`."""
+    if value in ("all", "none"):
+        return 1.0 if value == "all" else 0.0
     if value.startswith("sample:"):
         try:
             fraction = float(value.removeprefix("sample:"))
@@ -223,7 +220,7 @@ def parse_citizens(value: str) -> float:
             fraction = -1.0
         if 0.0 < fraction <= 1.0:
             return fraction
-    raise SimulationError(f"--citizens must be all, none or sample:F with 0 < F <= 1 (got '{value}')")
+    raise SimulationError(f"{option} must be all, none or sample:F with 0 < F <= 1 (got '{value}')")
 
 
 def check_device(device: str) -> None:
