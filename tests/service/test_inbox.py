@@ -100,15 +100,16 @@ def any_service(request, make_service):
     return make_service(url=request.getfixturevalue("pg_url") if request.param == "postgresql" else None)
 
 
-@pytest.mark.parametrize(("change", "column", "stored", "sent"), [
-    ({"citizen": "c-2"}, "citizen_id", "'c-1'", "'c-2'"),
-    ({"kind": "traffic.violation"}, "kind", "'traffic.red_light'", "'traffic.violation'"),
-    ({"day": 2}, "day", "1", "2"),
-    ({"source": "courts"}, "source", "'camera'", "'courts'"),
-    ({"source_ref": "cam-9"}, "source_ref", "None", "'cam-9'"),
-    ({"confidence": 0.5}, "confidence", "1.0", "0.5"),
+@pytest.mark.parametrize(("change", "column"), [
+    ({"citizen": "c-2"}, "citizen_id"),
+    ({"kind": "traffic.violation"}, "kind"),
+    ({"day": 2}, "day"),
+    ({"source": "courts"}, "source"),
+    ({"source_ref": "cam-9"}, "source_ref"),
+    ({"confidence": 0.5}, "confidence"),
 ])
-def test_an_event_sent_again_with_other_content_is_a_conflict(any_service, change, column, stored, sent):
+def test_an_event_sent_again_with_other_content_is_a_conflict(any_service, change, column):
+    """Refused naming the column, not the stored value: the ledger is not the sender's to read."""
     service = any_service
     agency = authenticate(service.db, make_keys(service.db)["agency"])
     service.ingest(agency, json.dumps([handmade_event(1), handmade_event(2)]).encode())
@@ -116,8 +117,8 @@ def test_an_event_sent_again_with_other_content_is_a_conflict(any_service, chang
     with pytest.raises(Conflict) as caught:
         service.ingest(agency, again)
     assert (caught.value.message, caught.value.row, caught.value.field) == (
-        f"batch: row 2, field event_id: event 'e-2' was received before with {column} {stored}, this batch says "
-        f"{sent}; an event is never changed by sending it again", 2, "event_id")
+        f"batch: row 2, field event_id: event 'e-2' was received before with another {column}; an event is never "
+        "changed by sending it again", 2, "event_id")
     assert service.db.inbox.execute("SELECT COUNT(*) FROM inbox")[0][0] == 0  # refused before the acknowledgement
     assert service.db.execute("SELECT COUNT(*) FROM events")[0][0] == 2
 
@@ -136,3 +137,12 @@ def test_an_event_sent_again_unchanged_is_taken_and_stored_once(any_service):
     assert service.db.execute("SELECT score FROM scores WHERE citizen_id = 'c-1'")[0][0] != score  # e-2 counted
     rows = service.db.execute("SELECT event_id, batch FROM events ORDER BY event_id")
     assert [tuple(r) for r in rows] == [("e-1", first["batch"]), ("e-2", first["batch"] + 1)]
+
+
+def test_a_text_that_reads_like_a_null_marker_is_stored_as_that_text(any_service):
+    r"""PostgreSQL's COPY takes an unquoted \N as NULL: texts are quoted, so "\N" stays a text."""
+    service = any_service
+    agency = authenticate(service.db, make_keys(service.db)["agency"])
+    service.ingest(agency, json.dumps([handmade_event(1, citizen="\\N", source_ref="\\N")]).encode())
+    assert service.db.execute("SELECT citizen_id, source_ref FROM events") == [("\\N", "\\N")]
+    assert service.ledger.quarantined_batches() == []

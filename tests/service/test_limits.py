@@ -104,6 +104,27 @@ def test_made_up_keys_count_against_the_address_and_spare_a_proven_key(make_serv
         assert client.get("/api/citizens/c-1", headers=auth(keys["bank"], "credit")).status_code == 404
 
 
+def test_a_made_up_key_answered_by_a_route_that_reads_no_key_stays_on_the_address(make_service):
+    """A page like / answers 200 whatever key a request names: that proves nothing about the key, so
+    a flood of made-up keys there is held to the address's rate like any request without a key."""
+    service, _ = limited_app(make_service, rate_per_address=0.01, burst_per_address=3)
+    with TestClient(create_app(service)) as client:
+        statuses = [client.get("/", headers=auth("sc_made-up")).status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_a_second_authorization_header_does_not_move_a_key_off_its_rate(make_service):
+    """The routes read the first Authorization header, and so do the limits: a made-up key after a
+    real one does not buy the real one a fresh rate."""
+    service, keys = limited_app(make_service, rate_per_key=0.01, burst_per_key=2)
+    with TestClient(create_app(service)) as client:
+        statuses = []
+        for i in range(5):
+            headers = [("authorization", f"Bearer {keys['analyst']}"), ("authorization", f"Bearer sc_other{i}")]
+            statuses.append(client.get("/api/stats", headers=headers).status_code)
+        assert statuses == [200, 200, 200, 429, 429]
+
+
 def test_a_key_is_held_to_its_rate_and_others_are_not(make_service):
     service, keys = limited_app(make_service, rate_per_key=0.01, burst_per_key=2)
     with TestClient(create_app(service)) as client:

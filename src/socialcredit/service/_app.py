@@ -349,7 +349,8 @@ def create_app(service: Service) -> FastAPI:
     from socialcredit.web._pages import COOKIE
 
     app.include_router(page_routes(service))
-    app.front = SecurityHeaders(Limits(app.dispatch, service.settings, key_cookie=COOKIE))
+    app.front = SecurityHeaders(Limits(app.dispatch, service.settings, key_cookie=COOKIE,
+                                       is_key=lambda secret: service.is_live_key(secret.decode("latin-1"))))
 
     @app.exception_handler(SocialCreditError)
     async def service_error(request: Request, exc: SocialCreditError) -> JSONResponse:

@@ -282,7 +282,8 @@ class Database:
                             zip(*(column.to_list() for column in frame.get_columns()), strict=True))
             return cur.rowcount
         buf = io.BytesIO()
-        frame.write_csv(buf, include_header=False, null_value="\\N")
+        # Texts quoted: COPY takes only an unquoted \N as NULL, so a text that is "\N" stays a text.
+        frame.write_csv(buf, include_header=False, null_value="\\N", quote_style="non_numeric")
         if not conflict:  # COPY writes every row or fails
             with cur.copy(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
                 copy.write(buf.getvalue())

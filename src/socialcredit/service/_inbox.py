@@ -102,9 +102,11 @@ class Inbox:
         if changed.height:
             first = changed.sort("row").row(0, named=True)
             column = next(c for c in _CONTENT if first[c] != first[f"{c}_stored"])
+            # The stored value is not quoted: the sender may not be the one who sent the event, and
+            # the ledger is not theirs to read.
             raise Conflict(f"batch: row {first['row']}, field event_id: event {first['event_id']!r} was received "
-                           f"before with {column} {first[f'{column}_stored']!r}, this batch says {first[column]!r}; "
-                           "an event is never changed by sending it again", row=first["row"], field="event_id")
+                           f"before with another {column}; an event is never changed by sending it again",
+                           row=first["row"], field="event_id")
 
     def project(self, *, max_batches: int = 16) -> int:
         """Move up to `max_batches` inbox batches into the ledger and re-score; return how many left

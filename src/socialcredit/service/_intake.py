@@ -173,6 +173,8 @@ def _decode(text: str, row: int | None, bad_byte: int | None, body: bytes):
         raise Invalid(f"row {row}: malformed JSON at column {exc.colno}: {exc.msg}", row=row) from None
     except RecursionError:
         raise Invalid(f"{where}JSON nested too deeply: an event is a flat JSON object", row=row) from None
+    except ValueError as exc:  # a number beyond Python's digit limit for integers
+        raise Invalid(f"{where}a number in the body cannot be read: {exc}", row=row) from None
 
 
 def _check_row(row, i: int, bad_byte: int | None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -109,14 +110,16 @@ class TokenBuckets:
 class Limits:
     """Request rates, body sizes and requests in flight of `app`, as `settings` sets them.
 
-    Rates: a request that names a key (`Authorization: Bearer`, or the pages' session cookie
-    `key_cookie`) is counted against that key once the key has had an answer other than 401;
-    every other request (no key, a key not yet answered, a refused key, a sign-in form) is counted
-    against the client's address, so a flood of made-up keys exhausts its address. The address is
-    the peer of the connection (`serve` reads no proxy headers).
+    Rates: a request that names a key (the first `Authorization: Bearer`, as the routes read it, or
+    the pages' session cookie `key_cookie`) is counted against that key once it has had an answer
+    other than 401 and `is_key` confirms it is a live key or session (a made-up one answered by a
+    route that reads no key stays unknown); every other request (no key, a key not yet answered, a
+    refused or made-up key, a sign-in form) is counted against the client's address, so a flood of
+    made-up keys exhausts its address. The address is the peer of the connection (`serve` reads no
+    proxy headers).
     """
 
-    def __init__(self, app: ASGIApp, settings: Settings, *, key_cookie: str):
+    def __init__(self, app: ASGIApp, settings: Settings, *, key_cookie: str, is_key: Callable[[bytes], bool]):
         for name in ("max_body_bytes", "max_other_body_bytes", "rate_per_key", "rate_per_address", "max_in_flight",
                      "max_batches_in_flight"):
             if not getattr(settings, name) > 0:
@@ -126,6 +129,7 @@ class Limits:
                 raise ValueError(f"Settings.{name} must be at least 1, not {getattr(settings, name)!r}")
         self.app = app
         self.settings = settings
+        self.is_key = is_key
         self.keys = TokenBuckets(settings.rate_per_key, settings.burst_per_key)
         self.addresses = TokenBuckets(settings.rate_per_address, settings.burst_per_address)
         self.in_flight = 0
@@ -141,7 +145,7 @@ class Limits:
         chunked = False
         for name, value in scope["headers"]:
             if name == b"authorization":
-                if value[:7].lower() == b"bearer ":
+                if value[:7].lower() == b"bearer " and secret is None:
                     secret = value[7:].strip() or None
             elif name == b"content-length":
                 declared = value
@@ -190,7 +194,7 @@ class Limits:
         """Give a key its own bucket once it is answered, and take it away when it is refused."""
         if status == 401:
             self.keys.forget(secret)  # refused from now on: its requests count against the address
-        elif not known_key:
+        elif not known_key and self.is_key(secret):
             self.keys.add(secret, now)
 
     def _settling(self, send: Send, secret: bytes, known_key: bool, now: float) -> Send:

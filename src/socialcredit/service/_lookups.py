@@ -83,6 +83,8 @@ class Lookups:
     def search(self, key: ApiKey, prefix: str, purpose: str | None = None, *, page: int = 1) -> dict:
         """Citizens whose id starts with `prefix`, SEARCH_PAGE a page (from 1), with score and class
         as the grant shows them; logged for each citizen listed (a refusal for each it would list)."""
+        if key.role == "citizen":  # before any query: whether other ids exist is not a citizen's to learn
+            raise Forbidden("a citizen key reads only its own citizen: searching is for organisations")
         prefix = prefix.strip()
         try:  # the start of an id: what no citizen id can hold is refused
             check_text(prefix, "citizen_id")

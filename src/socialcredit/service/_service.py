@@ -24,12 +24,13 @@ from socialcredit.service._access import DISCLOSURES, Access, log_row, refusal_r
 from socialcredit.service._appeals import APPEAL_STATUSES, Appeals
 from socialcredit.service._db import DEFAULT_URL, Database
 from socialcredit.service._decisions import Decisions
-from socialcredit.service._errors import Conflict, Forbidden, Invalid
-from socialcredit.service._keys import SENDING_ROLES, ApiKey
+from socialcredit.service._errors import Conflict, Forbidden, Invalid, Unauthorized
+from socialcredit.service._keys import SENDING_ROLES, ApiKey, authenticate
 from socialcredit.service._ledger import Ledger
 from socialcredit.service._lookup_log import LookupLog
 from socialcredit.service._lookups import Lookups
 from socialcredit.service._roster import Roster
+from socialcredit.service._sessions import Sessions
 
 log = logging.getLogger("socialcredit.service")
 
@@ -259,6 +260,20 @@ class Service(Lookups, Decisions, Appeals, Roster):
         return {"batch": batch, "events": n, "projected": projected, "day": self.day, "date": self.date}
 
     # -- access -----------------------------------------------------------------------------------
+
+    def is_live_key(self, secret: str) -> bool:
+        """Whether `secret` is a key that is not revoked, or a page session that has not ended (the
+        limits give only those a rate of their own)."""
+        try:
+            authenticate(self.db, secret)
+            return True
+        except Unauthorized:
+            pass
+        try:
+            Sessions(self.db).key_for(secret)
+            return True
+        except Unauthorized:
+            return False
 
     def _permit(self, key: ApiKey, citizen_id: str, purpose: str | None, disclosure: str) -> list[str]:
         """The fields of `disclosure` (access.DISCLOSURES) that the caller may see of `citizen_id`;

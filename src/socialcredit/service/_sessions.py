@@ -36,7 +36,8 @@ def csrf_token(session_id: str) -> str:
 
 def csrf_valid(session_id: str, token: str) -> bool:
     """Whether `token` is the CSRF token of the session `session_id`."""
-    return hmac.compare_digest(csrf_token(session_id), token)
+    # As bytes: compare_digest refuses a str that is not ASCII (a forged token may hold anything).
+    return hmac.compare_digest(csrf_token(session_id).encode(), token.encode())
 
 
 class Sessions:

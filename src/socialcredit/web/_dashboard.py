@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import weakref
@@ -137,10 +138,13 @@ class Dashboard:
 
     def citizen(self, key: ApiKey, citizen_id: str, purpose: str | None) -> dict:
         """One citizen for the dashboard: the look-up and the history as the grant shows them (both logged)."""
-        status = self.service.lookup(key, citizen_id, purpose)
-        history = self.service.history(key, citizen_id, purpose)
-        events = sorted(history.get("events", []), key=lambda e: (e["day"], e["event_id"]), reverse=True)
+        status = self.service.lookup(key, citizen_id, purpose)  # refused first for a role with no grant
         grant = self.service.access.grant_of(key.role)
+        # The history only where the grant shows some of it: a refused history after an answered
+        # look-up would log a disclosure the page never shows.
+        shows_history = {"history", "reasons"} & set(grant.fields)
+        history = self.service.history(key, citizen_id, purpose) if shows_history else {}
+        events = sorted(history.get("events", []), key=lambda e: (e["day"], e["event_id"]), reverse=True)
         return {"citizen_id": citizen_id, "status": status, "reasons": history.get("reasons"),
                 "events": events if "events" in history else None,
                 "withheld": [f for f in ("history", "reasons") if f not in grant.fields]}
@@ -149,10 +153,9 @@ class Dashboard:
 def _number(text: str | None, name: str, default: int = 1) -> int:
     if not text:
         return default
-    try:
-        return int(text)
-    except ValueError:
-        raise Invalid(f"{name} must be a whole number, not '{text}'", field=name) from None
+    if not re.fullmatch(r"[0-9]{1,9}", text):  # ASCII digits only, and a page number SQL can offset by
+        raise Invalid(f"{name} must be a whole number from 1 to 999,999,999, not '{text[:40]}'", field=name)
+    return int(text)
 
 
 def roster_link(**filters) -> str:

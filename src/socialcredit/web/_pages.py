@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from socialcredit.policy import Policy
-from socialcredit.service import ApiKey, Service, ServiceError, Unauthorized, authenticate
+from socialcredit.service import ApiKey, Forbidden, Service, ServiceError, Unauthorized, authenticate
 from socialcredit.service._access import DISCLOSURES
 from socialcredit.service._sessions import SESSION_MAX_AGE_S, Sessions, csrf_token, csrf_valid
 from socialcredit.web._dashboard import Dashboard
@@ -268,13 +268,16 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
             return error_page(request, exc, "portal")
         if key is None:
             return render(request, "signin.html", 401, area="portal")
+        if key.role == "citizen":
+            return error_page(request, Forbidden("The portal is for organisations; a citizen key opens the citizen "
+                                                 "app."), "portal", own_page=True)
         citizen, purpose = form.get("citizen_id", "").strip(), form.get("purpose", "").strip() or None
         detail, action = form.get("detail", "").strip() or None, form.get("action", "lookup")
         try:
             if not citizen:
                 raise _Invalid("Enter the citizen's id.")
             if action == "search":
-                page = int(form["page"]) if form.get("page", "").isdigit() else 1
+                page = int(form["page"]) if re.fullmatch(r"[0-9]{1,9}", form.get("page", "")) else 1
                 result = await run_in_threadpool(lambda: service.search(key, citizen, purpose, page=page))
             elif action == "loan":
                 amount = _amount(detail)
