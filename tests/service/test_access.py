@@ -158,7 +158,7 @@ def test_the_grant_rules_in_process_a_citizen_needs_no_purpose_and_reads_only_th
         access.permit(me, "c-2", None, lookup)
     assert str(caught.value) == "a citizen key may read only its own citizen"
     bank = ApiKey("bank", "bank", None, ())
-    for purpose in (None, "", "  ", " .", "ok", "a b"):  # taz-2018 asks banks for a purpose
+    for purpose in (None, "", "  ", " .", "ok", "a b", "___"):  # taz-2018 asks banks for a purpose
         with pytest.raises(Forbidden, match="role 'bank' must state a purpose"):
             access.permit(bank, "c-1", purpose, lookup)
     assert access.permit(bank, "c-1", "mortgage", lookup).role == "bank"

@@ -38,6 +38,8 @@ def test_only_an_agency_bound_to_the_source_decides_and_never_the_reporter_while
     with pytest.raises(Forbidden, match="key 'city' reported this event: another agency bound to 'camera' "
                                         r"decides \(police\)"):
         service.decide_appeal(keys["city"], appeal, True, None)
+    refused = service.lookups(keys["citizen"], CITIZEN)["refused"]
+    assert [(r["who"], r["endpoint"]) for r in refused] == [("city", "appeal-decision"), ("courts", "appeal-decision")]
     decided = service.decide_appeal(keys["police"], appeal, True, "below our threshold")
     # accountable grants the agency 'class' alone: the answer shows the class, not the score.
     assert decided == {"id": appeal, "event_id": "e-1", "status": "upheld", "citizen_id": CITIZEN,

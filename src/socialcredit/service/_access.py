@@ -67,7 +67,7 @@ DISCLOSURES: dict[str, Disclosure] = {d.name: d for d in (
 # The fields a look-up (GET /api/citizens/{id}) can show, in the order it shows them.
 LOOKUP_FIELDS = DISCLOSURES["lookup"].fields
 # A purpose says something: at least three letters or digits ("." or " x " is no purpose).
-_MEANINGFUL = re.compile(r"(\w\W*){3}")
+_MEANINGFUL = re.compile(r"([^\W_][\W_]*){3}")
 
 
 class Access:

@@ -59,7 +59,11 @@ class Appeals:
         if not rows:
             raise NotFound(f"no appeal {appeal_id}")
         event_id, citizen_id, source, batch = rows[0]
-        self._may_decide(key, source, int(batch))
+        try:
+            self._may_decide(key, source, int(batch))
+        except Forbidden as exc:  # the citizen sees who tried to decide, as for any refusal
+            self._refused(key, citizen_id, REVIEW_PURPOSE, "appeal-decision", exc.message)
+            raise
         fields = self._permit(key, citizen_id, REVIEW_PURPOSE, "appeal-decision")
         with self.ledger.write() as cur:
             status = self.db.execute("SELECT status FROM appeals WHERE id = ?", (appeal_id,), cur)[0][0]
