@@ -64,8 +64,6 @@ DISCLOSURES: dict[str, Disclosure] = {d.name: d for d in (
     Disclosure("roster", ("/dashboard/citizens",), ("score", "class", "benefits", "sanctions"),
                what="a list of citizens"),
 )}
-# The fields a look-up (GET /api/citizens/{id}) can show, in the order it shows them.
-LOOKUP_FIELDS = DISCLOSURES["lookup"].fields
 # A purpose says something: at least three letters or digits ("." or " x " is no purpose).
 _MEANINGFUL = re.compile(r"([^\W_][\W_]*){3}")
 
@@ -76,7 +74,6 @@ class Access:
     def __init__(self, policy: Policy):
         self.policy = policy
         self._grants = {g.role: g for g in reversed(policy.grants)}  # the first grant of a role wins
-        self.lookup_fields = {role: DISCLOSURES["lookup"].shown(g) for role, g in self._grants.items()}
 
     def grant_of(self, role: str) -> Grant | None:
         """The role's grant (None: the policy grants it nothing)."""

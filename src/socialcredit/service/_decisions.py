@@ -14,14 +14,15 @@ LOAN_CLASS_SPREAD = 0.005
 class Decisions:
     """The Service's decisions (a mixin over its look-ups and compiled consequences)."""
 
-    def _consequence_check(self, key: ApiKey, citizen_id: str, purpose: str | None,
-                           endpoint: str) -> tuple[list[str], tuple[int | None, str | None, int], list[dict],
-                                                   list[dict]]:
+    def _consequence_check(self, key: ApiKey, citizen_id: str, purpose: str | None, endpoint: str, *,
+                           benefits: bool = True) -> tuple[list[str], tuple[int | None, str | None, int],
+                                                           list[dict], list[dict]]:
         """What the grant shows of the consequences behind a decision (access.DISCLOSURES), the
-        score, class and class index, and the benefits and sanctions in force."""
+        score, class and class index, and the benefits (where the decision reads them) and
+        sanctions in force."""
         fields = self._permit(key, citizen_id, purpose, endpoint)
         status = self._status(citizen_id)
-        benefits, sanctions = self.consequences(citizen_id, status[2])
+        benefits, sanctions = self.consequences(citizen_id, status[2], benefits=benefits)
         return fields, status, benefits, sanctions
 
     # The decision itself is what the role is there for; the sanctions and benefits behind it are
@@ -29,7 +30,7 @@ class Decisions:
 
     def subway_gate(self, key: ApiKey, citizen_id: str, gate: str | None, purpose: str | None) -> dict:
         """A subway gate's decision: stop a citizen under a gate sanction, else pass; logged."""
-        fields, _, _, sanctions = self._consequence_check(key, citizen_id, purpose, "gate")
+        fields, _, _, sanctions = self._consequence_check(key, citizen_id, purpose, "gate", benefits=False)
         stops = [s["name"] for s in sanctions if s["effect"] == "gate_stop"]
         out = {"citizen_id": citizen_id, "gate": gate, "decision": "stop" if stops else "pass"}
         if "sanctions" in fields:

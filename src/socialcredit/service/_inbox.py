@@ -193,15 +193,9 @@ class Inbox:
             self._projected_seq = max(self._projected_seq, seq)
             self._projected.notify_all()
 
-    @property
-    def _failures(self) -> dict[int, int]:
-        """Failed projections of each batch alone, in a row (this process's count)."""
-        return self.__dict__.setdefault("_failure_counts", {})
-
-    @property
-    def _quarantined_seqs(self) -> set[int]:
-        """Batches this process quarantined."""
-        return self.__dict__.setdefault("_quarantined_by_me", set())
+    def quarantined_count(self) -> int:
+        """How many batches are in the quarantine."""
+        return int(self.db.inbox.execute("SELECT COUNT(*) FROM quarantine")[0][0])
 
     def quarantined_batches(self, key_name: str | None = None) -> list[dict]:
         """Quarantined batches (of `key_name`'s, or all), oldest first, with their errors."""

@@ -48,6 +48,8 @@ class Ledger(Inbox, ScoreCache, Counts, RunLoading):
         # Citizens with an event voided since the state was built: the state still counts that
         # event (it cannot take one out), so they are re-scored from their ledger instead.
         self._dirty: set[str] = set()
+        self._failures: dict[int, int] = {}  # failed projections of each batch alone, in a row (see _inbox)
+        self._quarantined_seqs: set[int] = set()  # batches this process quarantined
         self._mutated = False  # the state changed in the current write (see _Write)
         # Events per day and citizens per class for /api/stats, kept up to date by this process's
         # writes (see `counts`); None: count them from the tables at the next request.

@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 
-from socialcredit.engine import BENEFITS, BETWEEN, CompiledConsequence, explain
+from socialcredit.engine import BENEFITS, BETWEEN, CompiledConsequence, Explanation, explain
 from socialcredit.events import EVENT_SCHEMA, EventError, check_text
 from socialcredit.service._access import DISCLOSURES
 from socialcredit.service._errors import Forbidden, Invalid, NotFound
@@ -59,9 +59,8 @@ class Lookups:
 
     def lookup(self, key: ApiKey, citizen_id: str, purpose: str | None = None) -> dict:
         """Score, class, benefits, sanctions, reasons and blacklist, as the grant allows; logged."""
-        self._permit(key, citizen_id, purpose, "lookup")
+        fields = self._permit(key, citizen_id, purpose, "lookup")
         score, klass, idx = self._status(citizen_id)
-        fields = self.access.lookup_fields[key.role]
         out: dict = {"citizen_id": citizen_id, "day": self.day, "date": self.date}
         full = {"score": score, "class": klass}
         if not _PLAIN_FIELDS.issuperset(fields):
@@ -71,7 +70,8 @@ class Lookups:
                 sanctions="sanctions" in fields or "blacklist" in fields)
             full |= {"benefits": benefits, "sanctions": sanctions, "blacklist": _blacklist(sanctions)}
         if "reasons" in fields:
-            full["reasons"] = self._explanation(citizen_id)[0]
+            explained = self._explanation(citizen_id)
+            full["reasons"] = [] if explained is None else explained.factors.to_dicts()
         out |= {f: full[f] for f in fields}
         self._record(key, citizen_id, purpose, fields, "lookup")
         return out
@@ -123,14 +123,12 @@ class Lookups:
         return self.db.frame(f"SELECT {cols} FROM events WHERE citizen_id = ? AND voided = ?",
                              (citizen_id, int(voided)), {**EVENT_SCHEMA, "day": pl.Int32})
 
-    def _explanation(self, citizen_id: str) -> tuple[list[dict], list[dict]]:
+    def _explanation(self, citizen_id: str) -> Explanation | None:
+        """The engine's explanation of the citizen's score (None: no event in the ledger)."""
         ledger = self._ledger_of(citizen_id)
         if ledger.height == 0:
-            return [], []
-        e = explain(self.compiled, ledger, citizen_id, as_of=self.day,
-                    births=self.ledger.births_of(citizen_id))
-        events = e.events.with_columns(pl.col("status").cast(pl.String), voided=False)
-        return e.factors.to_dicts(), self._dated(events).to_dicts()
+            return None
+        return explain(self.compiled, ledger, citizen_id, as_of=self.day, births=self.ledger.births_of(citizen_id))
 
     def _dated(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` with the date of its `day` column (ISO text) beside it."""
@@ -142,11 +140,13 @@ class Lookups:
         """Reason codes and every event with its points and provenance, as the grant allows; logged."""
         fields = self._permit(key, citizen_id, purpose, "history")
         self._status(citizen_id)
-        reasons, events = self._explanation(citizen_id)
+        explained = self._explanation(citizen_id)
         out: dict = {"citizen_id": citizen_id, "day": self.day, "date": self.date}
         if "reasons" in fields:
-            out["reasons"] = reasons
+            out["reasons"] = [] if explained is None else explained.factors.to_dicts()
         if "history" in fields:
+            events = [] if explained is None else self._dated(explained.events.with_columns(
+                pl.col("status").cast(pl.String), voided=False)).to_dicts()
             voided = self._ledger_of(citizen_id, voided=True).with_columns(
                 rule=None, points=0, status=pl.lit("voided"), reason=pl.lit("voided on appeal"), voided=True)
             out["events"] = events + self._dated(voided.select(

@@ -106,12 +106,10 @@ class ScoreCache:
                                       "class = excluded.class, class_idx = excluded.class_idx, "
                                       "as_of = excluded.as_of")
 
-    def rescore(self, cur, citizen_ids: pl.Series, *, fresh: pl.DataFrame | None = None) -> None:
+    def rescore(self, cur, citizen_ids: pl.Series) -> None:
         """Re-score these citizens from their whole ledger, as of the service day, in `cur`.
 
         The slow path, for citizens the incremental state cannot score (an event voided).
-        `fresh`: events just stored, all of them; citizens without a score yet have no other
-        events (every write re-scores the citizens it touches), so their ledger is not read back.
         """
         if len(citizen_ids) == 0:
             return
@@ -119,13 +117,8 @@ class ScoreCache:
         ids = db.list_param(citizen_ids)
         old = db.frame(f"SELECT citizen_id, class_idx FROM scores WHERE {db.any_of('citizen_id')}",
                        (ids,), {"citizen_id": pl.String, "old": pl.Int32}, cur)
-        read = citizen_ids if fresh is None else old["citizen_id"]
         ledger = db.frame(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "
-                          f"WHERE voided = 0 AND {db.any_of('citizen_id')}", (db.list_param(read),),
-                          EVENT_SCHEMA, cur)
-        if fresh is not None:
-            first_seen = fresh.filter(~pl.col("citizen_id").is_in(old["citizen_id"].implode()))
-            ledger = pl.concat([ledger, first_seen.select(EVENT_COLUMNS).cast(EVENT_SCHEMA)])
+                          f"WHERE voided = 0 AND {db.any_of('citizen_id')}", (ids,), EVENT_SCHEMA, cur)
         new = self._scores(ledger, citizen_ids, cur)
         self._count_classes(cur, new, old)
         changed = (new.join(old, on="citizen_id", how="left")

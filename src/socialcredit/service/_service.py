@@ -136,7 +136,7 @@ class Service(Lookups, Decisions, Appeals, Roster):
     @property
     def date(self) -> str:
         """The service day's date (ISO)."""
-        return self.calendar.date_of(self.day).isoformat()
+        return self.calendar.iso(self.day)
 
     def set_day(self, day: int) -> None:
         """Move a simulated clock forward to `day` (points that expire by then are taken off)."""
@@ -319,7 +319,7 @@ class Service(Lookups, Decisions, Appeals, Roster):
                 "events_per_day": [{"day": d, "date": self.calendar.iso(d), "events": per_day[d]}
                                    for d in sorted(per_day)],
                 "events": sum(per_day.values()), "pending_batches": self.ledger.pending(),
-                "quarantined": len(self.ledger.quarantined_batches()),
+                "quarantined": self.ledger.quarantined_count(),
                 "appeals": {status: int(appeals.get(status, 0)) for status in APPEAL_STATUSES}}
 
     def quarantined(self, key: ApiKey) -> list[dict]:
