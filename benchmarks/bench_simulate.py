@@ -25,6 +25,7 @@ from socialcredit.simulation import load_scenario, simulate
 from socialcredit.simulation._hash import mix, stream_key
 from socialcredit.simulation._kinds import BYTES_PER_CITIZEN
 from socialcredit.simulation._plan import make_plan
+from socialcredit.simulation._run import partial_folder
 from socialcredit.simulation._shard import EventsMode, default_threads, simulate_blocks
 
 NATION = 1_410_000_000
@@ -91,7 +92,7 @@ def nation_probe(seconds: float, days: int) -> None:
             f"simulate(population={NATION}, days={days}, seed=1, out={str(out)!r}, "
             "scenario='pilot-regions-2018')")
     child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    parts = out.parent / f".{out.name}.partial-{child.pid}" / "parts"
+    parts = partial_folder(out) / "parts"
     peak, t0, samples = 0, time.perf_counter(), []
     try:
         while time.perf_counter() - t0 < seconds and child.poll() is None:

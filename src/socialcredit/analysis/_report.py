@@ -165,17 +165,6 @@ class _Note:
 
 
 @dataclass
-class _Part:
-    """A titled part of a section (one life)."""
-
-    id: str
-    title: str
-    text: list[str]
-    figures: list[str] = field(default_factory=list)
-    tables: list[str] = field(default_factory=list)
-
-
-@dataclass
 class _Section:
     id: str
     title: str
@@ -183,7 +172,7 @@ class _Section:
     figures: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     notes: list[_Note] = field(default_factory=list)
-    parts: list[_Part] = field(default_factory=list)
+    parts: list[_Section] = field(default_factory=list)  # titled parts of it (the lives)
 
 
 def write_report(run_dir: str | Path, *, out: str | Path | None = None,
@@ -853,7 +842,7 @@ def _lives(run: _Run) -> _Section:
     parts = []
     for role, citizen_id in chosen:
         if citizen_id is None:
-            parts.append(_Part(f"life-{role.id}", role.title, [role.nobody]))
+            parts.append(_Section(f"life-{role.id}", role.title, [role.nobody]))
             continue
         citizen = people.filter(pl.col("citizen_id") == citizen_id).row(0, named=True)
         life = replay_life(role, citizen, run.policies[str(citizen["region"])],
@@ -864,7 +853,7 @@ def _lives(run: _Run) -> _Section:
                     parts=parts)
 
 
-def _life(run: _Run, life: Life) -> _Part:
+def _life(run: _Run, life: Life) -> _Section:
     """One citizen's story: who they are, their score over time with the events that moved it, what it cost."""
     c, policy, scores, events = life.citizen, life.policy, life.scores, life.events
     last = run.manifest.days - 1
@@ -899,8 +888,8 @@ def _life(run: _Run, life: Life) -> _Part:
     turns = _turning_points(run, life)
     if turns.height:
         tables.append(_table(turns, caption="Every change of class, with the events of that day"))
-    return _Part(f"life-{life.role.id}", f"{life.role.title}: {c['citizen_id']}", text,
-                 figures=[_life_figure(run, life)], tables=tables)
+    return _Section(f"life-{life.role.id}", f"{life.role.title}: {c['citizen_id']}", text,
+                    figures=[_life_figure(run, life)], tables=tables)
 
 
 def _turning_points(run: _Run, life: Life) -> pl.DataFrame:
@@ -1133,7 +1122,7 @@ def _method(run: _Run) -> _Section:
     sources = _sources(scenario["name"])
     rows = [(section, key, json.dumps(value), sources.get((section, key), "default of the simulator"))
             for section in ("population", "sensors", "behaviour", "consequences")
-            for key, value in scenario.get(section, {}).items() if key not in ("groups", "effects", "rates")]
+            for key, value in scenario.get(section, {}).items() if key not in ("groups", "rates")]
     rows += [("population", f"group {g['name']}", f"share {g['share']}, false-match x{g['fmr_multiplier']}",
               sources.get(("population.groups", "fmr_multiplier"), ""))
              for g in scenario["population"].get("groups", [])]

@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 
 from socialcredit.engine._compiled import (
-    STATUS_DTYPE,
     STATUS_NAMES,
     CompiledPolicy,
     Status,
     capped_mask,
+    status_series,
 )
 from socialcredit.events import EventError
 from socialcredit.policy import Policy
@@ -42,8 +42,7 @@ class Scoring:
             rule=ids.replace_strict({i: r.id for i, r in enumerate(rules)}, default=None,
                                     return_dtype=pl.String),
             points=pl.Series(self.applied),
-            status=pl.Series(self.status.astype(np.uint32)).replace_strict(
-                dict(enumerate(STATUS_NAMES)), return_dtype=STATUS_DTYPE),
+            status=status_series(self.status),
             reason=ids.replace_strict({i: r.reason for i, r in enumerate(rules)}, default=None,
                                       return_dtype=pl.String),
         )

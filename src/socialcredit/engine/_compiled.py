@@ -26,6 +26,12 @@ class Status(IntEnum):
 
 STATUS_NAMES = ["counted", "unknown_kind", "source", "confidence", "cap", "expired", "future", "underage"]
 STATUS_DTYPE = pl.Enum(STATUS_NAMES)
+
+
+def status_series(status: np.ndarray) -> pl.Series:
+    """Status codes (`Status`) as the `status` column of the engine's answers."""
+    return pl.Series("status", status.astype(np.uint32)).replace_strict(
+        dict(enumerate(STATUS_NAMES)), return_dtype=STATUS_DTYPE)
 NO_RULE = -1
 # The scoring calendar's year: a citizen's age steps every 365 days from their birth day.
 YEAR_DAYS = 365

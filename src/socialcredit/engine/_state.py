@@ -8,18 +8,16 @@ import polars as pl
 from socialcredit.engine._compiled import (
     BIRTHS_SCHEMA,
     NO_RULE,
-    STATUS_DTYPE,
-    STATUS_NAMES,
     YEAR_DAYS,
     CompiledPolicy,
     Status,
+    status_series,
 )
 from socialcredit.policy import Policy
 
 _DELTA_SCHEMA = {"code": pl.Int64, "rule": pl.Int32, "day": pl.Int32, "sign": pl.Int8}
 _EMPTY_KEPT = pl.DataFrame(schema={"event_id": pl.String, "code": pl.Int64, "rule": pl.Int32,
                                    "day": pl.Int32, "counted": pl.Boolean})
-_STATUS_NAMES = np.array(STATUS_NAMES)
 
 
 class ScoreState:
@@ -78,7 +76,7 @@ class ScoreState:
         expires = compiled.expires[safe_rule]
         status[counted & (day > self.as_of)] = Status.FUTURE
         status[counted & (day <= self.as_of) & (expires > 0) & (self.as_of >= day + expires)] = Status.EXPIRED
-        return pl.Series("status", _STATUS_NAMES[status], dtype=STATUS_DTYPE)
+        return status_series(status)
 
     def advance(self, day: int) -> None:
         """Move the state forward to `day`: points start and expire as scheduled."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from socialcredit.engine import CompiledConsequence, CompiledConsequences, CompiledPolicy
+from socialcredit.events import Calendar
 from socialcredit.policy import Policy, parse_policy, policy_source
 from socialcredit.simulation import kernel as K
 from socialcredit.simulation._kinds import (
@@ -125,7 +126,7 @@ def make_plan(scenario: Scenario, *, population: int, days: int, seed: int) -> P
 
 def day_of(scenario: Scenario, date: dt.date | None) -> int:
     """The run's day index of `date` (0: the start_date, or no date)."""
-    return 0 if date is None else (date - scenario.start_date).days
+    return 0 if date is None else Calendar(scenario.start_date).day_of(date)
 
 
 def coverage_by_day(scenario: Scenario, days: int) -> np.ndarray:

@@ -43,6 +43,7 @@ from socialcredit.simulation._shard import (
     finished_shard,
     run_shard,
     shard_part,
+    write_atomically,
 )
 from socialcredit.simulation.kernel import RECORD_ALL, RECORD_NONE, RECORD_SAMPLE
 
@@ -391,9 +392,7 @@ def _resume_or_start(work: Path, identity: dict[str, Any], resume: bool, *, chun
         if any(p.name != LOCK_FILE for p in work.iterdir()):
             raise SimulationError(f"{work}: not a partial run this version can resume (no "
                                   f"{IDENTITY_FILE}); delete it to start over")
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(identity, indent=2), encoding="utf-8")
-        temporary.replace(path)
+        write_atomically(path, lambda file: file.write(json.dumps(identity, indent=2).encode()))
         return identity["chunk_blocks"]
     if not resume:
         raise SimulationError(f"{work}: an interrupted run of this --out is there; pass --resume "

@@ -14,6 +14,7 @@ import polars as pl
 
 from socialcredit.engine import BETWEEN, YEAR_DAYS, CompiledConsequences, CompiledPolicy
 from socialcredit.events import EVENT_SCHEMA
+from socialcredit.simulation._hash import mix
 from socialcredit.simulation._kinds import (
     EFFECTS,
     F_ADMITTED,
@@ -357,12 +358,12 @@ def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode,
         citizens = citizens.filter(citizens_sampled(
             plan.seed, np.arange(first_citizen, first_citizen + n, dtype=np.uint64), citizens_kept))
     folder = Path(parts)
-    _write_atomically(folder / shard_part("citizens", index), citizens.write_parquet)
+    write_atomically(folder / shard_part("citizens", index), citizens.write_parquet)
     del citizens
     ev = events_frame(plan, recorded)
-    _write_atomically(folder / shard_part("events", index), ev.write_parquet)
+    write_atomically(folder / shard_part("events", index), ev.write_parquet)
     result = ShardResult(index, metrics, n, ev.height, time.perf_counter() - t0)
-    _write_atomically(folder / _record_name(index), lambda file: np.savez(
+    write_atomically(folder / _record_name(index), lambda file: np.savez(
         file, metrics=metrics, citizens=n, events=ev.height, seconds=result.seconds))
     return result
 
@@ -370,10 +371,7 @@ def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode,
 def citizens_sampled(seed: int, index: np.ndarray, fraction: float) -> np.ndarray:
     """Whether each citizen (global index) is in the run's sample of `fraction` of citizens: a hash
     of (seed, index), so the sample is the same whatever the shards."""
-    x = index ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):  # splitmix64
-        x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
-    x ^= x >> np.uint64(31)
+    x = mix(index ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64))
     return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
@@ -398,7 +396,7 @@ def finished_shard(parts: Path, index: int) -> ShardResult | None:
                            float(saved["seconds"]))
 
 
-def _write_atomically(target: Path, write: Callable) -> None:
+def write_atomically(target: Path, write: Callable) -> None:
     """Write through `write(file)` to a temporary name, then rename: a reader (or a resumed run)
     never sees half a file."""
     temporary = target.with_name(target.name + ".tmp")
