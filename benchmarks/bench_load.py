@@ -47,17 +47,25 @@ def time_load(run_dir: Path, url: str) -> tuple[int, float]:
 
 def time_ceiling(run_dir: Path, path: Path) -> tuple[int, float]:
     """Events and seconds of a bare executemany of the run's events into SQLite, committed."""
-    events = validate_events(pl.read_parquet(run_dir / "events.parquet")).with_columns(batch=pl.lit(0, pl.Int64))
+    return bare_insert(validate_events(pl.read_parquet(run_dir / "events.parquet")), path)
+
+
+def bare_insert(events: pl.DataFrame, path: Path, *, batch: int | None = None) -> tuple[int, float]:
+    """Events and seconds of a bare executemany of `events` (checked event rows) into a new SQLite
+    file's table with the ledger's columns and primary key, WAL and synchronous=FULL, committed
+    every `batch` rows (default: once)."""
+    events = events.with_columns(batch=pl.lit(0, pl.Int64))
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE events (" + event_sql_columns("REAL")
                  + ", batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0)")
+    sql = f"INSERT INTO events ({', '.join(events.columns)}) VALUES ({', '.join('?' * events.width)})"
     started = time.perf_counter()
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(f"INSERT INTO events ({', '.join(events.columns)}) VALUES ({', '.join('?' * events.width)})",
-                     zip(*(column.to_list() for column in events.get_columns()), strict=True))
-    conn.commit()
+    for part in events.iter_slices(batch or max(events.height, 1)):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, zip(*(column.to_list() for column in part.get_columns()), strict=True))
+        conn.commit()
     seconds = time.perf_counter() - started
     conn.close()
     return events.height, seconds

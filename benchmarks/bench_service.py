@@ -1,10 +1,15 @@
-"""Live-service throughput with a real server process (`socialcredit serve`) and a load generator.
+"""Live-service throughput with a real server process (`socialcredit serve`) and a load generator,
+each figure beside its ceiling or peer measured in the same run.
 
 Bulk ingest: NDJSON batches sent by a few clients with `wait=false`; reports the acknowledged
-(durable) rate and the rate at which the scores caught up. Look-ups: GET /api/citizens/{id} from
-64 concurrent clients for a fixed time; reports requests/s, p50 and p99 latency. The look-up load
-comes from `wrk` (a C load generator, cheap next to the server on a small machine) where it is
-installed, else from a Python asyncio client in this process; the output says which.
+(durable) rate beside one blob per batch committed (the least an acknowledgement can cost), and
+the rate at which the scores caught up (projected and scored) beside a bare executemany of the same
+rows into a table with the ledger's columns and primary key (WAL, synchronous=FULL, a commit per
+batch). Look-ups: GET /api/citizens/{id} from 64 concurrent clients for a fixed time; requests/s,
+p50 and p99 latency, beside a bare FastAPI app that answers the same path from the same scores
+table; then again while a sender keeps up a steady ingest (100,000 events/s by default). The
+look-up load comes from `wrk` (a C load generator, cheap next to the server on a small machine)
+where it is installed, else from a Python asyncio client in this process; the output says which.
 Run with `python benchmarks/bench_service.py [--events N --citizens M --db URL --generator G]`.
 """
 
@@ -27,7 +32,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import polars as pl
+from bench_load import bare_insert
 
+from socialcredit.events import validate_events
 from socialcredit.policy import load_policy
 from socialcredit.service import Database, create_key
 
@@ -65,7 +72,7 @@ def start_server(db_url: str, *, policy: str = "taz-2018", day: int = 365, log: 
 
 
 def make_bodies(n_events: int, batch: int, n_citizens: int, *, policy: str = "taz-2018", seed: int = 1,
-                day: int = 365) -> list[bytes]:
+                day: int = 365, first_id: int = 0) -> list[bytes]:
     """NDJSON bodies of synthetic events, every kind of the policy, camera events among them."""
     rules = load_policy(policy).rules
     rng = np.random.default_rng(seed)
@@ -73,7 +80,7 @@ def make_bodies(n_events: int, batch: int, n_citizens: int, *, policy: str = "ta
     sources = [(r.sources or ["camera"])[0] for r in rules]
     k = rng.integers(0, len(kinds), n_events)
     frame = pl.DataFrame({
-        "event_id": pl.Series(np.arange(n_events)).cast(pl.String).str.zfill(10),
+        "event_id": pl.Series(np.arange(first_id, first_id + n_events)).cast(pl.String).str.zfill(10),
         "citizen_id": pl.Series(rng.integers(0, n_citizens, n_events)).cast(pl.String),
         "kind": pl.Series(k).replace_strict(dict(enumerate(kinds)), return_dtype=pl.String),
         "day": rng.integers(0, day + 1, n_events),
@@ -235,6 +242,88 @@ def bench_lookups(url: str, key: str, ids: list[str], *, concurrency: int = 64, 
     return result | {"generator": "python (asyncio, in the benchmark process)"}
 
 
+# The peer of the service's look-up: FastAPI answering the same path from the same scores table,
+# with nothing else (no key, no grant, no log).
+_BARE_APP = """
+import os, sqlite3, threading
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+app = FastAPI()
+_local = threading.local()
+
+
+def _conn():
+    if not hasattr(_local, "conn"):
+        _local.conn = sqlite3.connect(os.environ["BARE_DB"], check_same_thread=False)
+    return _local.conn
+
+
+@app.get("/api/citizens/{citizen_id}")
+def citizen(citizen_id: str):
+    row = _conn().execute("SELECT score, class FROM scores WHERE citizen_id = ?", (citizen_id,)).fetchone()
+    if row is None:
+        return JSONResponse({"error": "no such citizen"}, status_code=404)
+    return JSONResponse({"citizen_id": citizen_id, "score": row[0], "class": row[1]})
+"""
+
+
+def start_bare_fastapi(db_path: str, folder: Path):
+    """Start the bare FastAPI peer under uvicorn (one process, as `serve`); return (process, URL)."""
+    (folder / "bare_app.py").write_text(_BARE_APP)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level",
+                             "warning"], cwd=folder, env={**os.environ, "BARE_DB": db_path},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/openapi.json", timeout=1)
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the bare FastAPI app did not start")
+
+
+def blob_ceiling(bodies: list[bytes], path: Path) -> float:
+    """Seconds to commit each body as one blob (WAL, synchronous=FULL): the least an acknowledgement costs."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE inbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    started = time.perf_counter()
+    for body in bodies:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO inbox (body) VALUES (?)", (body,))
+        conn.commit()
+    seconds = time.perf_counter() - started
+    conn.close()
+    return seconds
+
+
+def steady_sender(bodies: list[bytes], url: str, key: str, rate: float, batch: int, stop: threading.Event,
+                  sent: list[int]) -> None:
+    """Send `bodies` (of `batch` events each) at `rate` events a second until `stop` (sent again from the
+    first when all were sent); count the events in `sent`."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
+        started, n = time.perf_counter(), 0
+        while not stop.is_set():
+            body = bodies[n % len(bodies)]
+            r = c.post("/api/events", content=body, params={"wait": "false"},
+                       headers={"Content-Type": "application/x-ndjson"})
+            if r.status_code not in (200, 202):
+                raise RuntimeError(r.text[:300])
+            n += 1
+            sent[0] += batch
+            ahead = started + sent[0] / rate - time.perf_counter()
+            if ahead > 0:
+                stop.wait(ahead)
+
+
 def main() -> None:
     """Run both benchmarks against a fresh database and print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -247,6 +336,8 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help=f"look-up load generator (auto: {WRK} where installed, else python)")
+    parser.add_argument("--ingest-rate", type=float, default=100_000,
+                        help="events/s sent while the look-ups are measured again")
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="sc-bench-")
@@ -257,7 +348,13 @@ def main() -> None:
     bank = create_key(db, role="bank", name="bench-bank")
     db.close()
     bodies = make_bodies(args.events, args.batch, args.citizens)
+    load = os.getloadavg()
+    # The ceilings first, on the same rows and bodies, while the machine is otherwise as quiet.
+    rows = validate_events(pl.concat([pl.read_ndjson(b) for b in bodies]))
+    _, bare_s = bare_insert(rows, Path(tmp) / "bare.db", batch=args.batch)
+    blob_s = blob_ceiling(bodies, Path(tmp) / "blobs.db")
     proc, base = start_server(url, log=Path(tmp) / "server.log")
+    bare = None
     try:
         ingest = bench_ingest(base, sender, bodies, clients=args.clients)
         ids = [str(i) for i in np.random.default_rng(2).integers(0, args.citizens, 10_000)]
@@ -265,20 +362,50 @@ def main() -> None:
             ids = [i for i in ids[:2000] if c.get(f"/api/citizens/{i}").status_code == 200]
         looks = bench_lookups(base, bank, ids, concurrency=args.concurrency, seconds=args.seconds,
                               generator=args.generator)
+        stop, sent = threading.Event(), [0]
+        steady = make_bodies(int(args.ingest_rate * (args.seconds + 5)), 10_000, args.citizens, seed=7,
+                             first_id=args.events)  # new events: ids after the bulk's
+        feeder = threading.Thread(target=steady_sender, args=(steady, base, sender, args.ingest_rate, 10_000, stop,
+                                                              sent))
+        feeder.start()
+        time.sleep(1.0)  # the sender at its pace
+        counted, fed_from = sent[0], time.perf_counter()
+        busy = bench_lookups(base, bank, ids, concurrency=args.concurrency, seconds=args.seconds,
+                             generator=args.generator)
+        fed = (sent[0] - counted) / (time.perf_counter() - fed_from)
+        stop.set()
+        feeder.join()
+        if not args.db:
+            bare, bare_url = start_bare_fastapi(f"{tmp}/bench.db", Path(tmp))
+            peer = bench_lookups(bare_url, bank, ids, concurrency=args.concurrency, seconds=args.seconds,
+                                 generator=args.generator)
     finally:
         proc.terminate()
         proc.wait()
+        if bare is not None:
+            bare.terminate()
+            bare.wait()
         if not args.db:
             shutil.rmtree(tmp, ignore_errors=True)
     n = ingest["events"]
-    print(f"machine: {os.cpu_count()} cores; database: {'SQLite (WAL, synchronous=FULL)' if not args.db else url}")
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} at the start; "
+          f"database: {'SQLite (WAL, synchronous=FULL)' if not args.db else url}")
     print(f"bulk ingest: {n:,} events in batches of {args.batch:,} from {args.clients} clients, "
           f"{args.citizens:,} citizens")
-    print(f"  acknowledged (durable): {ingest['ack_s']:7.2f} s  {n / ingest['ack_s']:>10,.0f} events/s")
-    print(f"  scored (caught up)    : {ingest['scored_s']:7.2f} s  {n / ingest['scored_s']:>10,.0f} events/s")
+    blob_rate, bare_rate = len(rows) / blob_s, len(rows) / bare_s
+    ack_rate, scored_rate = n / ingest["ack_s"], n / ingest["scored_s"]
+    print(f"  acknowledged (durable): {ingest['ack_s']:7.2f} s  {ack_rate:>10,.0f} events/s; one blob per batch "
+          f"(ceiling) {blob_rate:,.0f}/s: ratio {ack_rate / blob_rate:.2f}")
+    print(f"  scored (caught up)    : {ingest['scored_s']:7.2f} s  {scored_rate:>10,.0f} events/s; bare SQLite "
+          f"executemany (ceiling) {bare_rate:,.0f}/s: ratio {scored_rate / bare_rate:.2f} (target 0.8)")
     print(f"look-ups: {looks['requests']:,} requests from {args.concurrency} clients in {args.seconds:g} s: "
           f"{looks['rps']:,.0f} req/s, p50 {looks['p50_ms']:.1f} ms, p99 {looks['p99_ms']:.1f} ms, "
           f"status {looks['status']}")
+    if bare is not None:
+        print(f"  bare FastAPI (peer): {peer['rps']:,.0f} req/s, p50 {peer['p50_ms']:.1f} ms, "
+              f"p99 {peer['p99_ms']:.1f} ms: ratio {looks['rps'] / peer['rps']:.2f} (target 0.9; p99 target 20 ms)")
+    print(f"  while ingesting {fed:,.0f} events/s (asked {args.ingest_rate:,.0f}): {busy['rps']:,.0f} req/s, "
+          f"p50 {busy['p50_ms']:.1f} ms, p99 {busy['p99_ms']:.1f} ms (target 50 ms)")
     print(f"  load generator: {looks['generator']}"
           + (f"; socket errors (connect, read, write, timeout): {looks['socket_errors']}"
              if looks.get("socket_errors") else ""))

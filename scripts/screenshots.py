@@ -3,7 +3,8 @@
     .venv/bin/python scripts/screenshots.py [--url http://127.0.0.1:8000] [--demo runs/demo]
 
 Drives Debian's Chromium (/usr/bin/chromium) with Playwright: the bank quotes a loan for the demo's
-citizen with a purpose, then the citizen's app (a 390 px phone) shows it under "Who looked me up";
+citizen with a purpose and the shop group opens the citizen's offers, then the citizen's app (a 390
+px phone) shows them under "Who looked me up";
 the analyst's dashboard and the run's report at 1280 px. Writes docs/screenshots/*.png.
 """
 
@@ -55,6 +56,12 @@ def main() -> None:
         desk.get_by_role("button", name="Loan quote").click()
         desk.wait_for_load_state("networkidle")
         desk.screenshot(path=args.out / "portal-bank.png")
+        sign_in(desk, args.url, "portal", demo_keys["platform"][1])
+        desk.get_by_label("Citizen id").fill(citizen)
+        desk.get_by_label("Purpose").fill("autumn campaign 2018-9")
+        desk.get_by_role("button", name="Offers and profile").click()
+        desk.wait_for_load_state("networkidle")
+        desk.screenshot(path=args.out / "portal-offers.png")
         sign_in(desk, args.url, "dashboard", demo_keys["analyst"][1])
         desk.wait_for_timeout(3000)  # the charts draw once plotly has loaded
         desk.screenshot(path=args.out / "dashboard.png", full_page=True)

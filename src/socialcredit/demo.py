@@ -5,6 +5,7 @@ The whole system in one place, over the public packages (simulation, analysis, s
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -31,11 +32,18 @@ ORGANISATIONS = [
     ("security", "safe-city-security"),
     ("agency", "town-credit-office"),
     ("employer", "town-factory"),
+    ("platform", "town-shop-group"),
     ("analyst", "research-analyst"),
 ]
 FEED_BATCH = 25      # events per live batch
 FEED_INTERVAL_S = 1.0
 OWN_EVERY = 30       # every 30th batch carries one more event of the demo citizen
+# The shop group's in-store records of the demo citizen (see _send_profile): the run counts them per
+# citizen without items or dates, so the demo gives each an item, a signal and a day (drawn from the
+# seed) within the offers' window, and a face-match confidence between these bounds.
+CLOTHES = ("jackets", "dresses", "trousers", "running_shoes", "sweaters", "handbags")
+TRIED_ON_SHARE = 0.3
+MATCH_CONFIDENCE = (0.75, 0.99)
 
 
 def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, port: int = 8000,
@@ -89,6 +97,9 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
                  f"day {service.day}: {service.date})")
             citizen = pick_citizen(run_dir, service)
             keys = _create_keys(service, citizen, run_dir)
+            sent = _send_profile(service, keys, run_dir, citizen, seed)
+            echo(f"the shop group sent {sent} in-store record{'s' if sent != 1 else ''} of citizen {citizen} "
+                 "(its commercial profile)")
             _keep(service, key_file, keys, run_dir)
         with service.db.transaction() as cur:  # the home page's tour names the citizen (it knows no keys)
             service.db.set_meta(cur, "demo_citizen", citizen)
@@ -99,7 +110,7 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
             echo(f"  {role:<9} {name:<20} {secret}")
         echo("")
         echo(f"  citizen app   {url}/app      (citizen {citizen})")
-        echo(f"  portal        {url}/portal   (bank, airline, security, agency, employer)")
+        echo(f"  portal        {url}/portal   (bank, airline, security, agency, employer, platform)")
         echo(f"  dashboard     {url}/dashboard (analyst or agency)")
         echo(f"  API           {url}/docs")
         echo(f"  report        {report.resolve()}")
@@ -177,17 +188,20 @@ def pick_citizen(run_dir: Path, service: Service) -> str:
     """Pick a citizen with camera events in the lowest class there is, so the app has much to show."""
     cams = (pl.scan_parquet(run_dir / "events.parquet").filter(pl.col("source") == "camera")
             .group_by("citizen_id").agg(sightings=pl.len(), wrongful=pl.col("wrongful").any()).collect())
+    instore = pl.read_parquet(run_dir / "citizens.parquet", columns=["citizen_id", "instore_clothes_stops"])
     rows = service.db.execute("SELECT citizen_id, score, class_idx FROM scores")
     scores = pl.DataFrame(rows, schema={"citizen_id": pl.String, "score": pl.Int64, "class_idx": pl.Int64},
                           orient="row")
     if scores.height == 0:
         raise ServiceError("the run has no scored citizens to show in the app")
-    ranked = scores.join(cams, on="citizen_id", how="left").with_columns(
-        pl.col("sightings").fill_null(0), pl.col("wrongful").fill_null(False))
+    ranked = scores.join(cams, on="citizen_id", how="left").join(instore, on="citizen_id", how="left").with_columns(
+        pl.col("sightings").fill_null(0), pl.col("wrongful").fill_null(False),
+        profiled=pl.col("instore_clothes_stops").fill_null(0) > 0)
     # Worst class first; then someone a camera wrongly picked out (an appeal worth making), then
-    # the most sightings; the id breaks ties so that the same run gives the same citizen.
-    best = ranked.sort(["class_idx", "wrongful", "sightings", "score", "citizen_id"],
-                       descending=[True, True, True, False, False]).row(0, named=True)
+    # someone the shop group's cameras profiled (offers to show), then the most sightings; the id
+    # breaks ties so that the same run gives the same citizen.
+    best = ranked.sort(["class_idx", "wrongful", "profiled", "sightings", "score", "citizen_id"],
+                       descending=[True, True, True, True, False, False]).row(0, named=True)
     return best["citizen_id"]
 
 
@@ -197,9 +211,35 @@ def _create_keys(service: Service, citizen: str, run_dir: Path) -> list[tuple[st
     keys = [("citizen", f"citizen-{citizen}", create_key(service.db, role="citizen", name=f"citizen-{citizen}",
                                                          citizen=citizen))]
     for role, name in ORGANISATIONS:
-        bound = {"agency": sources or ["camera"], "security": ["camera"]}.get(role, [])
+        bound = {"agency": sources or ["camera"], "security": ["camera"], "platform": ["e-commerce"]}.get(role, [])
         keys.append((role, name, create_key(service.db, role=role, name=name, sources=bound)))
     return keys
+
+
+def _send_profile(service: Service, keys: list[tuple[str, str, str]], run_dir: Path, citizen: str,
+                  seed: int) -> int:
+    """Send the demo citizen's in-store records as the shop group (platform key); return how many."""
+    from socialcredit.offers import WINDOW_DAYS
+    from socialcredit.service import authenticate
+
+    stops = (pl.scan_parquet(run_dir / "citizens.parquet").filter(pl.col("citizen_id") == citizen)
+             .select("instore_clothes_stops").collect())
+    n = int(stops.item()) if stops.height else 0
+    if n == 0:
+        return 0
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        signal = "tried_on" if rng.random() < TRIED_ON_SHARE else "stopped_at"
+        records.append({
+            "event_id": f"instore-{citizen}-{i:03d}", "citizen_id": citizen,
+            "kind": f"instore.{signal}.{rng.choice(CLOTHES)}",
+            "day": max(0, service.day - rng.randrange(min(WINDOW_DAYS, service.day + 1))),
+            "source": "e-commerce", "source_ref": f"store {rng.randint(1, 9)}, camera {rng.randint(1, 20)}",
+            "confidence": round(rng.uniform(*MATCH_CONFIDENCE), 2)})
+    platform = next(secret for role, _, secret in keys if role == "platform")
+    service.ingest(authenticate(service.db, platform), json.dumps(records).encode())
+    return n
 
 
 def _feed(url: str, secret: str, run_dir: Path, service: Service, citizen: str, seed: int,

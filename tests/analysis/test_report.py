@@ -1,5 +1,7 @@
 """The HTML report: self-contained, every section and plot rendered in a real browser, a CLI adapter."""
 
+import html
+import re
 import shutil
 
 import pytest
@@ -321,3 +323,39 @@ def test_the_wrongful_notes_say_what_happened_not_what_a_sample_might_miss(tmp_p
     assert ('<p class="note note-info"><span class="note-kind">Note:</span> No camera match in this run named the '
             "wrong person") in section
     assert "sample" not in section and "note-caveat" not in section
+
+
+def test_the_commercial_profile_part_states_the_offers_of_its_run(runs, compared, tmp_path):
+    """The in-store records and the offers they fed, worked out here from daily.parquet: counts, their
+    scaled totals, the shares taken by whose record it was and the share built on a look-alike's record."""
+    import polars as pl
+
+    taz, _ = runs
+    page = compared.read_text(encoding="utf-8")
+    part = page[page.index('<div class="life" id="offers">'):page.index('<section id="behaviour">')]
+    assert '<section id="wrongful">' in page[:page.index('<div class="life" id="offers">')]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", part)).split())
+    s = pl.read_parquet(taz / "daily.parquet").select(pl.col(
+        "instore_records", "instore_wrongful", "offers_made", "offers_taken", "offers_wrongful",
+        "offers_wrongful_taken").sum()).row(0, named=True)
+    made, wrong = s["offers_made"], s["offers_wrongful"]
+    assert made == s["instore_records"] > 0 and wrong > 0  # offer_rate 1: one offer per record
+    per_citizen = 738_600 / 20_000  # one-town stands for 738,600 people
+    assert "The commercial profile and its offers" in text
+    assert (f"recorded {s['instore_records']:,} clothes that platform customers stopped at or tried on (about "
+            f"{round(s['instore_records'] * per_citizen):,} among the 738,600 people the run stands for)") in text
+    records, records_w = s["instore_records"], s["instore_wrongful"]
+    assert f"{records_w:,} ({_share(records_w, records)}) into a look-alike's profile." in text
+    own = _share(s["offers_taken"] - s["offers_wrongful_taken"], made - wrong)
+    assert (f"The profiles fed {made:,} tailored offers online (about {round(made * per_citizen):,} for all of "
+            f"them); {s['offers_taken']:,} were taken ({_share(s['offers_taken'], made)}): {own} of the offers "
+            f"from a customer's own record, {_share(s['offers_wrongful_taken'], wrong)} of those from a "
+            "look-alike's.") in text
+    assert (f"{_share(wrong, made)} of the offers were built on someone else's behaviour: a look-alike's in-store "
+            "record.") in text
+    # A run written before offers were counted has no such part, and its report still renders.
+    old = tmp_path / "old"
+    shutil.copytree(taz, old)
+    daily = pl.read_parquet(old / "daily.parquet")
+    daily.drop([c for c in daily.columns if c.startswith("offers_")]).write_parquet(old / "daily.parquet")
+    assert 'id="offers"' not in write_report(old).read_text(encoding="utf-8")

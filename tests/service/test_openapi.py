@@ -16,6 +16,7 @@ STATUSES = {
     ("get", "/api/citizens/{citizen_id}/history"): {"200", "403", "404", "422"},
     ("get", "/api/citizens/{citizen_id}/lookups"): {"200", "403", "404", "422"},
     ("get", "/api/citizens/{citizen_id}/profile"): {"200", "403", "404", "422"},
+    ("get", "/api/citizens/{citizen_id}/offers"): {"200", "403", "404", "422"},
     ("post", "/api/appeals"): {"201", "403", "404", "409", "422"},
     ("post", "/api/appeals/{appeal_id}/decision"): {"200", "403", "404", "409", "422"},
     ("post", "/api/gates/subway"): {"200", "403", "404", "422"},
@@ -95,10 +96,14 @@ def ask_everything(world, ok: dict[tuple[str, str], int]) -> None:
             ok[(method, route)] = ok.get((method, route), 0) + 1
         return response
 
+    # A record of the shop's profile, so that the offers answer holds an offer and its records.
+    answer("POST", "/api/events", "platform", content=json.dumps([{
+        "event_id": f"oa-{world.policy.name}-shop", "citizen_id": cid, "kind": "instore.tried_on.jackets",
+        "day": world.service.day, "source": "e-commerce", "source_ref": "store 1", "confidence": 0.9}]))
     for role in world.keys:
         for route in ("/api/citizens/{citizen_id}", "/api/citizens/{citizen_id}/history",
-                      "/api/citizens/{citizen_id}/lookups", "/api/citizens/{citizen_id}/profile", "/api/stats",
-                      "/api/batches/quarantined"):
+                      "/api/citizens/{citizen_id}/lookups", "/api/citizens/{citizen_id}/profile",
+                      "/api/citizens/{citizen_id}/offers", "/api/stats", "/api/batches/quarantined"):
             answer("GET", route, role)
         answer("POST", "/api/gates/subway", role, json={"citizen_id": cid, "gate": "g-1"})
         answer("POST", "/api/flights/check", role, json={"citizen_id": cid})

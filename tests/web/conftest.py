@@ -18,8 +18,10 @@ SOCIALCREDIT = str(Path(sys.executable).parent / "socialcredit")
 ROLES = {  # role -> key name; senders get their sources below
     "citizen": "the-citizen", "agency": "credit-office", "security": "guard-co", "bank": "first-bank",
     "employer": "big-factory", "landlord": "home-rentals", "airline": "sky-air", "analyst": "analyst",
+    "platform": "shop-group",
 }
-SOURCES = {"agency": ["camera", "traffic-police", "browsing", "community"], "security": ["camera"]}
+SOURCES = {"agency": ["camera", "traffic-police", "browsing", "community"], "security": ["camera"],
+           "platform": ["e-commerce"]}
 
 
 def free_port() -> int:

@@ -33,7 +33,7 @@ def test_demo_serves_a_tiny_town_with_working_keys_and_a_live_feed(tmp_path, pag
         wait_for(url, proc, log, timeout=90)
         text = log.read_text()
         keys = {role: (name, secret) for role, name, secret in KEY_LINE.findall(text)}
-        assert set(keys) == {"citizen", "bank", "airline", "security", "agency", "employer", "analyst"}
+        assert set(keys) == {"citizen", "bank", "airline", "security", "agency", "employer", "analyst", "platform"}
         for path in ("/app", "/portal", "/dashboard", "/docs"):
             assert f"{url}{path}" in text
         citizen = re.search(r"\(citizen (\S+)\)", text).group(1)
@@ -92,11 +92,25 @@ def test_demo_serves_a_tiny_town_with_working_keys_and_a_live_feed(tmp_path, pag
         assert set(employer) == {"citizen_id", "day", "date", *(f for f in ("score", "class", "benefits", "sanctions")
                                                          if f in grant)}
 
+        # The shop group's profile: one in-store record per stop the run counted for the citizen, each
+        # in the offers built from it (all are within the window).
+        stops = row["instore_clothes_stops"]
+        assert f"the shop group sent {stops} in-store record" in text
+        offers = call("platform", "GET", f"/api/citizens/{citizen}/offers", "demo offers")
+        instore = [e for e in offers["profile"] if e["kind"].startswith("instore.")]
+        assert len(instore) == stops
+        offered = [e["event_id"] for o in offers["offers"] for e in o["records"] if e["kind"].startswith("instore.")]
+        assert sorted(offered) == sorted(e["event_id"] for e in instore)
+        used = [r for r in call("citizen", "GET", f"/api/citizens/{citizen}/lookups")["lookups"]
+                if r["endpoint"] == "offers"]
+        assert [(r["who"], r["purpose"]) for r in used] == [(keys["platform"][0], "demo offers")]
+
         # The guided tour: printed with its keys and links, and on the home page with the same links.
         steps = re.findall(r"^  \d\. (.+)\n     key: (.+), at (\S+)$", text, re.M)
-        assert [key for _, key, _ in steps] == ["citizen", "bank", "citizen", "citizen, then agency"]
-        assert f"{url}/portal?citizen_id={citizen}" == steps[1][2]
-        assert "socialcredit demo --policy accountable" in steps[3][0]  # the scenario's taz-2018 allows no appeals
+        assert [key for _, key, _ in steps] == ["citizen", "bank", "citizen", "platform, then citizen",
+                                                 "citizen, then agency"]
+        assert f"{url}/portal?citizen_id={citizen}" == steps[1][2] == steps[3][2]
+        assert "socialcredit demo --policy accountable" in steps[4][0]  # the scenario's taz-2018 allows no appeals
         page.goto(url)
         tour = page.locator("ol.tour li")
         hrefs = tour.locator("a").evaluate_all("els => els.map(a => a.getAttribute('href'))")

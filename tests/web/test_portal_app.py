@@ -115,7 +115,7 @@ def test_a_class_d_quote_is_a_surcharge_with_its_reason_and_keeps_score_and_clas
 def test_the_buttons_follow_the_grant(site, page):
     sign_in(page, site.url, "portal", site.keys["bank"])
     buttons = page.locator("form[action='/portal/check'] button").all_inner_texts()
-    assert buttons == ["Loan quote", "Look up", "Find citizens"]  # taz-2018's bank: no profile
+    assert buttons == ["Loan quote", "Look up", "Find citizens", "Offers and profile"]  # taz-2018: no camera profile
     sign_in(page, site.url, "portal", site.keys["security"])
     buttons = page.locator("form[action='/portal/check'] button").all_inner_texts()
     assert buttons == ["Subway gate check", "Look up", "Find citizens", "Camera profile"]

@@ -746,9 +746,51 @@ def _wrongful(run: _Run) -> _Section:
         "pushed_rate_ratio": "reference" if i == 0 else interval(
             r["pushed_rate_ratio"], r["pushed_rate_ratio_low"], r["pushed_rate_ratio_high"], "ratio"),
     } for i, r in enumerate(groups.iter_rows(named=True))])
+    offers = _offers(run)
     return _Section("wrongful", "Wrongful penalties", text, figures=figures,
                     tables=[_table(table, caption="Per demographic group (ratios to the first group, 95% intervals)")],
-                    notes=notes)
+                    notes=notes, parts=[offers] if offers is not None else [])
+
+
+def _offers(run: _Run) -> _Section | None:
+    """The in-store records of the commercial profiles and the offers they fed, with how many came from a
+    look-alike's record (runs written before offers were counted: nothing)."""
+    columns = ["instore_records", "instore_wrongful", "offers_made", "offers_taken", "offers_wrongful",
+               "offers_wrongful_taken"]
+    if not set(columns) <= set(run.daily.collect_schema().names()):
+        return None
+    records, records_w, made, taken, made_w, taken_w = (
+        int(x) for x in run.daily.select(pl.col(columns).sum()).collect().row(0))
+    title = "The commercial profile and its offers"
+    if not records:
+        return _Section("offers", title, [
+            "No in-store camera recorded a platform customer in this run, so the commercial profiles fed no offers."])
+    man = run.manifest
+
+    def scaled(count: int) -> str:
+        """A count of the run, scaled to the people it stands for."""
+        return number(count * man.people_per_citizen, "count")
+
+    text = [
+        f"The e-commerce group's in-store cameras recorded {records:,} clothes that platform customers stopped at "
+        f"or tried on (about {scaled(records)} among the {man.represents:,} people the run stands for), each into "
+        f"the commercial profile of whoever the face match named: {records_w:,} ({_share_of(records_w, records)}) "
+        "into a look-alike's profile.",
+        f"The profiles fed {made:,} tailored offers online (about {scaled(made)} for all of them); {taken:,} were "
+        f"taken ({_share_of(taken, made)}): {_share_of(taken - taken_w, made - made_w)} of the offers from a "
+        f"customer's own record, {_share_of(taken_w, made_w)} of those from a look-alike's.",
+    ]
+    figures = []
+    if made:
+        text.append(f"{_share_of(made_w, made)} of the offers were built on someone else's behaviour: a "
+                    "look-alike's in-store record.")
+        origin = pl.DataFrame({"record": ["own record", "a look-alike's record"],
+                               "taken": [taken - taken_w, taken_w], "offers": [made - made_w, made_w]})
+        figures.append(_figure(go.Figure(_bars_with_intervals(origin, "record", "taken", "offers",
+                                                              colour=["#2563eb", "#dc2626"], what=" taken")),
+                               title="Offers taken, by whose in-store record fed them (95% intervals)",
+                               yaxis_tickformat="~%", yaxis_rangemode="tozero", showlegend=False))
+    return _Section("offers", title, text, figures=figures)
 
 
 def _no_misidentification(run: _Run, wrongful_in_run: int) -> _Note:

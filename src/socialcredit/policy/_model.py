@@ -30,6 +30,7 @@ Field_ = Literal[
     "profile",
     "lookups",
     "blacklist",
+    "offers",  # the commercial profile (in-store records, purchases) and the offers built from it
 ]
 GRANT_FIELDS: tuple[str, ...] = Field_.__args__  # type: ignore[attr-defined]
 

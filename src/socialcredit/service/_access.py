@@ -46,6 +46,9 @@ DISCLOSURES: dict[str, Disclosure] = {d.name: d for d in (
     Disclosure("lookups", ("GET /api/citizens/{id}/lookups", "/app"), ("lookups",), what="the look-up log"),
     Disclosure("profile", ("GET /api/citizens/{id}/profile", "/portal look-up"), ("profile", "sanctions"),
                needs=("profile",), what="a camera profile"),
+    # The platform's commercial profile (in-store records, purchases) and the offers built from it.
+    Disclosure("offers", ("GET /api/citizens/{id}/offers", "/portal offers", "/app"), ("offers",),
+               what="the commercial profile and its offers"),
     Disclosure("gate", ("POST /api/gates/subway", "/portal gate"), ("sanctions",), roles=("security",),
                what="the subway gate"),
     Disclosure("flight", ("POST /api/flights/check", "/portal flight"), ("sanctions", "benefits"),

@@ -210,6 +210,42 @@ class ProfileOut(TypedDict):
     flags: list[str]
 
 
+class ProfileRecord(TypedDict):
+    """A record of the commercial profile: an event whose kind names the signal and the item."""
+
+    event_id: str
+    day: int
+    date: str
+    kind: str
+    source: str | None
+    source_ref: str | None
+    confidence: float | None
+    item: str
+    signal: Literal["stopped at", "tried on", "bought"]
+
+
+class Offer(TypedDict):
+    """An offer made from the profile, with the records it came from."""
+
+    item: str
+    title: str
+    discount: float
+    interest: int
+    valid_until_day: int
+    valid_until: str
+    records: list[ProfileRecord]
+
+
+class OffersOut(TypedDict):
+    """The platform's commercial profile of the citizen, newest first, and the offers built from it."""
+
+    citizen_id: str
+    day: int
+    date: str
+    profile: list[ProfileRecord]
+    offers: list[Offer]
+
+
 class AppealOut(TypedDict):
     """An appeal filed."""
 
@@ -413,6 +449,12 @@ def create_app(service: Service) -> FastAPI:
     def get_profile(citizen_id: str, key: Key, purpose: Purpose = None):
         """The camera profile (agency and security only); logged."""
         return service.profile(key, citizen_id, purpose)
+
+    @app.get("/api/citizens/{citizen_id}/offers", tags=["look-ups"], responses=_answers(OffersOut, 403, 404, 422))
+    def get_offers(citizen_id: str, key: Key, purpose: Purpose = None):
+        """The platform's commercial profile (in-store records, purchases) and the offers built from it,
+        each with its records; logged."""
+        return service.offers(key, citizen_id, purpose)
 
     @app.post("/api/appeals", tags=["appeals"], status_code=201,
               responses=_answers(AppealOut, 403, 404, 409, 422, code=201))

@@ -16,6 +16,7 @@ import polars as pl
 
 from socialcredit.engine import CompiledPolicy
 from socialcredit.events import INPUT_SCHEMA, Calendar, EventError, validate_events
+from socialcredit.offers import is_profile_kind
 from socialcredit.service._errors import Forbidden, Invalid, TooLarge
 from socialcredit.service._keys import SENDING_ROLES, ApiKey
 
@@ -243,8 +244,12 @@ def check_batch(frame: pl.DataFrame, key: ApiKey, *, compiled: CompiledPolicy, d
     except EventError as exc:
         raise Invalid(str(exc), row=exc.row, field=exc.column) from None
     kinds = [r.kind for r in compiled.policy.rules]
-    _refuse(events, ~events["kind"].is_in(kinds), "kind", Invalid,
-            lambda v: f"unknown event kind {v!r}: policy '{compiled.policy.name}' has no rule for it")
+    # A kind no rule scores is refused, unless it is a record of the commercial profile (`offers`).
+    _refuse(events, ~(events["kind"].is_in(kinds) | events.select(is_profile_kind(pl.col("kind"))).to_series()),
+            "kind", Invalid,
+            lambda v: f"unknown event kind {v!r}: policy '{compiled.policy.name}' has no rule for it, and it is "
+                      "no commercial-profile record (instore.stopped_at.<item>, instore.tried_on.<item>, "
+                      "shop.<item>)")
     _refuse(events, events["day"] > day, "day",
             Invalid, lambda v: f"day {v} ({calendar.iso(v)}) is in the future of the service day "
                                f"{day} ({calendar.iso(day)})")

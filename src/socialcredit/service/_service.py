@@ -1,6 +1,7 @@
 """The live service's facade: one database and one policy; lifecycle, ingestion and statistics here,
-look-ups (`_lookups`), decisions at the gate, the airline and the bank (`_decisions`) and appeals
-(`_appeals`) in modules of their own, the ledger, access rules, keys and look-up log in theirs."""
+look-ups (`_lookups`), tailored offers (`_offers`), decisions at the gate, the airline and the bank
+(`_decisions`) and appeals (`_appeals`) in modules of their own, the ledger, access rules, keys and
+look-up log in theirs."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from socialcredit.service._keys import SENDING_ROLES, ApiKey, authenticate
 from socialcredit.service._ledger import Ledger
 from socialcredit.service._lookup_log import LookupLog
 from socialcredit.service._lookups import Lookups
+from socialcredit.service._offers import Offers
 from socialcredit.service._roster import Roster
 from socialcredit.service._sessions import Sessions
 
@@ -66,7 +68,7 @@ class Settings:
     max_batches_in_flight: int = 8
 
 
-class Service(Lookups, Decisions, Appeals, Roster):
+class Service(Lookups, Offers, Decisions, Appeals, Roster):
     """One database and one policy: everything the API does, without HTTP.
 
     Its clock: with `clock` (a function giving today's date, e.g. `datetime.date.today`) the service

@@ -97,7 +97,10 @@ COUNTERS = ("jobs_lost", "flights", "flights_blocked", "flights_discounted", "tr
             "trains_blocked", "gate_stops", "loans", "loans_discounted", "loans_refused",
             "admissions_applied", "admissions_admitted", "admissions_helped", "admissions_hurt",
             "bots_deployed", "sightings", "wrongful_points", "blacklisted", "instore_records",
-            "instore_wrongful", "listed", "delisted", "wrongful_downgrades", "wrongful_into_bottom")
+            "instore_wrongful", "listed", "delisted", "wrongful_downgrades", "wrongful_into_bottom",
+            # Tailored offers online from the in-store records of the commercial profile: made, taken,
+            # made from a look-alike's record (someone else's interest), and those taken.
+            "offers_made", "offers_taken", "offers_wrongful", "offers_wrongful_taken")
 
 MAX_CLASSES = 8
 MAX_CONSEQUENCES = 16

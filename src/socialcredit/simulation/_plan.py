@@ -166,6 +166,7 @@ def _float_params(s: Scenario, *, job_loss: float) -> K.Params:
         flight_ban_reach=con.flight_ban_reach, train_ban_reach=con.train_ban_reach,
         volunteer_share=beh.volunteer_share, volunteer_rate=beh.volunteer_rate,
         volunteer_inv=float(_jump_inverse(np.array(beh.volunteer_rate))),
+        offer_rate=sen.offer_rate, offer_take=sen.offer_take, offer_take_mismatch=sen.offer_take_mismatch,
     )
 
 

@@ -148,6 +148,14 @@ class Sensors(BaseModel):
     age_noise_years: float = Field(default=4.0, ge=0.0)
     passive_sightings: float = Field(default=0.02, ge=0.0, lt=1.0)
     instore_clothes: float = Field(default=0.3, ge=0.0, le=1.0)
+    # Tailored offers: each in-store record entering a profile makes an online offer for the item to
+    # the profile's owner with chance `offer_rate`, taken with chance `offer_take` when the record is
+    # truly theirs and `offer_take_mismatch` when it came from a look-alike (someone else's interest).
+    # ASSUMPTIONS (no published figure): the profile exists to feed offers (1.0); e-commerce
+    # conversion rates are a few per cent (0.03); a stranger's interest rarely matches, ten times less.
+    offer_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    offer_take: float = Field(default=0.03, ge=0.0, le=1.0)
+    offer_take_mismatch: float = Field(default=0.003, ge=0.0, le=1.0)
     rural_coverage: float = Field(default=0.2, ge=0.0, le=1.0)
     platforms: Platforms = Platforms()
 

@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from socialcredit.offers import SIGNALS, WINDOW_DAYS
 from socialcredit.policy import Policy
 from socialcredit.service import ApiKey, Forbidden, Service, ServiceError, Unauthorized, authenticate
 from socialcredit.service._access import DISCLOSURES
@@ -90,7 +91,8 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
 
     def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
         session_id = request.cookies.get(COOKIE)
-        context |= {"policy": service.policy, "day": service.day, "date": service.date, "style_of": style_of,
+        context |= {"window_days": WINDOW_DAYS, "signals": SIGNALS, "policy": service.policy, "day": service.day,
+                    "date": service.date, "style_of": style_of,
                     "styles": styles, "csrf": csrf_token(session_id) if session_id else None,
                     "session_hours": sessions.max_age_s / 3600}
         return templates.TemplateResponse(request, name, context, status_code=code)
@@ -228,9 +230,9 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
         grant = service.access.grant_of(key.role)
         appeals = _open_appeals(service, key) if key.role == "agency" and grant else []
         # A button only where the grant lets it answer: the role's own check needs a grant, the
-        # look-up, search and camera profile the fields their disclosures need.
+        # look-up, search, camera profile and offers the fields their disclosures need.
         buttons = {name: grant is not None and bool(_needed(name) & set(grant.fields))
-                   for name in ("lookup", "search", "profile")}
+                   for name in ("lookup", "search", "profile", "offers")}
         return render(request, "portal.html", code, key=key, grant=grant, action=ACTIONS.get(key.role),
                       appeals=appeals, buttons=buttons, purpose_example=PURPOSE_EXAMPLES.get(key.role, "case 2018-1"),
                       **context)
@@ -288,6 +290,8 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
                 result = await run_in_threadpool(service.subway_gate, key, citizen, detail, purpose)
             elif action == "profile":
                 result = await run_in_threadpool(service.profile, key, citizen, purpose)
+            elif action == "offers":
+                result = await run_in_threadpool(service.offers, key, citizen, purpose)
             else:
                 action = "lookup"
                 result = await run_in_threadpool(service.lookup, key, citizen, purpose)
@@ -447,6 +451,7 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool, chosen: dict[
     listed = shown if everything else shown[:HISTORY_ROWS]
     # The key factors are the engine's largest few; the others are the rest of the counted rules.
     factors = {e["rule"] for e in events if e["status"] == "counted" and not e["voided"]}
+    offers = service.offers(key, cid) if fields & _needed("offers") else None
     log = service.lookups(key, cid) if fields & _needed("lookups") else None
     seen = log["lookups"] if log else []
     # The app's own reads are logged too; the list shows the others, the count the citizen's own.
@@ -467,6 +472,8 @@ def _citizen_view(service: Service, key: ApiKey, everything: bool, chosen: dict[
         "options": options,
         "chosen": chosen,
         "lookups": others,
+        "offers": offers,
+        "profile_users": [row for row in others if row["endpoint"] == "offers"],
         "log_shown": log is not None,
         "refused": log["refused"] if log else [],
         "own_views": len(seen) - len(others),
@@ -506,6 +513,12 @@ def tour(policy: Policy, citizen: str | None) -> list[dict]:
         {"key": "citizen", "path": "/app#lookups",
          "text": "See the bank's look-up, with its purpose, under \"Who looked me up\" in the app."},
     ]
+    platform = policy.grant_for("platform")
+    if platform is not None and "offers" in platform.fields:
+        steps.append({"key": "platform, then citizen", "path": f"/portal{find}",
+                      "text": f"Open the offers for {who} as the shop group (\"Offers and profile\"): each offer with "
+                              "the in-store camera records it was built from; then see in the app what the "
+                              "profile holds and who used it."})
     if policy.appeals:
         steps.append({"key": "citizen, then agency", "path": "/app#history",
                       "text": "Contest an event in the app's history, then decide the appeal in the portal "

@@ -24,6 +24,7 @@ Params = namedtuple("Params", [
     "blacklist_bans", "adm_day", "instore", "listed_share", "delisting",
     "train_banned_share", "retry", "travel_income", "flight_ban_reach", "train_ban_reach",
     "volunteer_share", "volunteer_rate", "volunteer_inv",
+    "offer_rate", "offer_take", "offer_take_mismatch",
 ])
 
 # Regions and what the sensors and consequence streams need of them.
@@ -106,12 +107,14 @@ S_PASSIVE, S_JOBS, S_FLIGHTS, S_TRAINS, S_LOANS, S_GATES, S_ADMISSION, S_SAMPLE 
 S_DELIST = 48
 S_BAN_REACH = 49  # drawn once per citizen (day 0): whose class-based ban reaches the carriers
 S_VOLUNTEER = 50  # drawn once per citizen: who volunteers every week or so
+S_OFFERS = 51  # an in-store record's offer: draws d and d + 1 for the passive sighting at draw d
 S_POPULATION, S_PLATFORM = 100, 110
 # Counter slots (see _kinds.COUNTERS).
 C_JOBS, C_FLIGHTS, C_FLIGHTS_BLOCKED, C_FLIGHTS_DISC, C_TRAINS, C_TRAINS_BLOCKED, C_GATES = range(7)
 C_LOANS, C_LOANS_DISC, C_LOANS_REFUSED, C_ADM_APPLIED, C_ADM_ADMITTED, C_ADM_HELPED = range(7, 13)
 C_ADM_HURT, C_BOTS, C_SIGHTINGS, C_WRONGFUL_POINTS, C_BLACKLISTED = range(13, 18)
 C_INSTORE, C_INSTORE_WRONGFUL, C_LISTED, C_DELISTED, C_WRONGFUL_DOWN, C_WRONGFUL_BOTTOM = range(18, 24)
+C_OFFERS, C_OFFERS_TAKEN, C_OFFERS_WRONGFUL, C_OFFERS_WRONGFUL_TAKEN = range(24, 28)
 # Effects (see _kinds.EFFECTS).
 E_LOAN_DISC, E_LOAN_REFUSAL, E_INSURANCE, E_FLIGHT_DISC, E_FLIGHT_BAN, E_TRAIN_BAN = range(6)
 E_GATE, E_JOB_LOSS, E_ADM_BONUS, E_ADM_PENALTY = range(6, 10)

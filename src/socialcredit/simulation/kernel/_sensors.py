@@ -1,5 +1,6 @@
 """Sensors: face-recognition cameras that see acts and passers-by, sometimes the wrong person,
-and the profiles (age estimate, moves by place, in-store records) they build."""
+the profiles (age estimate, moves by place, in-store records) they build, and the online offers
+the in-store records feed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ import numpy as np
 from socialcredit.simulation._hash import mix, stream_key, uniform
 from socialcredit.simulation._kinds import F_MEMBER, F_URBAN, INSTORE_SHIFT, M_COUNT, PLACE_MALL
 from socialcredit.simulation.kernel._draws import next_in_regions
-from socialcredit.simulation.kernel._layout import C_INSTORE, C_INSTORE_WRONGFUL, C_SIGHTINGS, GROUPS, S_PASSIVE
+from socialcredit.simulation.kernel._layout import (
+    C_INSTORE,
+    C_INSTORE_WRONGFUL,
+    C_OFFERS,
+    C_OFFERS_TAKEN,
+    C_OFFERS_WRONGFUL,
+    C_OFFERS_WRONGFUL_TAKEN,
+    C_SIGHTINGS,
+    GROUPS,
+    S_OFFERS,
+    S_PASSIVE,
+)
 from socialcredit.simulation.kernel._scoring import JIT
 
 # A false match is a look-alike: the gallery photo that beats the true mate's shows someone of the
@@ -98,12 +110,14 @@ def camera_sees_act(key, draw, fp, world, kinds, st, sc, k, actor, ra, lo_r, hi_
 def passive_sightings(seed, block, t, fp, region_lo, world, st, sc, metrics):
     """Cameras see people going about their day and refine profiles; in malls the e-commerce
     group's in-store cameras record which clothes a customer stops at or tries on, into the
-    commercial profile of whoever they recognise (the same face match: a look-alike's may get it)."""
+    commercial profile of whoever they recognise (the same face match: a look-alike's may get it),
+    and the profile feeds an offer of the item online to its owner (`offer`)."""
     top = fp.passive
     if top <= 0.0:
         return
     flags, learned = st.flags, st.learned
     key = stream_key(seed, block, t, S_PASSIVE)
+    offer_key = stream_key(seed, block, t, S_OFFERS)
     draw = 0
     inv = world.inv_stream[0]
     r, i = 0, -1
@@ -131,4 +145,24 @@ def passive_sightings(seed, block, t, fp, region_lo, world, st, sc, metrics):
             metrics[t, r, M_COUNT + C_INSTORE] += 1
             if att != i:
                 metrics[t, r, M_COUNT + C_INSTORE_WRONGFUL] += 1
+            offer(offer_key, draw, fp, att != i, metrics, t, r)
         draw += 8
+
+
+@nb.njit(inline="always", **JIT)
+def offer(key, draw, fp, mismatch, metrics, t, r):
+    """An in-store record makes an online offer for the item to the profile's owner, who takes it
+    at the rate of their own interest, or rarely when the record was a look-alike's.
+
+    Draws d and d + 1 of the offers stream for the sighting at draw d of the passive stream (8
+    apart), so the passive stream and everything it decides stay as they were without offers.
+    """
+    if uniform(key, draw) >= fp.offer_rate:
+        return
+    metrics[t, r, M_COUNT + C_OFFERS] += 1
+    if mismatch:
+        metrics[t, r, M_COUNT + C_OFFERS_WRONGFUL] += 1
+    if uniform(key, draw + 1) < (fp.offer_take_mismatch if mismatch else fp.offer_take):
+        metrics[t, r, M_COUNT + C_OFFERS_TAKEN] += 1
+        if mismatch:
+            metrics[t, r, M_COUNT + C_OFFERS_WRONGFUL_TAKEN] += 1
