@@ -343,14 +343,13 @@ def test_the_commercial_profile_part_states_the_offers_of_its_run(runs, compared
     per_citizen = 738_600 / 20_000  # one-town stands for 738,600 people
     assert "The commercial profile and its offers" in text
     assert (f"recorded {s['instore_records']:,} clothes that platform customers stopped at or tried on (about "
-            f"{round(s['instore_records'] * per_citizen):,} among the 738,600 people the run stands for)") in text
+            f"{round(s['instore_records'] * per_citizen):,} for the 738,600 people the run stands for)") in text
     records, records_w = s["instore_records"], s["instore_wrongful"]
-    assert f"{records_w:,} ({_share(records_w, records)}) into a look-alike's profile." in text
+    assert f"{records_w:,} of them, {_share(records_w, records)}, went into a look-alike's profile." in text
     own = _share(s["offers_taken"] - s["offers_wrongful_taken"], made - wrong)
-    assert (f"The profiles fed {made:,} tailored offers online (about {round(made * per_citizen):,} for all of "
-            f"them); {s['offers_taken']:,} were taken ({_share(s['offers_taken'], made)}): {own} of the offers "
-            f"from a customer's own record, {_share(s['offers_wrongful_taken'], wrong)} of those from a "
-            "look-alike's.") in text
+    assert (f"The profiles fed {made:,} tailored offers online (about {round(made * per_citizen):,} for the people "
+            f"the run stands for), and {s['offers_taken']:,} were taken: {own} of those built on the customer's own "
+            f"record, {_share(s['offers_wrongful_taken'], wrong)} of those built on a look-alike's.") in text
     assert (f"{_share(wrong, made)} of the offers were built on someone else's behaviour: a look-alike's in-store "
             "record.") in text
     # A run written before offers were counted has no such part, and its report still renders.

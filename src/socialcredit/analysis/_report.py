@@ -773,12 +773,12 @@ def _offers(run: _Run) -> _Section | None:
 
     text = [
         f"The e-commerce group's in-store cameras recorded {records:,} clothes that platform customers stopped at "
-        f"or tried on (about {scaled(records)} among the {man.represents:,} people the run stands for), each into "
-        f"the commercial profile of whoever the face match named: {records_w:,} ({_share_of(records_w, records)}) "
-        "into a look-alike's profile.",
-        f"The profiles fed {made:,} tailored offers online (about {scaled(made)} for all of them); {taken:,} were "
-        f"taken ({_share_of(taken, made)}): {_share_of(taken - taken_w, made - made_w)} of the offers from a "
-        f"customer's own record, {_share_of(taken_w, made_w)} of those from a look-alike's.",
+        f"or tried on (about {scaled(records)} for the {man.represents:,} people the run stands for), each into "
+        f"the commercial profile of whoever the face match named; {records_w:,} of them, "
+        f"{_share_of(records_w, records)}, went into a look-alike's profile.",
+        f"The profiles fed {made:,} tailored offers online (about {scaled(made)} for the people the run stands "
+        f"for), and {taken:,} were taken: {_share_of(taken - taken_w, made - made_w)} of those built on the "
+        f"customer's own record, {_share_of(taken_w, made_w)} of those built on a look-alike's.",
     ]
     figures = []
     if made:
