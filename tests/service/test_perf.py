@@ -3,13 +3,19 @@
 import importlib.util
 import os
 import sqlite3
+import sys
+import threading
+import time
 from pathlib import Path
+
+import polars as pl
 
 from socialcredit.policy import load_policy
 from socialcredit.service import Database, create_key
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_service", Path(__file__).parents[2] / "benchmarks" / "bench_service.py")
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import one another, as when run from there
+_spec = importlib.util.spec_from_file_location("bench_service", BENCHMARKS / "bench_service.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
@@ -28,9 +34,30 @@ def test_bulk_ingest_and_lookups_through_a_real_server(tmp_path, capsys):
         ids = [str(i) for i in range(200)]
         looks = bench.bench_lookups(base, bank, ids, concurrency=16, seconds=1.5)  # wrk where installed
         python = bench.bench_lookups(base, bank, ids, concurrency=8, seconds=1.0, generator="python")
+        # The steady sender keeps to its rate with new events (ids after the bulk's).
+        steady = bench.make_bodies(20_000, 2_000, 5_000, seed=7, first_id=30_000)
+        stop, sent = threading.Event(), [0]
+        feeder = threading.Thread(target=bench.steady_sender, args=(steady, base, sender, 4_000, 2_000, stop, sent))
+        started = time.perf_counter()
+        feeder.start()
+        time.sleep(1.5)
+        stop.set()
+        feeder.join()
+        assert 0 < sent[0] <= 4_000 * (time.perf_counter() - started) + 2_000
     finally:
         proc.terminate()
         proc.wait()
+    # The peers and ceilings answer the same questions: the bare FastAPI app the same look-ups.
+    peer, peer_url = bench.start_bare_fastapi(str(tmp_path / "bench.db"), tmp_path)
+    try:
+        bare = bench.bench_lookups(peer_url, bank, ids, concurrency=8, seconds=1.0, generator="python")
+    finally:
+        peer.terminate()
+        peer.wait()
+    assert bare["requests"] > 50 and set(bare["status"]) == {200}
+    assert bench.blob_ceiling(bodies, tmp_path / "blobs.db") > 0
+    rows = pl.concat([pl.read_ndjson(b) for b in bodies])
+    assert bench.bare_insert(rows, tmp_path / "bare.db", batch=10_000)[0] == 30_000
     assert ingest["events"] == 30_000
     for result in (looks, python):
         assert result["requests"] > 50 and set(result["status"]) == {200}
