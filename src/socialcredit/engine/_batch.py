@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import polars as pl
 
+from socialcredit.engine._codes import draft_codes, exact_codes, finish_codes
 from socialcredit.engine._compiled import (
     STATUS_NAMES,
     CompiledPolicy,
@@ -19,6 +22,8 @@ from socialcredit.events import EventError
 from socialcredit.policy import Policy
 
 SCORE_SCHEMA = {"citizen_id": pl.String, "score": pl.Int64}
+# From this many events on, `score_ledger` does independent steps in two helper threads.
+THREADED_FROM = 1 << 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,37 +76,49 @@ def score_ledger(policy: Policy | CompiledPolicy, events: pl.DataFrame, *, as_of
     day = events["day"].to_numpy()
     if as_of is None:
         as_of = int(day.max()) if len(day) else 0
-    rule, status = compiled.passing_status(events, births)
-    if strict and (status == Status.UNKNOWN_KIND).any():
-        kinds = events.filter(pl.Series(status == Status.UNKNOWN_KIND))["kind"].unique().sort()
-        raise EventError(f"unknown event kind(s) with no rule in policy "
-                         f"'{compiled.policy.name}': {', '.join(kinds.head(10))}", column="kind")
-    passing = status == Status.COUNTED
-    status[capped_mask(rule, events["citizen_id"], day, events["event_id"], compiled.cap, passing)] = Status.CAP
-    counted = status == Status.COUNTED
-    safe_rule = np.where(rule >= 0, rule, 0)
-    future = counted & (day > as_of)
-    expires = compiled.expires[safe_rule]
-    expired = counted & ~future & (expires > 0) & (as_of >= day + expires)
-    status[future] = Status.FUTURE
-    status[expired] = Status.EXPIRED
-    active = status == Status.COUNTED
-    applied = np.where(active, compiled.points[safe_rule], 0)
-    cap_class = np.where(active, compiled.class_cap[safe_rule], -1).astype(np.int16)
-    # Lazy: polars plans the group-by and the sort together, which is faster than eager calls.
-    per_citizen = (
-        pl.DataFrame({"citizen_id": events["citizen_id"], "total": applied, "cap_class": cap_class}).lazy()
-        .group_by("citizen_id")
-        .agg(pl.col("total").sum(), pl.col("cap_class").max())
-        .sort("citizen_id")
-        .collect()
-    )
-    first = compiled.scored_from(per_citizen["citizen_id"], births)
+    return (_score(compiled, events, day, as_of, strict, births, exact=False)
+            or _score(compiled, events, day, as_of, strict, births, exact=True))
+
+
+def _score(compiled: CompiledPolicy, events: pl.DataFrame, day: np.ndarray, as_of: int, strict: bool,
+           births: pl.DataFrame | None, *, exact: bool) -> Scoring | None:
+    """`score_ledger` with citizen codes drafted from hashes (None where two citizens share a hash),
+    or `exact` ones."""
+    from socialcredit.engine import _kernels
+
+    # Citizens as integer codes, made once: caps and sums work on them, `scores` is in their order.
+    # On a large ledger two helper threads look up kinds and sources (polars) while the citizens are
+    # coded (numba), then check the codes and sort the citizens while caps and expiry are applied.
+    citizen = events["citizen_id"]
+    with ThreadPoolExecutor(2) if events.height >= THREADED_FROM else nullcontext() as pool:
+        looked_up = pool.submit(compiled.event_codes, events) if pool else None
+        draft = None if exact else draft_codes(citizen)
+        citizens = exact_codes(citizen) if draft is None else None
+        finished = pool.submit(finish_codes, draft, pool) if pool and draft else None
+        codes = citizens.codes if draft is None else draft.codes
+        n_citizens = len(citizens.distinct) if draft is None else len(draft.first)
+        first = None  # each citizen's first scored day, by code
+        if births is not None and compiled.policy.min_age:
+            first = compiled.scored_from(citizens.distinct if draft is None else citizen.gather(draft.first), births)
+        rule, source = looked_up.result() if pool else compiled.event_codes(events)
+        status = compiled.status_before_caps(events, rule, source, None if first is None else first[codes])
+        if strict and (status == Status.UNKNOWN_KIND).any():
+            kinds = events.filter(pl.Series(status == Status.UNKNOWN_KIND))["kind"].unique().sort()
+            raise EventError(f"unknown event kind(s) with no rule in policy "
+                             f"'{compiled.policy.name}': {', '.join(kinds.head(10))}", column="kind")
+        passing = status == Status.COUNTED
+        status[capped_mask(rule, codes, day, events["event_id"], compiled.cap, passing)] = Status.CAP
+        applied, total, cap_class = _kernels.settle(status, rule, day, codes, as_of, compiled.points,
+                                                    compiled.expires, compiled.class_cap, n_citizens)
+        if citizens is None:
+            citizens = finished.result() if finished else finish_codes(draft)
+    if citizens is None:
+        return None  # two citizens share a hash
+    order, ids = citizens.order, citizens.ordered
     if first is not None:
-        per_citizen = per_citizen.filter(pl.Series(first <= as_of))
-    score = compiled.clamp(per_citizen["total"].to_numpy())
-    klass = compiled.classify(score, per_citizen["cap_class"].to_numpy())
-    scores = pl.DataFrame({"citizen_id": per_citizen["citizen_id"], "score": score}).with_columns(
-        compiled.class_series(klass)
-    )
+        of_age = first[order] <= as_of
+        order, ids = order[of_age], ids.filter(pl.Series(of_age))
+    score = compiled.clamp(total[order])
+    klass = compiled.classify(score, cap_class[order])
+    scores = pl.DataFrame({"citizen_id": ids, "score": score}).with_columns(compiled.class_series(klass))
     return Scoring(compiled, events, as_of, rule, status, applied, scores)

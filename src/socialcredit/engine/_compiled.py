@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -88,11 +89,28 @@ class CompiledPolicy:
 
     def rule_index(self, kind: pl.Series) -> np.ndarray:
         """Rule index for each event kind, NO_RULE where no rule scores it."""
-        return _lookup(kind, {r.kind: i for i, r in enumerate(self.policy.rules)}, NO_RULE)
+        return _lookup(kind, self._rule_of_kind, NO_RULE)
 
     def source_code(self, source: pl.Series) -> np.ndarray:
         """Column of `source_ok` for each event's source (0 = missing or not named by any rule)."""
-        return _lookup(source, {s: i + 1 for i, s in enumerate(self.source_ids)}, 0)
+        return _lookup(source, self._source_column, 0)
+
+    def event_codes(self, events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """`rule_index` of the events' kinds and `source_code` of their sources, looked up together."""
+        from socialcredit.engine import _kernels
+
+        looked_up = events.select(_position(pl.col("kind"), self._rule_of_kind),
+                                  _position(pl.col("source"), self._source_column))
+        return _kernels.look_up(looked_up[:, 0].to_numpy(), _table(self._rule_of_kind, NO_RULE),
+                                looked_up[:, 1].to_numpy(), _table(self._source_column, 0))
+
+    @cached_property
+    def _rule_of_kind(self) -> dict[str, int]:
+        return {r.kind: i for i, r in enumerate(self.policy.rules)}
+
+    @cached_property
+    def _source_column(self) -> dict[str, int]:
+        return {s: i + 1 for i, s in enumerate(self.source_ids)}
 
     def scored_from(self, citizen_id: pl.Series, births: pl.DataFrame | None) -> np.ndarray | None:
         """The first day the policy scores each citizen: their birth day (from `births`) plus its
@@ -109,23 +127,23 @@ class CompiledPolicy:
                        ) -> tuple[np.ndarray, np.ndarray]:
         """(rule index, status) per event before caps and expiry: counted, unknown kind, underage
         (before the citizen is scored: see `scored_from`), source, confidence."""
-        rule = self.rule_index(events["kind"])
-        known = rule != NO_RULE
-        safe_rule = np.where(known, rule, 0)
-        status = np.full(len(rule), Status.COUNTED, dtype=np.int8)
-        status[~known] = Status.UNKNOWN_KIND
-        if self.n_rules:
-            first = self.scored_from(events["citizen_id"], births)
-            if first is not None:
-                known &= events["day"].to_numpy() >= first
-                status[(rule != NO_RULE) & ~known] = Status.UNDERAGE
-            src = self.source_code(events["source"])
-            src_fail = known & ~self.source_ok[safe_rule, src]
-            conf = events["confidence"].fill_null(1.0).to_numpy()
-            conf_fail = known & ~src_fail & (conf < self.min_confidence[safe_rule])
-            status[src_fail] = Status.SOURCE
-            status[conf_fail] = Status.CONFIDENCE
-        return rule, status
+        rule, source = self.event_codes(events)
+        first = self.scored_from(events["citizen_id"], births) if self.n_rules else None
+        return rule, self.status_before_caps(events, rule, source, first)
+
+    def status_before_caps(self, events: pl.DataFrame, rule: np.ndarray, source: np.ndarray,
+                           first: np.ndarray | None) -> np.ndarray:
+        """`passing_status`'s status, given the events' `event_codes` and each event's citizen's first
+        scored day (`scored_from`; None: from the start)."""
+        from socialcredit.engine import _kernels
+
+        if not self.n_rules:
+            return np.full(len(rule), Status.UNKNOWN_KIND, dtype=np.int8)
+        confidence = events["confidence"]
+        return _kernels.statuses(
+            rule, source, (confidence.fill_null(1.0) if confidence.null_count() else confidence).to_numpy(),
+            events["day"].to_numpy(),
+            np.zeros(0, np.int64) if first is None else first, self.source_ok, self.min_confidence)
 
     def classify(self, score: np.ndarray, cap_class: np.ndarray | None = None) -> np.ndarray:
         """Class index (0 = top) of each score, lowered to `cap_class` where that is lower."""
@@ -148,25 +166,63 @@ class CompiledPolicy:
         )
 
 
+def _position(values: pl.Expr, mapping: dict[str, int]) -> pl.Expr:
+    """The position of each value among `mapping`'s keys, len(mapping) where it is not one (or null).
+
+    An Enum cast finds a text among a few faster than `replace_strict`; texts outside it become null.
+    """
+    if not mapping:
+        return values.is_null().cast(pl.UInt32) * 0
+    return values.cast(pl.String).cast(pl.Enum(list(mapping)), strict=False).to_physical() \
+        .cast(pl.UInt32).fill_null(len(mapping))
+
+
+def _table(mapping: dict[str, int], default: int) -> np.ndarray:
+    return np.array([*mapping.values(), default], dtype=np.int32)
+
+
 def _lookup(values: pl.Series, mapping: dict[str, int], default: int) -> np.ndarray:
-    return values.replace_strict(mapping, default=default, return_dtype=pl.Int32).to_numpy()
+    """`mapping[value]` for each value, `default` where it has none (or is null)."""
+    position = values.to_frame().select(_position(pl.col(values.name), mapping))[:, 0]
+    return _table(mapping, default)[position.to_numpy()]
 
 
-def capped_mask(rule: np.ndarray, citizen: pl.Series, day: np.ndarray, event_id: pl.Series,
+def capped_mask(rule: np.ndarray, citizen: pl.Series | np.ndarray, day: np.ndarray, event_id: pl.Series,
                 cap: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """True for candidate events beyond their rule's `max_per_day` for that citizen and day.
 
     The first `cap` candidates of a (rule, citizen, day) group count, in `event_id` string order.
+    `citizen`: the citizen ids, or integer codes equal where the ids are (`text_codes`).
     """
+    from socialcredit.engine import _kernels
+
     out = np.zeros(len(rule), dtype=bool)
-    limited = candidates & (cap[np.where(rule >= 0, rule, 0)] > 0) & (rule >= 0)
-    if not limited.any():
+    where = _kernels.limited_rows(rule, cap, candidates)
+    if not len(where):
         return out
-    where = np.flatnonzero(limited)
+    group = _group_codes(rule[where], citizen[where], day[where], len(cap)) \
+        if isinstance(citizen, np.ndarray) else None
+    if group is None:
+        return _capped_by_texts(out, where, rule, citizen, day, event_id, cap)
+    limit = cap[rule[where]]
+    crowded = np.bincount(group)[group] > limit
+    if not crowded.any():
+        return out
+    where, limit = where[crowded], limit[crowded]
+    ranked = (pl.DataFrame({"row": where, "group": group[crowded], "event_id": event_id.gather(where), "cap": limit})
+              .sort(["group", "event_id"])
+              .with_columns(rank=pl.int_range(pl.len()).over("group")))
+    out[ranked.filter(pl.col("rank") >= pl.col("cap"))["row"].to_numpy()] = True
+    return out
+
+
+def _capped_by_texts(out: np.ndarray, where: np.ndarray, rule: np.ndarray, citizen: pl.Series | np.ndarray,
+                     day: np.ndarray, event_id: pl.Series, cap: np.ndarray) -> np.ndarray:
+    """`capped_mask` for the candidate rows `where`, grouping by the citizens themselves."""
     sub = pl.DataFrame({
         "row": where,
         "rule": rule[where],
-        "citizen": citizen.gather(where),
+        "citizen": citizen[where] if isinstance(citizen, np.ndarray) else citizen.gather(where),
         "day": day[where],
         "event_id": event_id.gather(where),
         "cap": cap[rule[where]],
@@ -180,3 +236,16 @@ def capped_mask(rule: np.ndarray, citizen: pl.Series, day: np.ndarray, event_id:
     )
     out[ranked.filter(pl.col("rank") >= pl.col("cap"))["row"].to_numpy()] = True
     return out
+
+
+def _group_codes(rule: np.ndarray, citizen: np.ndarray, day: np.ndarray, n_rules: int) -> np.ndarray | None:
+    """A code per distinct (rule, citizen code, day), or None where the three do not fit in 63 bits."""
+    from socialcredit.engine import _kernels
+
+    citizen, day = citizen.astype(np.int64), day.astype(np.int64)
+    low, n_citizens = int(day.min()), int(citizen.max()) + 1
+    span = int(day.max()) - low + 1
+    if min(citizen.min(), low) < 0 or n_rules * n_citizens * span >= 2**63:
+        return None
+    key = (rule.astype(np.int64) * n_citizens + citizen) * span + (day - low)
+    return _kernels.factorise(key.astype(np.uint64))[0]
