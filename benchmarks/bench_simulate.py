@@ -1,10 +1,16 @@
 """Simulator throughput: the one-town scenario, 1,000,000 citizens x 365 days on this machine.
 
 Printed beside numpy's raw uniform-random rate measured in the same run (target: the simulator's
-citizen-days per second at least 3x numpy's uniforms per second). `--nation SECONDS` also starts
-the 1.41-billion-citizen run of the pilot-regions-2018 scenario in a child process, watches its
-memory and progress for that long, stops it, and extrapolates.
-Run with `python benchmarks/bench_simulate.py [--population N --days D --nation 120]`.
+citizen-days per second at least 3x numpy's uniforms per second), and for issue #14:
+- events written per second by `simulate --events all` (a child process, its peak memory too;
+  targets >= 3 M events/s, <= 2 GiB), beside the same pipeline writing integer ids and name codes
+  instead of the event table's texts (the integer-id writer's ceiling), measured in the same run;
+- simulate() end to end over the kernel's time (target <= 1.25x), in this process (warm) and as
+  the `socialcredit simulate` command (a fresh process: imports and the kernel's cache load too).
+`--nation SECONDS` also starts the 1.41-billion-citizen run of the pilot-regions-2018 scenario in
+a child process, watches its memory and progress for that long, stops it, and extrapolates.
+Run with `python benchmarks/bench_simulate.py [--population N --days D --events-population N
+--nation 120]`.
 """
 
 from __future__ import annotations
@@ -20,13 +26,22 @@ from pathlib import Path
 
 import numba as nb
 import numpy as np
+import polars as pl
 
 from socialcredit.simulation import load_scenario, simulate
 from socialcredit.simulation._hash import mix, stream_key
 from socialcredit.simulation._kinds import BYTES_PER_CITIZEN
 from socialcredit.simulation._plan import make_plan
 from socialcredit.simulation._run import partial_folder
-from socialcredit.simulation._shard import EventsMode, default_threads, simulate_blocks
+from socialcredit.simulation._shard import (
+    ROW_GROUP_ROWS,
+    EventsMode,
+    ParquetStream,
+    blocks_in_order,
+    default_threads,
+    simulate_blocks,
+)
+from socialcredit.simulation.kernel import RECORD_ALL
 
 NATION = 1_410_000_000
 
@@ -74,15 +89,69 @@ def bare_kernel_seconds(population: int, days: int) -> float:
     return time.perf_counter() - t0
 
 
-def kernel_rate(population: int, days: int, seed: int, repeat: int) -> tuple[float, float]:
-    """Citizen-days per second of the fused kernel alone (best of `repeat`), and its seconds."""
+def kernel_rate(population: int, days: int, seed: int, repeat: int) -> tuple[float, float, float]:
+    """Citizen-days per second of the fused kernel alone (best of `repeat`), its seconds, and the
+    median of its CPU seconds (all threads)."""
     plan = make_plan(load_scenario("one-town"), population=population, days=days, seed=seed)
-    best = float("inf")
+    best, cpu = float("inf"), []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         simulate_blocks(plan, 0, plan.n_blocks, EventsMode(0), default_threads())
         best = min(best, time.perf_counter() - t0)
-    return population * days / best, best
+        cpu.append(time.process_time() - c0)
+    return population * days / best, best, sorted(cpu)[len(cpu) // 2]
+
+
+def events_run(population: int, days: int, seed: int, events: str) -> dict:
+    """`socialcredit simulate` in a fresh process: wall seconds, peak resident memory, manifest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        script = Path(sys.executable).with_name("socialcredit")  # the installed command
+        program = ([str(script)] if script.is_file()
+                   else [sys.executable, "-c", "from socialcredit.cli import app; app()"])
+        command = [*program, "simulate", "-n", str(population), "-d", str(days), "-s", str(seed), "-o", str(out),
+                   "--events", events]
+        t0 = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - t0
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed ({child.returncode})")
+        from socialcredit.simulation import Run
+
+        m = Run.open(out).manifest
+        return {"wall": wall, "peak": usage.ru_maxrss * 1024, "events": m.events_written,
+                "simulate_s": m.timings["simulate_s"], "cpu": usage.ru_utime + usage.ru_stime}
+
+
+INTEGER_EVENTS = {"day": pl.Int32, "block": pl.Int64, "seq": pl.Int64, "citizen": pl.Int64, "kind": pl.UInt8,
+                  "source": pl.UInt8, "place": pl.Int8, "confidence": pl.Float64, "actor": pl.Int64,
+                  "flags": pl.UInt8}
+
+
+def integer_writer_rate(population: int, days: int, seed: int) -> tuple[float, int, float]:
+    """The ceiling: the shard's pipeline (kernel, a frame per block on its thread, one streaming
+    Parquet writer) with the events as the kernel's integers (ids, codes) instead of the table's
+    texts. Events per second, events, seconds."""
+    plan = make_plan(load_scenario("one-town"), population=population, days=days, seed=seed)
+
+    def frame(block, first_citizen, views, ev, conf):
+        offset = block * plan.block_size
+        return pl.DataFrame({"day": ev[0], "block": np.full(ev.shape[1], block), "seq": ev[1],
+                             "citizen": offset + ev[4], "kind": ev[2], "source": ev[5] // 8,
+                             "place": ev[5] % 8 - 1, "confidence": conf, "actor": offset + ev[3],
+                             "flags": ev[6]}, schema=INTEGER_EVENTS)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        stream = ParquetStream(Path(tmp) / "events.parquet", INTEGER_EVENTS, {})
+        _, blocks = blocks_in_order(plan, 0, plan.n_blocks, EventsMode(RECORD_ALL, 1.0), default_threads(), frame)
+        for *_, batch in blocks:
+            stream.write(batch)
+        stream.close()
+        seconds = time.perf_counter() - t0
+    return stream.rows / seconds, stream.rows, seconds
 
 
 def nation_probe(seconds: float, days: int) -> None:
@@ -142,25 +211,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--population", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--events-population", type=int, default=None,
+                        help="citizens of the --events all runs (default: --population)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nation", type=float, default=0.0,
                         help="seconds to watch the 1.41-billion run (0: skip)")
     parser.add_argument("--nation-days", type=int, default=365)
     args = parser.parse_args()
+    ev_population = args.events_population or args.population
+    # The commands first: a child's peak memory counts from its parent's size when it started.
+    command = events_run(args.population, args.days, args.seed, "none")
+    written = events_run(ev_population, args.days, args.seed, "all")
 
     with tempfile.TemporaryDirectory() as tmp:  # compile (or load the cache) outside the timings
-        simulate(population=50_000, days=3, seed=args.seed, out=Path(tmp) / "warm")
+        simulate(population=50_000, days=3, seed=args.seed, out=Path(tmp) / "warm", events="all")
         numpy_raw, numpy_fresh = numpy_uniform_rates()
-        rate, seconds = kernel_rate(args.population, args.days, args.seed, args.repeat)
+        rate, seconds, kernel_cpu = kernel_rate(args.population, args.days, args.seed, args.repeat)
         bare = bare_kernel_seconds(args.population, args.days)
-        t0 = time.perf_counter()
-        run = simulate(population=args.population, days=args.days, seed=args.seed,
-                       out=Path(tmp) / "run")
-        wall = time.perf_counter() - t0
+        walls, cpus = [], []
+        for i in range(args.repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            run = simulate(population=args.population, days=args.days, seed=args.seed,
+                           out=Path(tmp) / f"run{i}")
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        wall, cpu = sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
         m = run.manifest
+    ceiling, ceiling_events, ceiling_s = integer_writer_rate(ev_population, args.days, args.seed)
     cd = args.population * args.days
-    print(f"one-town {args.population:,} citizens x {args.days} days on {default_threads()} cores")
+    print(f"one-town {args.population:,} citizens x {args.days} days on {default_threads()} cores "
+          f"(load average {os.getloadavg()[0]:.1f})")
     print(f"  numpy uniforms, reused buffer:   {numpy_raw / 1e6:9.1f} M/s (same run)")
     print(f"  numpy uniforms, fresh 1e8 array: {numpy_fresh / 1e6:9.1f} M/s (same run)")
     print(f"  kernel:                          {rate / 1e6:9.1f} M citizen-days/s ({seconds:.2f} s; "
@@ -172,9 +253,23 @@ def main() -> None:
     print(f"  bare 9-behaviour kernel:         {cd / bare / 1e6:9.1f} M citizen-days/s ({bare:.2f} s; "
           f"the full model takes {seconds / bare:.1f}x as long, target <= 3x)")
     print(f"  simulate() end to end:           {cd / wall / 1e6:9.1f} M citizen-days/s "
-          f"({wall:.2f} s incl. writing {args.population:,} citizens)")
+          f"({wall:.2f} s incl. writing {args.population:,} citizens; median of {len(walls)})")
+    print(f"    end to end / kernel: {wall / seconds:.2f}x in this process, {command['wall'] / seconds:.2f}x "
+          f"as `socialcredit simulate` ({command['wall']:.2f} s with start-up; peak "
+          f"{command['peak'] / 2**30:.2f} GiB); issue #14's target <= 1.25x")
+    print(f"      in CPU seconds (a loaded machine's fairer measure): kernel {kernel_cpu:.2f} s, simulate() "
+          f"{cpu:.2f} s ({cpu / kernel_cpu:.2f}x), the command {command['cpu']:.2f} s "
+          f"({command['cpu'] / kernel_cpu:.2f}x)")
     print(f"  state per citizen:               {BYTES_PER_CITIZEN} bytes "
-          f"(peak RSS {m['memory']['peak_rss_bytes'] / 2**20:.0f} MiB)")
+          f"(peak RSS {m.memory.peak_rss_bytes / 2**20:.0f} MiB)")
+    rate_all = written["events"] / written["simulate_s"]
+    print(f"  --events all, {ev_population:,} x {args.days} (`socialcredit simulate`): "
+          f"{written['events']:,} events in {written['simulate_s']:.2f} s = {rate_all / 1e6:.2f} M events/s "
+          f"({rate_all / 3e6:.2f}x of issue #14's 3 M/s; {written['wall']:.2f} s with start-up, "
+          f"{written['cpu']:.1f} s of CPU); peak {written['peak'] / 2**30:.2f} GiB (target <= 2 GiB)")
+    print(f"    integer-id writer's ceiling (same pipeline, ids and names as integers): "
+          f"{ceiling / 1e6:.2f} M events/s ({ceiling_events:,} events in {ceiling_s:.2f} s); "
+          f"the table's texts run at {rate_all / ceiling:.2f}x of it; row groups of {ROW_GROUP_ROWS:,} rows")
     if args.nation > 0:
         nation_probe(args.nation, args.nation_days)
 

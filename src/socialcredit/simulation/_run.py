@@ -37,9 +37,12 @@ from socialcredit.simulation._kinds import (
 from socialcredit.simulation._plan import Plan, make_plan
 from socialcredit.simulation._scenario import Scenario, SimulationError, load_scenario
 from socialcredit.simulation._shard import (
+    ROW_GROUP_ROWS,
     EventsMode,
     ShardResult,
     default_threads,
+    events_metadata,
+    events_schema,
     finished_shard,
     run_shard,
     shard_part,
@@ -302,9 +305,9 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
         metrics = sum((r.metrics for r in results), np.zeros_like(results[0].metrics))
         daily_frame(plan, metrics).write_parquet(work / "daily.parquet")
         n_events = sum(r.events for r in results)
-        for table in ("citizens", "events"):
-            _concat_parts([parts / shard_part(table, i) for i, *_ in shards],
-                          work / f"{table}.parquet")
+        _concat_parts([parts / shard_part("citizens", i) for i, *_ in shards], work / "citizens.parquet")
+        _concat_parts([parts / shard_part("events", i) for i, *_ in shards], work / "events.parquet",
+                      events_schema(plan), events_metadata())
         shutil.rmtree(parts)
         t_write = time.perf_counter()
         manifest = _manifest(plan, mode, events, citizens, device, workers, scheduler, chunk,
@@ -472,12 +475,17 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator:
             cluster.close()
 
 
-def _concat_parts(files: list[Path], target: Path) -> None:
-    """One Parquet file from the shards' parts, in shard order, streaming (bounded memory)."""
+def _concat_parts(files: list[Path], target: Path, schema: dict[str, pl.DataType] | None = None,
+                  metadata: dict[str, str] | None = None) -> None:
+    """One Parquet file from the shards' parts, in shard order, streaming (bounded memory): the
+    bytes a single shard writes (the same row groups, the same `schema` and `metadata`)."""
     if len(files) == 1:
         files[0].rename(target)
         return
-    pl.scan_parquet(files).sink_parquet(target)
+    rows = pl.scan_parquet(files)
+    if schema is not None:
+        rows = rows.cast(schema)
+    rows.sink_parquet(target, row_group_size=ROW_GROUP_ROWS, metadata=metadata)
 
 
 def daily_frame(plan: Plan, metrics: np.ndarray) -> pl.DataFrame:

@@ -1,16 +1,31 @@
-"""A shard: a run of consecutive blocks, simulated on threads and written as Parquet parts."""
+"""A shard: a run of consecutive blocks, simulated on threads and written as Parquet parts.
+
+Events are written as they are made: each block's events become a frame on the thread that
+simulated it (ids formatted by a compiled loop and handed to polars as Arrow string views, names
+as dictionary codes) and go, in block order, to one Parquet writer that encodes them while the
+next blocks run. Memory holds a few blocks' events, not the shard's.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import io
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
+import numba as nb
 import numpy as np
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from socialcredit.engine import BETWEEN, YEAR_DAYS, CompiledConsequences, CompiledPolicy
 from socialcredit.events import EVENT_SCHEMA
@@ -125,6 +140,27 @@ def new_scratch(plan: Plan, size: int, room: dict[str, int]) -> Scratch:
 def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threads: int,
                     on_block: Callable[[int], None] | None = None):
     """Simulate blocks first..last-1; return state, summed metrics and recorded events."""
+    st, blocks = blocks_in_order(plan, first, last, events, threads,
+                                 lambda block, first_citizen, views, ev, conf: (ev.copy(), conf.copy()))
+    total = np.zeros((plan.days, len(plan.scenario.regions), N_METRICS), np.int64)
+    recorded = []
+    for block, size, metrics, (ev, conf) in blocks:
+        total += metrics
+        if len(conf):
+            recorded.append((block, ev, conf))
+        if on_block is not None:
+            on_block(size)
+    return st, total, recorded
+
+
+def blocks_in_order(plan: Plan, first: int, last: int, events: EventsMode, threads: int,
+                    finish: Callable[[int, int, State, np.ndarray, np.ndarray], Any]
+                    ) -> tuple[State, Iterator[tuple[int, int, np.ndarray, Any]]]:
+    """The shard's state, and an iterator that simulates blocks first..last-1 on `threads` threads
+    and yields (block, size, metrics, finish(block, first citizen, state, events, confidences)) in
+    block order; `finish` runs on the block's thread, over the block's final state and its
+    recorded events (views of scratch: copy what you keep). At most a few blocks run ahead of the
+    one the caller is at, so memory holds a few blocks' results."""
     bs = plan.block_size
     start = first * bs
     n = min(last * bs, plan.population) - start
@@ -133,7 +169,6 @@ def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threa
     fp = a["fp"]._replace(sample=events.fraction)
     days = plan.days
     n_regions = len(plan.scenario.regions)
-    total = np.zeros((days, n_regions, N_METRICS), np.int64)
 
     def one(block: int):
         layout = plan.block_layout(block)
@@ -153,18 +188,26 @@ def simulate_blocks(plan: Plan, first: int, last: int, events: EventsMode, threa
             for arr in views:
                 arr[:] = 0
             metrics[:] = 0
-        ev, conf = scratch.ev, scratch.ev_conf
-        return block, size, metrics, ev[:, :n_ev].copy(), conf[:n_ev].copy()
+        done = finish(block, start + off, views, scratch.ev[:, :n_ev], scratch.ev_conf[:n_ev])
+        return block, size, metrics, done
 
-    recorded = []
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for block, size, metrics, ev, conf in pool.map(one, range(first, last)):
-            total += metrics
-            if len(conf):
-                recorded.append((block, ev, conf))
-            if on_block is not None:
-                on_block(size)
-    return st, total, recorded
+    def ordered() -> Iterator[tuple[int, int, np.ndarray, Any]]:
+        ahead = max(1, threads) + 1
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            todo = iter(range(first, last))
+            running = deque(pool.submit(one, block) for _, block in zip(range(ahead), todo, strict=False))
+            try:
+                while running:
+                    result = running.popleft().result()
+                    for block in todo:
+                        running.append(pool.submit(one, block))
+                        break
+                    yield result
+            finally:
+                for future in running:
+                    future.cancel()
+
+    return st, ordered()
 
 
 def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
@@ -224,8 +267,8 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
     moves = s["moves"].astype(np.int64)
     regions = [r.name for r in plan.scenario.regions]
     groups = [g.name for g in plan.scenario.population.groups]
-    frame = pl.DataFrame({
-        "citizen": index,
+    return pl.DataFrame({
+        "citizen_id": citizen_texts(index),
         "region": pl.Series(region, dtype=pl.UInt32).replace_strict(
             dict(enumerate(regions)), return_dtype=pl.Enum(regions)),
         "age": s["age"],
@@ -236,7 +279,7 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         "income_decile": (s["group_decile"] & 15).astype(np.uint8),
         "group": pl.Series(s["group_decile"] >> 4, dtype=pl.UInt32).replace_strict(
             dict(enumerate(groups)), return_dtype=pl.Enum(groups)),
-        "parent": pl.Series(np.where(parent == NO_PARENT, -1, block_start + parent)),
+        "parent": citizen_texts(np.where(parent == NO_PARENT, 0, block_start + parent), parent != NO_PARENT),
         "platform_member": member,
         "employed": (flags & F_EMPLOYED) != 0,
         "blacklisted": (flags & F_BLACKLISTED) != 0,
@@ -268,10 +311,17 @@ def citizens_frame(plan: Plan, first_citizen: int, st: State) -> pl.DataFrame:
         **{f"moves_{place}": ((moves >> (5 * i)) & 31).astype(np.uint8)
            for i, place in enumerate(PLACES)},
     })
-    return frame.with_columns(
-        citizen_id=citizen_ids(pl.col("citizen")),
-        parent=pl.when(pl.col("parent") >= 0).then(citizen_ids(pl.col("parent"))),
-    ).select("citizen_id", pl.exclude("citizen_id", "citizen"))
+
+
+def citizen_texts(index: np.ndarray, valid: np.ndarray | None = None) -> pl.Series:
+    """Citizen ids (`citizen_ids`) of global indices, null where not `valid`, formatted by a compiled
+    loop into Arrow string views."""
+    if len(index) and int(index.max()) >= 10**ID_WIDTH:  # wider than the fixed width: as zfill writes them
+        ids = pl.select(citizen_ids(pl.lit(pl.Series(index, dtype=pl.Int64)))).to_series()
+        return ids if valid is None else ids.set(pl.Series(~valid), None)
+    views = np.zeros((len(index), 16), np.uint8)
+    _format_citizens(index.astype(np.int64), views)
+    return pl.Series(_StringViews(views, valid=valid))
 
 
 def _named(codes: np.ndarray, names: list[str]) -> pl.Series:
@@ -283,10 +333,14 @@ def events_frame(plan: Plan, recorded: list) -> pl.DataFrame:
     """Recorded events with provenance and true actor; the columns the engine reads come first."""
     if not recorded:
         return pl.DataFrame(schema=EVENT_COLUMNS)
-    blocks = np.concatenate([np.full(ev.shape[1], b, np.int64) for b, ev, _ in recorded])
-    ev = np.concatenate([ev for _, ev, _ in recorded], axis=1)
-    conf = np.concatenate([c for _, _, c in recorded])
-    offset = blocks * plan.block_size
+    return pl.concat([events_batch(plan, block, ev, conf) for block, ev, conf in recorded]).cast(EVENT_COLUMNS)
+
+
+def events_batch(plan: Plan, block: int, ev: np.ndarray, conf: np.ndarray) -> pl.DataFrame:
+    """One block's recorded events as rows of the events table, its names dictionary-coded (Enum;
+    `events_schema`): what the Parquet writer takes. Ids are formatted by a compiled loop into
+    Arrow string views, with no Python string per row."""
+    offset = block * plan.block_size
     actor = offset + ev[3]
     citizen = offset + ev[4]
     region = plan.region_start.searchsorted(citizen, side="right") - 1
@@ -296,48 +350,266 @@ def events_frame(plan: Plan, recorded: list) -> pl.DataFrame:
     state_points = np.where((ev[6] & 1) != 0, points[np.maximum(p_state, 0), kind], 0)
     comm_points = (np.where((ev[6] & 2) != 0, points[plan.commercial, kind], 0)
                    if plan.commercial >= 0 else np.zeros(len(kind), np.int64))
-    regions = [r.name for r in plan.scenario.regions]
-    frame = pl.DataFrame({
+    schema = events_schema(plan)
+    names = {name: pl.Series(dtype.categories, dtype=dtype)
+             for name, dtype in schema.items() if isinstance(dtype, pl.Enum)}
+    event_id, citizen_id, actor_id = _ids(block, offset, ev)
+    return pl.DataFrame({
+        "event_id": event_id,
+        "citizen_id": citizen_id,
+        "kind": names["kind"].gather(kind),
         "day": ev[0].astype(np.int32),
-        "block": blocks,
-        "seq": ev[1],
-        "kind": pl.Series(kind, dtype=pl.UInt32).replace_strict(
-            dict(enumerate(KIND_NAMES)), return_dtype=pl.String),
-        "source": pl.Series(src, dtype=pl.UInt32).replace_strict(
-            dict(enumerate(SOURCES)), return_dtype=pl.String),
-        "place": place,
+        "source": names["source"].gather(src),
+        "source_ref": names["source_ref"].gather(pl.Series(place).set(pl.Series(place < 0), None)),
         "confidence": pl.Series(conf).set(pl.Series(conf < 0), None),
-        "citizen": citizen,
-        "actor": actor,
-        "region": pl.Series(region, dtype=pl.UInt32).replace_strict(
-            dict(enumerate(regions)), return_dtype=pl.Enum(regions)),
-        "state_points": state_points,
-        "commercial_points": comm_points,
-    })
-    return frame.select(
-        event_id=pl.concat_str([pl.lit("e"), pl.col("day").cast(pl.String).str.zfill(5), pl.lit("."),
-                                pl.col("block").cast(pl.String).str.zfill(6), pl.lit("."),
-                                pl.col("seq").cast(pl.String).str.zfill(7)]),
-        citizen_id=citizen_ids(pl.col("citizen")),
-        kind=pl.col("kind"),
-        day=pl.col("day"),
-        source=pl.col("source"),
-        source_ref=pl.when(pl.col("place") >= 0).then(
-            pl.col("place").cast(pl.UInt32).replace_strict(dict(enumerate(PLACES)),
-                                                           return_dtype=pl.String)),
-        confidence=pl.col("confidence"),
-        actor_id=citizen_ids(pl.col("actor")),
-        wrongful=pl.col("citizen") != pl.col("actor"),
-        region=pl.col("region"),
-        state_points=pl.col("state_points"),
-        commercial_points=pl.col("commercial_points"),
-    ).cast(EVENT_COLUMNS)
+        "actor_id": actor_id,
+        "wrongful": citizen != actor,
+        "region": names["region"].gather(region),
+        "state_points": state_points.astype(np.int64),
+        "commercial_points": comm_points.astype(np.int64),
+    }, schema=schema)
 
 
 # The event record's columns (socialcredit.events), then what only a simulation knows: who really
 # did it, whether the attribution was wrong, the region and the points each score gave.
 EVENT_COLUMNS = {**EVENT_SCHEMA, "actor_id": pl.String, "wrongful": pl.Boolean,
                  "region": pl.String, "state_points": pl.Int64, "commercial_points": pl.Int64}
+# Columns of few values, written dictionary-coded: Enum while written, text when read (see
+# events_metadata).
+NAMED = {"kind": KIND_NAMES, "source": SOURCES, "source_ref": PLACES}
+
+
+def events_schema(plan: Plan) -> dict[str, pl.DataType]:
+    """The events table as the writer takes it: EVENT_COLUMNS with Enum for the named columns."""
+    named = {**NAMED, "region": [r.name for r in plan.scenario.regions]}
+    return {name: pl.Enum(named[name]) if name in named else dtype for name, dtype in EVENT_COLUMNS.items()}
+
+
+@cache
+def _text_arrow_schema() -> str:
+    """The Arrow schema a Parquet file of EVENT_COLUMNS carries (its 'ARROW:schema' metadata)."""
+    buffer = io.BytesIO()
+    pl.DataFrame(schema=EVENT_COLUMNS).write_parquet(buffer)
+    buffer.seek(0)
+    return pl.read_parquet_metadata(buffer)["ARROW:schema"]
+
+
+def events_metadata() -> dict[str, str]:
+    """Parquet metadata that makes readers take the Enum columns polars writes (dictionary pages of
+    the names, cheap to write) as the text columns they are in EVENT_COLUMNS: the file reads back
+    as if its names were written as text, a value per row."""
+    return {"ARROW:schema": _text_arrow_schema()}
+
+
+ROW_GROUP_ROWS = 1 << 18  # rows of a Parquet row group: fixed, so that the bytes never depend on the batches
+EVENT_ID_WIDTH = 21  # e<day:5>.<block:6>.<seq:7>
+_ID_LIMITS = ((0, 10**5), (1, 10**7))  # (row of ev, bound) of the digits the fast path writes
+
+
+def _ids(block: int, offset: int, ev: np.ndarray) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """event_id, citizen_id and actor_id of a block's events."""
+    n = ev.shape[1]
+    if n and (block >= 10**6 or max(int(ev[3].max()), int(ev[4].max())) + offset >= 10**ID_WIDTH
+              or any(int(ev[row].max()) >= bound for row, bound in _ID_LIMITS)
+              or n * EVENT_ID_WIDTH >= 2**31):  # (a view's offset is an int32)
+        return _ids_wide(block, offset, ev)  # wider than the fixed widths: as zfill writes them
+    data = np.empty(n * EVENT_ID_WIDTH, np.uint8)
+    views = np.zeros((3, n, 16), np.uint8)
+    _format_ids(block, offset, ev, data, views[0], views[1], views[2])
+    return (pl.Series(_StringViews(views[0], data)), pl.Series(_StringViews(views[1])),
+            pl.Series(_StringViews(views[2])))
+
+
+def _ids_wide(block: int, offset: int, ev: np.ndarray) -> tuple[pl.Series, pl.Series, pl.Series]:
+    frame = pl.DataFrame({"day": ev[0], "seq": ev[1], "citizen": offset + ev[4], "actor": offset + ev[3]})
+    ids = frame.select(
+        event_id=pl.concat_str([pl.lit("e"), pl.col("day").cast(pl.String).str.zfill(5), pl.lit("."),
+                                pl.lit(str(block).zfill(6)), pl.lit("."),
+                                pl.col("seq").cast(pl.String).str.zfill(7)]),
+        citizen_id=citizen_ids(pl.col("citizen")),
+        actor_id=citizen_ids(pl.col("actor")))
+    return ids["event_id"], ids["citizen_id"], ids["actor_id"]
+
+
+_PAIRS = np.array([ord(c) for i in range(100) for c in f"{i:02d}"], np.uint8)  # "00" .. "99"
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _digits(out: np.ndarray, at: int, value: int, width: int) -> None:
+    """`value` (>= 0, at most `width` digits) as `width` decimal digits, zero-padded."""
+    v = np.uint64(value)
+    k = width
+    while k >= 2:
+        pair = v % np.uint64(100)
+        v //= np.uint64(100)
+        k -= 2
+        out[at + k] = _PAIRS[2 * pair]
+        out[at + k + 1] = _PAIRS[2 * pair + 1]
+    if k == 1:
+        out[at] = np.uint8(48 + v % np.uint64(10))
+
+
+@nb.njit(nogil=True, cache=True)
+def _format_ids(block: int, offset: int, ev: np.ndarray, data: np.ndarray, event_views: np.ndarray,
+                citizen_views: np.ndarray, actor_views: np.ndarray) -> None:
+    """Arrow string views (16 bytes: int32 length, then the text when it fits in 12 bytes, else its
+    first 4 bytes, buffer 0 and the int32 offset of the text in `data`) of the ids."""
+    for i in range(ev.shape[1]):
+        at = i * EVENT_ID_WIDTH
+        data[at] = 101  # e
+        _digits(data, at + 1, ev[0, i], 5)
+        data[at + 6] = 46  # .
+        _digits(data, at + 7, block, 6)
+        data[at + 13] = 46
+        _digits(data, at + 14, ev[1, i], 7)
+        view = event_views[i]
+        view[0] = EVENT_ID_WIDTH
+        for k in range(4):
+            view[4 + k] = data[at + k]
+            view[12 + k] = (at >> (8 * k)) & 255
+        _citizen_view(citizen_views[i], offset + ev[4, i])
+        _citizen_view(actor_views[i], offset + ev[3, i])
+
+
+@nb.njit(nogil=True, cache=True)
+def _format_citizens(index: np.ndarray, views: np.ndarray) -> None:
+    for i in range(len(index)):
+        _citizen_view(views[i], index[i])
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _citizen_view(view: np.ndarray, index: int) -> None:
+    view[0] = ID_WIDTH + 1
+    view[4] = 99  # c
+    _digits(view, 5, index, ID_WIDTH)
+
+
+class _ArrowSchema(ctypes.Structure):
+    pass
+
+
+class _ArrowArray(ctypes.Structure):
+    pass
+
+
+_SchemaRelease = ctypes.CFUNCTYPE(None, ctypes.POINTER(_ArrowSchema))
+_ArrayRelease = ctypes.CFUNCTYPE(None, ctypes.POINTER(_ArrowArray))
+# The Arrow C data interface's structs (arrow.apache.org/docs/format/CDataInterface.html).
+_ArrowSchema._fields_ = [("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
+                         ("flags", ctypes.c_int64), ("n_children", ctypes.c_int64), ("children", ctypes.c_void_p),
+                         ("dictionary", ctypes.c_void_p), ("release", _SchemaRelease),
+                         ("private_data", ctypes.c_void_p)]
+_ArrowArray._fields_ = [("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+                        ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64), ("buffers", ctypes.c_void_p),
+                        ("children", ctypes.c_void_p), ("dictionary", ctypes.c_void_p), ("release", _ArrayRelease),
+                        ("private_data", ctypes.c_void_p)]
+_EXPORTED: dict[int, tuple] = {}  # private_data of an exported array -> what its buffers live in
+
+
+@_SchemaRelease
+def _release_schema(schema) -> None:
+    schema.contents.release = _SchemaRelease()  # static strings: nothing else to free
+
+
+@_ArrayRelease
+def _release_array(array) -> None:  # called by polars (any thread) once it drops the buffers
+    _EXPORTED.pop(array.contents.private_data, None)
+    array.contents.release = _ArrayRelease()
+
+
+_capsule = ctypes.pythonapi.PyCapsule_New
+_capsule.restype = ctypes.py_object
+_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+class _StringViews:
+    """A text column over numpy buffers, for pl.Series without a copy (the Arrow PyCapsule interface):
+    `views` holds a row's 16-byte Arrow string view, `data` the texts longer than 12 bytes, `valid`
+    (optional) which rows are not null."""
+
+    def __init__(self, views: np.ndarray, data: np.ndarray | None = None, valid: np.ndarray | None = None) -> None:
+        self.views, self.data = views, data
+        self.bits = None if valid is None else np.packbits(valid, bitorder="little")  # Arrow's validity bitmap
+        self.nulls = 0 if valid is None else len(valid) - int(np.count_nonzero(valid))
+
+    def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]:
+        schema = _ArrowSchema(format=b"vu", name=b"", flags=2, release=_release_schema)  # 2: nullable
+        data = [] if self.data is None else [self.data]
+        sizes = np.array([len(d) for d in data], np.int64)
+        pointers = [None if self.bits is None else self.bits.ctypes.data, self.views.ctypes.data,
+                    *(d.ctypes.data for d in data), sizes.ctypes.data]
+        buffers = (ctypes.c_void_p * len(pointers))(*pointers)
+        array = _ArrowArray(length=len(self.views), null_count=self.nulls, n_buffers=len(pointers),
+                            buffers=ctypes.cast(buffers, ctypes.c_void_p), release=_release_array)
+        array.private_data = key = ctypes.addressof(array)
+        _EXPORTED[key] = (array, schema, buffers, sizes, self.views, self.bits, *data)
+        return (_capsule(ctypes.addressof(schema), b"arrow_schema", None),
+                _capsule(ctypes.addressof(array), b"arrow_array", None))
+
+
+class ParquetStream:
+    """One Parquet file written from frames handed over one at a time, in order: polars' streaming
+    sink encodes them on its own threads while the caller goes on (a short queue between them
+    bounds memory). Written to a temporary name, renamed by `close`."""
+
+    def __init__(self, target: Path, schema: dict[str, pl.DataType], metadata: dict[str, str]) -> None:
+        self.target, self.rows = target, 0
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._temporary = target.with_name(target.name + ".tmp")
+        frames = register_io_source(self._frames, schema=schema)
+        self._thread = threading.Thread(target=self._sink, args=(frames, metadata), daemon=True)
+        self._thread.start()
+
+    def _frames(self, with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
+        while (frame := self._queue.get()) is not None:
+            if isinstance(frame, BaseException):
+                raise frame
+            yield frame if with_columns is None else frame.select(with_columns)
+
+    def _sink(self, frames: pl.LazyFrame, metadata: dict[str, str]) -> None:
+        try:
+            frames.sink_parquet(self._temporary, metadata=metadata, row_group_size=ROW_GROUP_ROWS)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
+            self._error = exc
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Append rows (waits while the writer is behind)."""
+        self.rows += frame.height
+        self._put(frame)
+
+    def _put(self, item: Any) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    raise self._error or RuntimeError(f"{self.target}: the Parquet writer stopped") from None
+
+    def close(self) -> None:
+        """Finish the file and give it its name."""
+        self._put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        os.replace(self._temporary, self.target)
+
+    def abort(self) -> None:
+        """Stop writing and leave no file."""
+        if self._thread.is_alive():
+            try:
+                self._queue.put_nowait(RuntimeError("aborted"))
+            except queue.Full:
+                pass
+            while self._thread.is_alive():
+                try:
+                    self._queue.get_nowait()
+                    self._queue.put_nowait(RuntimeError("aborted"))
+                except (queue.Empty, queue.Full):
+                    pass
+                self._thread.join(0.05)
+        self._temporary.unlink(missing_ok=True)
 
 
 def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode, threads: int,
@@ -346,25 +618,62 @@ def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode,
     """Simulate one shard and write its citizens and events as Parquet parts under `parts`, then
     its record (metrics and counts): a shard with a record is finished (see `finished_shard`)."""
     t0 = time.perf_counter()
-    blocks = simulate_blocks
-    if device == "cuda":  # the same kernel, one CUDA thread per block
-        from socialcredit.simulation._gpu import simulate_blocks as blocks
-    st, metrics, recorded = blocks(plan, first, last, events, threads, on_block)
-    citizens = citizens_frame(plan, first * plan.block_size, st)
-    n = citizens.height
-    del st
-    if citizens_kept < 1.0:
-        first_citizen = first * plan.block_size
-        citizens = citizens.filter(citizens_sampled(
-            plan.seed, np.arange(first_citizen, first_citizen + n, dtype=np.uint64), citizens_kept))
     folder = Path(parts)
-    write_atomically(folder / shard_part("citizens", index), citizens.write_parquet)
-    del citizens
-    ev = events_frame(plan, recorded)
-    write_atomically(folder / shard_part("events", index), ev.write_parquet)
-    result = ShardResult(index, metrics, n, ev.height, time.perf_counter() - t0)
+    first_citizen = first * plan.block_size
+
+    def kept(frame: pl.DataFrame, start: int) -> pl.DataFrame:
+        """The citizens of the run's sample (all without one) of a frame starting at citizen `start`."""
+        if citizens_kept >= 1.0:
+            return frame
+        return frame.filter(citizens_sampled(
+            plan.seed, np.arange(start, start + frame.height, dtype=np.uint64), citizens_kept))
+
+    n_regions = len(plan.scenario.regions)
+    metrics = np.zeros((plan.days, n_regions, N_METRICS), np.int64)
+    # Both tables are written while the blocks run, in block order. Events even without any (an
+    # empty table), so that every run has the same files; citizens once their columns are known.
+    streams = {"events": ParquetStream(folder / shard_part("events", index), events_schema(plan),
+                                       events_metadata())}
+
+    def write_citizens(frame: pl.DataFrame) -> None:
+        if "citizens" not in streams:
+            streams["citizens"] = ParquetStream(folder / shard_part("citizens", index), frame.schema, {})
+        streams["citizens"].write(frame)
+
+    try:
+        if device == "cuda":  # the same kernel, one CUDA thread per block
+            from socialcredit.simulation._gpu import simulate_blocks as on_gpu
+
+            st, metrics, recorded = on_gpu(plan, first, last, events, threads, on_block)
+            write_citizens(kept(citizens_frame(plan, first_citizen, st), first_citizen))
+            n = len(st.age)
+            for block, ev, conf in recorded:
+                streams["events"].write(events_batch(plan, block, ev, conf))
+        else:
+            def finish(block: int, first_citizen: int, views: State, ev: np.ndarray, conf: np.ndarray):
+                batch = events_batch(plan, block, ev, conf) if len(conf) else None
+                return kept(citizens_frame(plan, first_citizen, views), first_citizen), batch
+
+            _, blocks = blocks_in_order(plan, first, last, events, threads, finish)
+            n = 0
+            for _, size, block_metrics, (block_citizens, batch) in blocks:
+                metrics += block_metrics
+                n += size
+                write_citizens(block_citizens)
+                if batch is not None:
+                    streams["events"].write(batch)
+                if on_block is not None:
+                    on_block(size)
+        for stream in streams.values():
+            stream.close()
+    except BaseException:
+        for stream in streams.values():
+            stream.abort()
+        raise
+    n_events = streams["events"].rows
+    result = ShardResult(index, metrics, n, n_events, time.perf_counter() - t0)
     write_atomically(folder / _record_name(index), lambda file: np.savez(
-        file, metrics=metrics, citizens=n, events=ev.height, seconds=result.seconds))
+        file, metrics=metrics, citizens=n, events=n_events, seconds=result.seconds))
     return result
 
 
