@@ -10,9 +10,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installs the package with every extra (dev: tests and lint; bench: Mesa for the comparison).
+# Installs the package with every extra (dev: tests and lint; bench: Mesa for the comparison), then
+# compiles the numba kernels into their caches (the first run would otherwise wait ~30 s for them).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python scripts/warm_kernels.py
 	rm -f $(VENV)/.installed-*
 	touch $@
 
