@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["socialcredit", "socialcredit.policy", "socialcredit.events", "socialcredit.engine"]
+PACKAGES = ["socialcredit", "socialcredit.policy", "socialcredit.events", "socialcredit.engine", "socialcredit.offers"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

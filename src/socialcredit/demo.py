@@ -19,13 +19,14 @@ import polars as pl
 import typer
 
 from socialcredit.analysis import write_report
-from socialcredit.service import Database, Service, ServiceError, create_app, create_key
+from socialcredit.offers import WINDOW_DAYS
+from socialcredit.service import Database, Service, ServiceError, authenticate, create_app, create_key
 from socialcredit.simulation import Run, simulate
 from socialcredit.web._pages import tour
 
 HOST = "127.0.0.1"
 # The demo's organisations: (role, key name). The citizen key is added for the chosen citizen and
-# the senders (agency, security) are bound to their sources when the run is known.
+# the senders (agency, security, platform) are bound to their sources when the run is known.
 ORGANISATIONS = [
     ("bank", "bank-of-the-town"),
     ("airline", "sky-airline"),
@@ -219,9 +220,6 @@ def _create_keys(service: Service, citizen: str, run_dir: Path) -> list[tuple[st
 def _send_profile(service: Service, keys: list[tuple[str, str, str]], run_dir: Path, citizen: str,
                   seed: int) -> int:
     """Send the demo citizen's in-store records as the shop group (platform key); return how many."""
-    from socialcredit.offers import WINDOW_DAYS
-    from socialcredit.service import authenticate
-
     stops = (pl.scan_parquet(run_dir / "citizens.parquet").filter(pl.col("citizen_id") == citizen)
              .select("instore_clothes_stops").collect())
     n = int(stops.item()) if stops.height else 0
@@ -234,7 +232,7 @@ def _send_profile(service: Service, keys: list[tuple[str, str, str]], run_dir: P
         records.append({
             "event_id": f"instore-{citizen}-{i:03d}", "citizen_id": citizen,
             "kind": f"instore.{signal}.{rng.choice(CLOTHES)}",
-            "day": max(0, service.day - rng.randrange(min(WINDOW_DAYS, service.day + 1))),
+            "day": service.day - rng.randrange(min(WINDOW_DAYS, service.day + 1)),
             "source": "e-commerce", "source_ref": f"store {rng.randint(1, 9)}, camera {rng.randint(1, 20)}",
             "confidence": round(rng.uniform(*MATCH_CONFIDENCE), 2)})
     platform = next(secret for role, _, secret in keys if role == "platform")

@@ -55,6 +55,9 @@ def test_the_shop_group_sees_offers_with_their_records_and_the_citizen_sees_who_
     held = page.get_by_test_id("profile-records").locator("li[data-record]")
     assert held.evaluate_all("els => els.map(e => e.dataset.record)") == ["shop-2", "shop-1", "shop-0"]
     assert page.get_by_test_id("offers").locator("li.offer").count() == 2
+    # The site's policy allows appeals: a look-alike's in-store record is contested like a penalty.
+    record = page.locator('li.event[data-event="shop-0"]')
+    assert record.locator("summary", has_text="Contest this event").count() == 1
     users = page.get_by_test_id("profile-users").inner_text()
     assert f"{ROLES['platform']} (platform) · purpose: {PURPOSE}" in users
     assert ROLES["employer"] not in users  # refused: listed under "Who tried and was refused" instead

@@ -234,14 +234,17 @@ class Offer(TypedDict):
     valid_until_day: int
     valid_until: str
     records: list[ProfileRecord]
+    n_records: int
 
 
 class OffersOut(TypedDict):
-    """The platform's commercial profile of the citizen, newest first, and the offers built from it."""
+    """The platform's commercial profile of the citizen (its newest records, and how many it holds) and
+    the offers built from it."""
 
     citizen_id: str
     day: int
     date: str
+    profile_records: int
     profile: list[ProfileRecord]
     offers: list[Offer]
 

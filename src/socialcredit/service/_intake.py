@@ -16,7 +16,7 @@ import polars as pl
 
 from socialcredit.engine import CompiledPolicy
 from socialcredit.events import INPUT_SCHEMA, Calendar, EventError, validate_events
-from socialcredit.offers import is_profile_kind
+from socialcredit.offers import PROFILE_KINDS_TEXT, is_profile_kind
 from socialcredit.service._errors import Forbidden, Invalid, TooLarge
 from socialcredit.service._keys import SENDING_ROLES, ApiKey
 
@@ -244,12 +244,17 @@ def check_batch(frame: pl.DataFrame, key: ApiKey, *, compiled: CompiledPolicy, d
     except EventError as exc:
         raise Invalid(str(exc), row=exc.row, field=exc.column) from None
     kinds = [r.kind for r in compiled.policy.rules]
-    # A kind no rule scores is refused, unless it is a record of the commercial profile (`offers`).
-    _refuse(events, ~(events["kind"].is_in(kinds) | events.select(is_profile_kind(pl.col("kind"))).to_series()),
-            "kind", Invalid,
+    # A kind no rule scores is refused, unless it is a record of the commercial profile, which a
+    # platform's key sends where the policy lets some role see profiles (grant field `offers`).
+    profile = events.select(is_profile_kind(pl.col("kind")) & ~pl.col("kind").is_in(kinds)).to_series()
+    _refuse(events, ~events["kind"].is_in(kinds) & ~profile, "kind", Invalid,
             lambda v: f"unknown event kind {v!r}: policy '{compiled.policy.name}' has no rule for it, and it is "
-                      "no commercial-profile record (instore.stopped_at.<item>, instore.tried_on.<item>, "
-                      "shop.<item>)")
+                      f"no commercial-profile record ({PROFILE_KINDS_TEXT})")
+    if key.role != "platform" or not any("offers" in g.fields for g in compiled.policy.grants):
+        why = ("only a platform's key sends records of the commercial profile" if key.role != "platform" else
+               f"policy '{compiled.policy.name}' lets no role see commercial profiles (grant field 'offers'), so "
+               "it keeps none")
+        _refuse(events, profile, "kind", Forbidden, lambda v: f"{v!r} is a commercial-profile record: {why}")
     _refuse(events, events["day"] > day, "day",
             Invalid, lambda v: f"day {v} ({calendar.iso(v)}) is in the future of the service day "
                                f"{day} ({calendar.iso(day)})")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 
 from socialcredit.engine import BENEFITS, BETWEEN, CompiledConsequence, Explanation, explain
 from socialcredit.events import EVENT_SCHEMA, EventError, check_text
+from socialcredit.offers import PROFILE_KIND, is_profile_kind
 from socialcredit.service._access import DISCLOSURES
 from socialcredit.service._errors import Forbidden, Invalid, NotFound
 from socialcredit.service._keys import ApiKey
@@ -19,6 +21,7 @@ CAMERA_SOURCE = "camera"
 PLACE_TYPES = ("street", "mall", "subway")  # the simulator's place types (simulation/_kinds.py PLACES)
 NOT_SCORED = -1  # the class index of a citizen the policy does not score (under its min_age)
 SEARCH_PAGE = 20  # citizens a search lists at a time
+_PROFILE_KIND = re.compile(PROFILE_KIND)
 
 
 class Lookups:
@@ -152,6 +155,9 @@ class Lookups:
             out["events"] = events + self._dated(voided.select(
                 "event_id", "day", "kind", "rule", "points", "status", "reason", "source", "source_ref",
                 "confidence", "voided")).to_dicts()
+            grant = self.access.grant_of(key.role)
+            if "offers" not in grant.fields:  # the commercial profile's records are for grants with 'offers'
+                out["events"] = [e for e in out["events"] if not _PROFILE_KIND.match(e["kind"])]
         self._record(key, citizen_id, purpose, fields, "history")
         return out
 
@@ -187,12 +193,13 @@ class Lookups:
         """
         fields = self._permit(key, citizen_id, purpose, "profile")
         _, _, idx = self._status(citizen_id)
-        cams = self.db.frame("SELECT day, source_ref, confidence, batch, voided FROM events "
+        cams = self.db.frame("SELECT day, source_ref, confidence, batch, voided, kind FROM events "
                              "WHERE citizen_id = ? AND source = ? ORDER BY day, event_id",
                              (citizen_id, CAMERA_SOURCE),
                              {"day": pl.Int32, "camera": pl.String, "confidence": pl.Float64,
-                              "batch": pl.Int64, "voided": pl.Int32})
-        cams = cams.with_columns(place_type=place_type(pl.col("camera")))
+                              "batch": pl.Int64, "voided": pl.Int32, "kind": pl.String})
+        # A record of the shop's commercial profile is no sighting of the state's cameras.
+        cams = cams.filter(~is_profile_kind(pl.col("kind"))).with_columns(place_type=place_type(pl.col("camera")))
         stored = self.db.execute("SELECT age_estimate, age_uncertainty, sightings, by_place FROM camera_profiles "
                                  "WHERE citizen_id = ?", (citizen_id,))
         by_place: dict[str, int] = {}

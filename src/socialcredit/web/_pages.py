@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from socialcredit.offers import SIGNALS, WINDOW_DAYS
+from socialcredit.offers import PROFILE_KIND, SIGNALS, WEAK_MATCH, WINDOW_DAYS
 from socialcredit.policy import Policy
 from socialcredit.service import ApiKey, Forbidden, Service, ServiceError, Unauthorized, authenticate
 from socialcredit.service._access import DISCLOSURES
@@ -83,6 +83,8 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
     sessions = Sessions(service.db, max_age_s=session_max_age_s)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters |= {"on_date": on_date, "undated": undated}
+    # A record of the commercial profile: contested in the app like a penalty (a look-alike's visit).
+    templates.env.tests["profile_kind"] = re.compile(PROFILE_KIND).match
     styles = class_styles(service.policy)
     style_of = {s.name: s for s in styles}
     dashboard = Dashboard(service, styles)
@@ -91,8 +93,8 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
 
     def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
         session_id = request.cookies.get(COOKIE)
-        context |= {"window_days": WINDOW_DAYS, "signals": SIGNALS, "policy": service.policy, "day": service.day,
-                    "date": service.date, "style_of": style_of,
+        context |= {"window_days": WINDOW_DAYS, "signals": SIGNALS, "weak_match": WEAK_MATCH,
+                    "policy": service.policy, "day": service.day, "date": service.date, "style_of": style_of,
                     "styles": styles, "csrf": csrf_token(session_id) if session_id else None,
                     "session_hours": sessions.max_age_s / 3600}
         return templates.TemplateResponse(request, name, context, status_code=code)
