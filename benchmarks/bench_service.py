@@ -32,9 +32,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import polars as pl
-from bench_load import bare_insert
+from bench_load import bare_insert, drop_pg_schema, fresh_pg_schema
 
-from socialcredit.events import validate_events
+from socialcredit.events import event_sql_columns, validate_events
 from socialcredit.policy import load_policy
 from socialcredit.service import Database, create_key
 
@@ -305,6 +305,30 @@ def blob_ceiling(bodies: list[bytes], path: Path) -> float:
     return seconds
 
 
+def pg_copy_ceiling(events: pl.DataFrame, url: str, *, batch: int) -> float:
+    """Seconds to COPY `events` (checked event rows) into a PostgreSQL table with the ledger's columns
+    and primary key (a fresh schema of the database at `url`), committed every `batch` rows, in CSV as
+    the service sends its rows: the least a projection into PostgreSQL costs."""
+    import psycopg
+
+    schema, schema_url = fresh_pg_schema(url)
+    events = events.with_columns(batch=pl.lit(0, pl.Int64))
+    copy_sql = f"COPY events ({', '.join(events.columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    try:
+        with psycopg.connect(schema_url) as conn:
+            conn.execute("CREATE TABLE events (" + event_sql_columns("DOUBLE PRECISION")
+                         + ", batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0)")
+            conn.commit()
+            started = time.perf_counter()
+            for part in events.iter_slices(batch):
+                with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+                    copy.write(part.write_csv(include_header=False, null_value="\\N", quote_style="non_numeric"))
+                conn.commit()
+            return time.perf_counter() - started
+    finally:
+        drop_pg_schema(url, schema)
+
+
 def steady_sender(bodies: list[bytes], url: str, key: str, rate: float, batch: int, stop: threading.Event,
                   sent: list[int]) -> None:
     """Send `bodies` (of `batch` events each) at `rate` events a second until `stop` (sent again from the
@@ -341,7 +365,9 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="sc-bench-")
-    url = args.db or f"sqlite:///{tmp}/bench.db"
+    postgres = bool(args.db) and args.db.startswith(("postgresql://", "postgres://"))
+    # PostgreSQL: the service's tables in a fresh schema of that database, dropped at the end.
+    pg_schema, url = fresh_pg_schema(args.db) if postgres else (None, args.db or f"sqlite:///{tmp}/bench.db")
     db = Database.open(url)
     sender = create_key(db, role="agency", name="bench-agency", sources=sorted(
         {(r.sources or ["camera"])[0] for r in load_policy("taz-2018").rules}))
@@ -352,6 +378,7 @@ def main() -> None:
     # The ceilings first, on the same rows and bodies, while the machine is otherwise as quiet.
     rows = validate_events(pl.concat([pl.read_ndjson(b) for b in bodies]))
     _, bare_s = bare_insert(rows, Path(tmp) / "bare.db", batch=args.batch)
+    copy_s = pg_copy_ceiling(rows, args.db, batch=args.batch) if postgres else None
     blob_s = blob_ceiling(bodies, Path(tmp) / "blobs.db")
     proc, base = start_server(url, log=Path(tmp) / "server.log")
     bare = None
@@ -387,6 +414,8 @@ def main() -> None:
             bare.wait()
         if not args.db:
             shutil.rmtree(tmp, ignore_errors=True)
+        if pg_schema is not None:
+            drop_pg_schema(args.db, pg_schema)
     n = ingest["events"]
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} at the start; "
           f"database: {'SQLite (WAL, synchronous=FULL)' if not args.db else url}")
@@ -398,6 +427,10 @@ def main() -> None:
           f"(ceiling) {blob_rate:,.0f}/s: ratio {ack_rate / blob_rate:.2f}")
     print(f"  scored (caught up)    : {ingest['scored_s']:7.2f} s  {scored_rate:>10,.0f} events/s; bare SQLite "
           f"executemany (ceiling) {bare_rate:,.0f}/s: ratio {scored_rate / bare_rate:.2f} (target 0.8)")
+    if copy_s is not None:
+        copy_rate = len(rows) / copy_s
+        print(f"  {'':22s}   bare PostgreSQL COPY (ceiling, same rows, a commit per batch) {copy_rate:,.0f}/s: "
+              f"ratio {scored_rate / copy_rate:.2f}")
     print(f"look-ups: {looks['requests']:,} requests from {args.concurrency} clients in {args.seconds:g} s: "
           f"{looks['rps']:,.0f} req/s, p50 {looks['p50_ms']:.1f} ms, p99 {looks['p99_ms']:.1f} ms, "
           f"status {looks['status']}")

@@ -119,7 +119,8 @@ def test_a_profile_record_from_a_camera_is_no_sighting_of_the_state(make_service
     shop = authenticate(service.db, create_key(service.db, role="platform", name="shop", sources=["camera"]))
     agency = authenticate(service.db, create_key(service.db, role="agency", name="office", sources=["camera"]))
     service.ingest(shop, _json([{**RECORDS[0], "source": "camera", "source_ref": "cam-rc-mall-3"}]))
-    service.ingest(agency, _json([handmade_event("seen", kind="traffic.red_light", day=DAY, source_ref="cam-rc-street-1")]))
+    seen = handmade_event("seen", kind="traffic.red_light", day=DAY, source_ref="cam-rc-street-1")
+    service.ingest(agency, _json([seen]))
     profile = service.profile(agency, CITIZEN, "case 9")
     assert (profile["sightings"], profile["sightings_by_place_type"]) == (1, {"street": 1})
 

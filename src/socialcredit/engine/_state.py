@@ -16,8 +16,6 @@ from socialcredit.engine._compiled import (
 from socialcredit.policy import Policy
 
 _DELTA_SCHEMA = {"code": pl.Int64, "rule": pl.Int32, "day": pl.Int32, "sign": pl.Int8}
-_EMPTY_KEPT = pl.DataFrame(schema={"event_id": pl.String, "code": pl.Int64, "rule": pl.Int32,
-                                   "day": pl.Int32, "counted": pl.Boolean})
 
 
 class ScoreState:
@@ -37,17 +35,36 @@ class ScoreState:
         self.compiled = policy if isinstance(policy, CompiledPolicy) else CompiledPolicy.of(policy)
         self.as_of = as_of
         self.births = None if births is None else births.select(BIRTHS_SCHEMA.keys()).cast(BIRTHS_SCHEMA)
-        self._ids = pl.DataFrame(schema={"citizen_id": pl.String, "code": pl.Int64})
+        # A citizen's code is the order they were first seen in; `_names` holds the ids in code order.
+        # Codes are found from the ids' 64-bit hashes, kept sorted beside their codes (a batch's
+        # look-up costs the batch and a binary search, not a join with every citizen), and checked
+        # against `_names`; should two ids share a hash, a join on the ids themselves (`_exact`) is
+        # used from then on.
+        self._n = 0
+        self._names: list[pl.Series] = []
+        self._hashes = np.zeros(0, np.uint64)
+        self._hash_codes = np.zeros(0, np.int64)
+        self._exact: pl.DataFrame | None = None
         n_classes = len(self.compiled.policy.classes)
         self._total = np.zeros(0, dtype=np.int64)
         self._cap_counts = np.zeros((0, n_classes), dtype=np.int32)
         self._schedule: dict[int, list[pl.DataFrame]] = {}
-        self._capped: dict[int, pl.DataFrame] = {}
+        self._kept = _Kept()
 
     @property
     def n_citizens(self) -> int:
         """Number of citizens seen."""
-        return self._ids.height
+        return self._n
+
+    def known(self, citizen_ids: pl.Series) -> np.ndarray:
+        """Whether each of these citizens has been seen (has an event applied) already."""
+        ids = citizen_ids.cast(pl.String)
+        if self._exact is None:
+            codes = self._look_up(ids)[0]
+            if self._checked(ids, codes):
+                return codes >= 0
+            self._to_exact()
+        return ids.is_in(self._exact["citizen_id"].implode()).to_numpy()
 
     def apply(self, events: pl.DataFrame) -> pl.Series:
         """Add a validated batch of events; return each event's status as of `as_of`, in the batch's
@@ -63,12 +80,9 @@ class ScoreState:
         deltas = [pl.DataFrame({"code": codes[free], "rule": rule[free], "day": day[free],
                                 "sign": np.ones(int(free.sum()), dtype=np.int8)}, schema=_DELTA_SCHEMA)]
         if limited.any():
-            batch = pl.DataFrame({
-                "event_id": events["event_id"].filter(pl.Series(limited)),
-                "code": codes[limited], "rule": rule[limited], "day": day[limited],
-                "row": np.flatnonzero(limited), "counted": False,
-            })
-            cap_deltas, lost = self._rank_capped(batch)
+            rows = np.flatnonzero(limited)
+            cap_deltas, lost = self._rank_capped(events["event_id"].gather(rows), codes[rows], rule[rows],
+                                                 day[rows], rows)
             deltas.append(cap_deltas)
             status[lost] = Status.CAP
         self._apply_deltas(pl.concat(deltas))
@@ -99,10 +113,10 @@ class ScoreState:
 
     def scores(self) -> pl.DataFrame:
         """Score and class of every citizen seen (and of age), sorted by citizen_id."""
-        ids = self._ids.sort("citizen_id")
-        score, klass = self.score_of(ids["citizen_id"])
+        ids = self._all_names().sort()
+        score, klass = self.score_of(ids)
         scored = klass >= 0
-        return pl.DataFrame({"citizen_id": ids["citizen_id"].filter(pl.Series(scored)),
+        return pl.DataFrame({"citizen_id": ids.filter(pl.Series(scored)),
                              "score": score[scored]}).with_columns(self.compiled.class_series(klass[scored]))
 
     def score_of(self, citizen_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +133,8 @@ class ScoreState:
         `day` (whom `advance` changes)."""
         codes = [entry["code"] for at, entries in self._schedule.items() if self.as_of < at <= day
                  for entry in entries]
-        # Codes are handed out in the order rows join `_ids`, so a code is its row.
-        ids = self._ids["citizen_id"].gather(pl.concat(codes).unique().sort()) if codes else \
+        # A code is its citizen's position in `_names`.
+        ids = self._all_names().gather(pl.concat(codes).unique().sort()) if codes else \
             pl.Series("citizen_id", [], dtype=pl.String)
         min_age = self.compiled.policy.min_age
         if min_age and self.births is not None:
@@ -136,17 +150,80 @@ class ScoreState:
         return score, self.compiled.classify(score, cap_class)
 
     def _codes_for(self, citizen_id: pl.Series) -> np.ndarray:
-        batch = pl.DataFrame({"citizen_id": citizen_id.cast(pl.String)})
-        known = batch.join(self._ids, on="citizen_id", how="left", maintain_order="left")
+        ids = citizen_id.cast(pl.String)
+        if self._exact is None:
+            codes, hashes = self._look_up(ids)
+            unseen = np.flatnonzero(codes < 0)
+            fresh, first = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+            if len(unseen):
+                # One new code per distinct hash, in the order of first appearance.
+                fresh, at, inverse = np.unique(hashes[unseen], return_index=True, return_inverse=True)
+                rank = np.empty(len(at), np.int64)
+                rank[np.argsort(at, kind="stable")] = np.arange(len(at))
+                codes[unseen] = self._n + rank[inverse.ravel()]
+                first = unseen[np.sort(at)]
+            if self._checked(ids, codes, first):
+                if len(first):
+                    n = self._n
+                    self._add_names(ids.gather(first))
+                    where = np.searchsorted(self._hashes, fresh)
+                    self._hashes = np.insert(self._hashes, where, fresh)
+                    self._hash_codes = np.insert(self._hash_codes, where, n + rank)
+                return codes
+            self._to_exact()
+        return self._exact_codes_for(ids)
+
+    def _look_up(self, ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """The code of each id found by its hash (-1: none), not yet checked; and the hashes."""
+        hashes = _hashes(ids)
+        codes = np.full(len(ids), -1, np.int64)
+        if len(self._hashes) and len(ids):
+            order = np.argsort(hashes)  # sorted needles: the binary searches walk the table in order
+            at = np.minimum(np.searchsorted(self._hashes, hashes[order]), len(self._hashes) - 1)
+            found = self._hashes[at] == hashes[order]
+            codes[order[found]] = self._hash_codes[at[found]]
+        return codes, hashes
+
+    def _checked(self, ids: pl.Series, codes: np.ndarray, first: np.ndarray | None = None) -> bool:
+        """Whether every id with a code (>= 0) equals the id of its code (the codes from `n_citizens`
+        on being new ones, whose ids are those of the rows `first`)."""
+        names = self._all_names()
+        if first is not None and len(first):
+            names = pl.concat([names, ids.gather(first)])
+        seen = codes >= 0
+        if not seen.any():
+            return True
+        if not seen.all():
+            ids, codes = ids.filter(pl.Series(seen)), codes[seen]
+        return bool((names.gather(codes) == ids).all())
+
+    def _to_exact(self) -> None:
+        """Code by joins on the ids from now on (two ids share a hash)."""
+        self._exact = pl.DataFrame({"citizen_id": self._all_names(), "code": np.arange(self._n, dtype=np.int64)})
+
+    def _exact_codes_for(self, ids: pl.Series) -> np.ndarray:
+        batch = pl.DataFrame({"citizen_id": ids})
+        known = batch.join(self._exact, on="citizen_id", how="left", maintain_order="left")
         unseen = known.filter(pl.col("code").is_null())["citizen_id"].unique(maintain_order=True)
         if len(unseen):
-            start = self._ids.height
-            fresh = pl.DataFrame({"citizen_id": unseen,
-                                  "code": np.arange(start, start + len(unseen), dtype=np.int64)})
-            self._ids = pl.concat([self._ids, fresh])
-            self._grow(self._ids.height)
-            known = batch.join(self._ids, on="citizen_id", how="left", maintain_order="left")
+            codes = np.arange(self._n, self._n + len(unseen), dtype=np.int64)
+            fresh = pl.DataFrame({"citizen_id": unseen, "code": codes})
+            self._exact = pl.concat([self._exact, fresh])
+            self._add_names(unseen)
+            known = batch.join(self._exact, on="citizen_id", how="left", maintain_order="left")
         return known["code"].to_numpy()
+
+    def _add_names(self, names: pl.Series) -> None:
+        self._names.append(names.alias("citizen_id"))
+        self._n += len(names)
+        self._grow(self._n)
+
+    def _all_names(self) -> pl.Series:
+        """Every citizen seen, in code order."""
+        if len(self._names) != 1:
+            self._names = [pl.concat(self._names, rechunk=True) if self._names else
+                           pl.Series("citizen_id", [], dtype=pl.String)]
+        return self._names[0]
 
     def _grow(self, n: int) -> None:
         if n <= len(self._total):
@@ -158,26 +235,41 @@ class ScoreState:
         counts[: len(self._cap_counts)] = self._cap_counts
         self._total, self._cap_counts = total, counts
 
-    def _rank_capped(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-        """Rank new capped events among the kept ones of their groups, in one pass; return the changes."""
-        keys = ["code", "rule", "day"]
-        days = batch["day"].unique().to_list()
-        kept = pl.concat([_EMPTY_KEPT, *(self._capped.pop(d) for d in days if d in self._capped)])
-        groups = batch.select(keys).unique()
-        touched = kept.join(groups, on=keys, how="semi").with_columns(row=pl.lit(-1, pl.Int64))
-        rest = kept.join(groups, on=keys, how="anti")
-        ranked = (pl.concat([touched, batch.select(*_EMPTY_KEPT.columns, "row")])
-                  .sort([*keys, "event_id"])
-                  .with_columns(rank=pl.int_range(pl.len()).over(keys)))
+    def _rank_capped(self, event_id: pl.Series, code: np.ndarray, rule: np.ndarray, day: np.ndarray,
+                     row: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
+        """Rank new capped events among the kept ones of their groups (citizen, rule, day); return the
+        changes to the points and the batch rows the cap leaves out. The work grows with the batch
+        and the kept events of the groups it touches, not with all kept events."""
+        kept = self._kept
+        group = _group_key(code, rule, day)
+        old = kept.rows_of(np.unique(group))
+        n_old = len(old)
+        ranked = pl.DataFrame({
+            "group": np.concatenate([kept.group[old], group]),
+            "event_id": pl.concat([kept.event_ids(old), event_id]),
+            "at": np.concatenate([old, np.full(len(row), -1, np.int64)]),  # row in `kept`; -1: new
+            "row": np.concatenate([np.full(n_old, -1, np.int64), row]),  # row in the batch; -1: kept
+            "code": np.concatenate([kept.code[old], code]),
+            "rule": np.concatenate([kept.rule[old], rule.astype(np.int32)]),
+            "day": np.concatenate([kept.day[old], day.astype(np.int32)]),
+            "counted": np.concatenate([kept.counted[old], np.zeros(len(row), bool)]),
+        }).sort("code", "rule", "day", "event_id").with_columns(rank=pl.int_range(pl.len()).over("code", "rule", "day"))
         now = ranked["rank"].to_numpy() < self.compiled.cap[ranked["rule"].to_numpy()]
-        ranked = ranked.with_columns(now=pl.Series(now))
-        changes = ranked.filter(pl.col("now") != pl.col("counted")).select(
-            *keys, sign=pl.when(pl.col("now")).then(1).otherwise(-1))
-        lost = ranked.filter((pl.col("row") >= 0) & ~pl.col("now"))["row"].to_numpy()
-        merged = pl.concat([rest, ranked.select(*_EMPTY_KEPT.columns[:-1], counted="now")])
-        # Kept by day, so that a batch of one day touches that day's events only.
-        self._capped.update({day: part for (day,), part in merged.partition_by("day", as_dict=True).items()})
-        return changes.cast(_DELTA_SCHEMA), lost
+        counted = ranked["counted"].to_numpy()
+        moved = now != counted
+        changes = pl.DataFrame({"code": ranked["code"].to_numpy()[moved], "rule": ranked["rule"].to_numpy()[moved],
+                                "day": ranked["day"].to_numpy()[moved],
+                                "sign": np.where(now[moved], 1, -1).astype(np.int8)}, schema=_DELTA_SCHEMA)
+        batch_row = ranked["row"].to_numpy()
+        lost = batch_row[(batch_row >= 0) & ~now]
+        at = ranked["at"].to_numpy()
+        is_old = at >= 0
+        kept.counted[at[is_old]] = now[is_old]
+        new = ~is_old
+        kept.add(ranked["group"].to_numpy()[new], ranked["event_id"].filter(pl.Series(new)),
+                 ranked["code"].to_numpy()[new], ranked["rule"].to_numpy()[new], ranked["day"].to_numpy()[new],
+                 now[new])
+        return changes, np.sort(lost)
 
     def _apply_deltas(self, deltas: pl.DataFrame) -> None:
         if deltas.height == 0:
@@ -210,3 +302,72 @@ class ScoreState:
         classed = cap_class >= 0
         if classed.any():
             np.add.at(self._cap_counts, (code[classed], cap_class[classed]), sign[classed].astype(np.int32))
+
+
+def _hashes(ids: pl.Series) -> np.ndarray:
+    """The ids' 64-bit hashes (uint64)."""
+    return ids.hash().to_numpy()
+
+
+def _group_key(code: np.ndarray, rule: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """One int64 per (citizen code, rule, day) group, to find a group's kept rows: code in the top bits,
+    rule in 12, day in 21. Equal groups have equal keys; distinct groups share one only beyond those
+    ranges, and are then fetched together and ranked apart (by their columns, not the key)."""
+    return ((code.astype(np.int64) << 33) | ((rule.astype(np.int64) & 0xFFF) << 21)
+            | (day.astype(np.int64) & 0x1FFFFF))
+
+
+class _Kept:
+    """The events of capped rules that passed every other check, so that a later event can be ranked
+    among those of its group: columns of append-only rows, and an index sorted by group key."""
+
+    def __init__(self):
+        self.size = 0
+        self.group = np.zeros(0, np.int64)
+        self.code = np.zeros(0, np.int64)
+        self.rule = np.zeros(0, np.int32)
+        self.day = np.zeros(0, np.int32)
+        self.counted = np.zeros(0, bool)
+        self._ids: list[pl.Series] = []
+        self._sorted_group = np.zeros(0, np.int64)  # the index: group keys sorted, and their rows
+        self._sorted_row = np.zeros(0, np.int64)
+
+    def rows_of(self, groups: np.ndarray) -> np.ndarray:
+        """The rows of these group keys (sorted, distinct)."""
+        lo = np.searchsorted(self._sorted_group, groups, "left")
+        hi = np.searchsorted(self._sorted_group, groups, "right")
+        n = hi - lo
+        if not n.any():
+            return np.zeros(0, np.int64)
+        first = np.repeat(lo - np.cumsum(n) + n, n)  # each index position: its range's start - offset
+        return self._sorted_row[first + np.arange(int(n.sum()))]
+
+    def event_ids(self, rows: np.ndarray) -> pl.Series:
+        """The event ids of these rows."""
+        if len(self._ids) > 1:
+            self._ids = [pl.concat(self._ids, rechunk=True)]
+        if not self._ids:
+            return pl.Series("event_id", [], dtype=pl.String)
+        return self._ids[0].gather(rows).alias("event_id")
+
+    def add(self, group, event_id: pl.Series, code, rule, day, counted) -> None:
+        """Append rows, and enter them in the index."""
+        n, start = len(group), self.size
+        if start + n > len(self.group):
+            room = max(start + n, 2 * len(self.group), 1024)
+            for name in ("group", "code", "rule", "day", "counted"):
+                old = getattr(self, name)
+                grown = np.zeros(room, old.dtype)
+                grown[:start] = old[:start]
+                setattr(self, name, grown)
+        self.group[start:start + n] = group
+        self.code[start:start + n] = code
+        self.rule[start:start + n] = rule
+        self.day[start:start + n] = day
+        self.counted[start:start + n] = counted
+        self._ids.append(event_id.alias("event_id"))
+        self.size = start + n
+        order = np.argsort(group, kind="stable")
+        at = np.searchsorted(self._sorted_group, group[order], "right")
+        self._sorted_group = np.insert(self._sorted_group, at, group[order])
+        self._sorted_row = np.insert(self._sorted_row, at, np.arange(start, start + n, dtype=np.int64)[order])

@@ -4,7 +4,7 @@ moves inbox batches into the `events` ledger (event_id is the primary key, so a 
 stored once) and re-scores the citizens each batch touches, in one transaction that also records
 the last batch projected (`projected_seq`): after a crash, the batches after it are projected
 again and nothing acknowledged is lost or counted twice. Projected batches are then deleted from
-the inbox.
+the inbox. Events are stored in event_id order (the inserts walk the primary key front to back).
 
 A batch that cannot be stored for what it holds (a storage error of its data, alone, several times)
 is quarantined: moved with its error to the `quarantine` table beside the inbox, so that the batches
@@ -161,6 +161,8 @@ class Inbox:
                                schema={"seq": pl.Int64, "key_name": pl.String})
         self.db.insert_frame(cur, "batches", senders, conflict="ON CONFLICT (seq) DO NOTHING")
         events = pl.concat(frames).unique("event_id", keep="first", maintain_order=True)
+        # In key order: the inserts then walk the ledger's primary key front to back.
+        events = events if events["event_id"].is_sorted() else events.sort("event_id")
         stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
                                       conflict="ON CONFLICT (event_id) DO NOTHING")
         if stored != events.height:

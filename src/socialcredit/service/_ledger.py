@@ -22,7 +22,7 @@ from socialcredit.service._db import Database
 from socialcredit.service._errors import Conflict
 from socialcredit.service._inbox import Inbox
 from socialcredit.service._loading import RunLoading
-from socialcredit.service._score_cache import ScoreCache
+from socialcredit.service._score_cache import Before, ScoreCache
 
 _ADVISORY_LOCK = 7_210_305  # any constant shared by every service process on one database
 
@@ -92,7 +92,7 @@ class Ledger(Inbox, ScoreCache, Counts, RunLoading):
             self._day = day
             # The citizens with points starting or expiring by then.
             due = state.due(day)
-            _, before = state.score_of(due)
+            before = Before(*state.score_of(due), state.known(due))
             self._mutated = True
             state.advance(day)
             if len(due):

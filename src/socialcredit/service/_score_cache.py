@@ -1,6 +1,7 @@
 """The score cache: each process keeps the engine's ScoreState of the whole ledger in memory (built
 from the ledger at start), applies each projected batch to it (cost grows with the batch, not the
-ledger) and writes only the touched citizens' scores and class changes.
+ledger) and writes the rows of the touched citizens whose score or class moved (or who have none
+yet), and their class changes.
 
 The state stays exact: every write to the ledger bumps `ledger_gen` in the meta table in its own
 transaction; the state is valid for the generation it was brought to, a write first checks it
@@ -10,6 +11,8 @@ appeal) is re-scored from their ledger, since the state cannot take an event out
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import polars as pl
 
@@ -18,6 +21,14 @@ from socialcredit.events import EVENT_SCHEMA
 from socialcredit.service._db import EVENT_COLUMNS
 
 _BUILD_CHUNK = 500_000  # ledger rows read at a time when the scoring state is rebuilt
+
+
+class Before(NamedTuple):
+    """Citizens' score and class index (-1: not of age) before a write, and whether the state knew them."""
+
+    score: np.ndarray
+    klass: np.ndarray
+    known: np.ndarray
 
 
 class ScoreCache:
@@ -71,21 +82,28 @@ class ScoreCache:
             return
         self._write_scores(cur, state, *self._apply_new(state, events))
 
-    def _apply_new(self, state: ScoreState, events: pl.DataFrame) -> tuple[pl.Series, np.ndarray]:
-        """Apply events just stored (each once) to the state; return the touched citizens and their
-        classes before (for `_write_scores`)."""
+    def _apply_new(self, state: ScoreState, events: pl.DataFrame) -> tuple[pl.Series, Before]:
+        """Apply events just stored (each once) to the state; return the touched citizens and what
+        they were before (for `_write_scores`)."""
         ids = events["citizen_id"].unique()
         self._mutated = True
-        _, before = state.score_of(ids)  # citizens first seen now start with no points
+        known = state.known(ids)
+        score, klass = state.score_of(ids)  # citizens first seen now start with no points
         state.apply(events)
-        return ids, before
+        return ids, Before(score, klass, known)
 
-    def _write_scores(self, cur, state: ScoreState, ids: pl.Series, before: np.ndarray) -> None:
+    def _write_scores(self, cur, state: ScoreState, ids: pl.Series, before: Before) -> None:
+        """Write the rows of these citizens whose score or class moved (or who have no row yet, as far
+        as the state knows); a row's `as_of` is the service day of its last change."""
         score, after = state.score_of(ids)
-        # In key order: the upsert then walks the scores index front to back. A citizen not of the
-        # policy's age has no score (and, the day going only forward, had none before).
-        new = (pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before})
-               .filter(pl.col("class_idx") >= 0).sort("citizen_id"))
+        # A citizen not of the policy's age has no score (and, the day going only forward, had none
+        # before). A citizen the state knows, of age before, has the row it had then.
+        had_row = before.known & (before.klass >= 0)
+        moved = (after >= 0) & ~(had_row & (score == before.score) & (after == before.klass))
+        # In key order: the upsert then walks the scores index front to back.
+        new = (pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before.klass,
+                             "had_row": had_row})
+               .filter(pl.Series(moved)).sort("citizen_id"))
         if self._dirty:
             dirty = new["citizen_id"].is_in(list(self._dirty))
             if dirty.any():
@@ -93,7 +111,7 @@ class ScoreCache:
                 new = new.filter(~dirty)
         if new.height == 0:
             return
-        self._count_classes(cur, new)
+        self._count_classes(cur, new, self._old_classes(cur, new))
         names = pl.Series(self.class_names, dtype=pl.String)
         new = new.with_columns(**{"class": names.gather(new["class_idx"])},
                                as_of=pl.lit(self.day, pl.Int32))
@@ -105,6 +123,20 @@ class ScoreCache:
                              conflict="ON CONFLICT (citizen_id) DO UPDATE SET score = excluded.score, "
                                       "class = excluded.class, class_idx = excluded.class_idx, "
                                       "as_of = excluded.as_of")
+
+    def _old_classes(self, cur, new: pl.DataFrame) -> pl.DataFrame | None:
+        """The rows in `scores` now of the citizens in `new` (citizen_id, old), for the class counts:
+        those the state knew have the class it had; the others are read (a loaded run's citizens
+        have a row before their first event). None when no counts are kept."""
+        if self._delta is None:
+            return None
+        fresh = new.filter(~pl.col("had_row"))
+        db = self.db
+        read = pl.DataFrame(db.rows_matching("SELECT citizen_id, class_idx FROM scores WHERE {match}", "citizen_id",
+                                             fresh["citizen_id"], (), cur),
+                            schema={"citizen_id": pl.String, "old": pl.Int32}, orient="row") if fresh.height else None
+        kept = new.filter(pl.col("had_row")).select("citizen_id", pl.col("old").cast(pl.Int32))
+        return kept if read is None else pl.concat([kept, read])
 
     def rescore(self, cur, citizen_ids: pl.Series) -> None:
         """Re-score these citizens from their whole ledger, as of the service day, in `cur`.
