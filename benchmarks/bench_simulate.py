@@ -6,7 +6,10 @@ citizen-days per second at least 3x numpy's uniforms per second), and for issue 
   targets >= 3 M events/s, <= 2 GiB), beside the same pipeline writing integer ids and name codes
   instead of the event table's texts (the integer-id writer's ceiling), measured in the same run;
 - simulate() end to end over the kernel's time (target <= 1.25x), in this process (warm) and as
-  the `socialcredit simulate` command (a fresh process: imports and the kernel's cache load too).
+  the `socialcredit simulate` command (a fresh process: imports and the kernel's cache load too);
+- item 7: the command in one process against `--workers 1` and `--workers 2` (local Dask clusters
+  of processes), alternated in the same run: wall and process-tree CPU, speed-ups, same bytes
+  (`--workers-only` runs just that).
 `--nation SECONDS` also starts the 1.41-billion-citizen run of the pilot-regions-2018 scenario in
 a child process, watches its memory and progress for that long, stops it, and extrapolates.
 Run with `python benchmarks/bench_simulate.py [--population N --days D --events-population N
@@ -16,7 +19,9 @@ Run with `python benchmarks/bench_simulate.py [--population N --days D --events-
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -102,27 +107,89 @@ def kernel_rate(population: int, days: int, seed: int, repeat: int) -> tuple[flo
     return population * days / best, best, sorted(cpu)[len(cpu) // 2]
 
 
-def events_run(population: int, days: int, seed: int, events: str) -> dict:
-    """`socialcredit simulate` in a fresh process: wall seconds, peak resident memory, manifest."""
+def events_run(population: int, days: int, seed: int, events: str, workers: int | None = None,
+               keep: Path | None = None) -> dict:
+    """`socialcredit simulate` in a fresh process: wall seconds, peak resident memory, manifest;
+    the CPU seconds of the command alone and of its whole process tree (Dask's workers too, forked
+    by a server the command does not wait for: this process adopts and reaps them as a subreaper).
+    `keep`: move the run's tables there."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         script = Path(sys.executable).with_name("socialcredit")  # the installed command
         program = ([str(script)] if script.is_file()
                    else [sys.executable, "-c", "from socialcredit.cli import app; app()"])
         command = [*program, "simulate", "-n", str(population), "-d", str(days), "-s", str(seed), "-o", str(out),
-                   "--events", events]
+                   "--events", events, *(["--workers", str(workers)] if workers else [])]
+        _become_subreaper()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - t0
+        while True:  # the orphans it left (the workers' server and its workers), once they exit
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed ({child.returncode})")
         from socialcredit.simulation import Run
 
         m = Run.open(out).manifest
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for table in ("citizens", "daily", "events"):
+                (out / f"{table}.parquet").rename(keep / f"{table}.parquet")
         return {"wall": wall, "peak": usage.ru_maxrss * 1024, "events": m.events_written,
-                "simulate_s": m.timings["simulate_s"], "cpu": usage.ru_utime + usage.ru_stime}
+                "simulate_s": m.timings["simulate_s"], "cpu": usage.ru_utime + usage.ru_stime,
+                "tree_cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+                "cluster_s": m.timings.get("cluster_s", 0.0), "write_s": m.timings["write_s"],
+                "shards": m.shards}
+
+
+def _become_subreaper() -> None:
+    """Adopt this process's orphaned descendants (Linux prctl PR_SET_CHILD_SUBREAPER), so that
+    their CPU time counts in its children's usage once reaped."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def workers_comparison(population: int, days: int, seed: int, repeat: int, events: str = "none") -> None:
+    """One process against `--workers 1` and `--workers 2` (local Dask clusters of processes), each
+    a fresh `socialcredit simulate`, alternated `repeat` times: medians of wall and process-tree CPU
+    seconds, the speed-ups, and whether the tables are the same bytes."""
+    variants: list[int | None] = [None, 1, 2]
+    seen: dict[int | None, list[dict]] = {v: [] for v in variants}
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeat):
+            for v in variants:
+                keep = Path(tmp) / str(v) if i == 0 else None
+                seen[v].append(events_run(population, days, seed, events, workers=v, keep=keep))
+                loads.append(os.getloadavg()[0])
+        same = all((Path(tmp) / str(v) / f"{t}.parquet").read_bytes()
+                   == (Path(tmp) / "None" / f"{t}.parquet").read_bytes()
+                   for v in (1, 2) for t in ("citizens", "daily", "events"))
+
+    def median(v: int | None, key: str) -> float:
+        values = sorted(r[key] for r in seen[v])
+        return values[len(values) // 2]
+
+    print(f"one process vs Dask workers: `socialcredit simulate` -n {population:,} -d {days} --events {events} "
+          f"on {default_threads()} cores, medians of {repeat} alternated runs (load average "
+          f"{min(loads):.1f} to {max(loads):.1f})")
+    base = median(None, "wall")
+    for v in variants:
+        name = "one process" if v is None else f"--workers {v}"
+        start = f"; cluster start {median(v, 'cluster_s'):.2f} s" if v else ""
+        print(f"  {name:12s} wall {median(v, 'wall'):6.2f} s (speed-up {base / median(v, 'wall'):.2f}x), "
+              f"process tree CPU {median(v, 'tree_cpu'):6.2f} s, {seen[v][0]['shards']} shard(s), "
+              f"merge {median(v, 'write_s'):.2f} s{start}")
+    print(f"  tables byte-identical to one process's: {'yes' if same else 'NO'}")
 
 
 INTEGER_EVENTS = {"day": pl.Int32, "block": pl.Int64, "seq": pl.Int64, "citizen": pl.Int64, "kind": pl.UInt8,
@@ -167,7 +234,7 @@ def nation_probe(seconds: float, days: int) -> None:
         while time.perf_counter() - t0 < seconds and child.poll() is None:
             time.sleep(1.0)
             peak = max(peak, _tree_rss(child.pid))
-            done = len(list(parts.glob("citizens-*.parquet"))) if parts.exists() else 0
+            done = len(list(parts.glob("shard-*.npz"))) if parts.exists() else 0
             samples.append((time.perf_counter() - t0, done))
     finally:
         os.killpg(child.pid, signal.SIGTERM)
@@ -218,7 +285,13 @@ def main() -> None:
     parser.add_argument("--nation", type=float, default=0.0,
                         help="seconds to watch the 1.41-billion run (0: skip)")
     parser.add_argument("--nation-days", type=int, default=365)
+    parser.add_argument("--workers-only", action="store_true",
+                        help="only compare one process with --workers 1 and 2")
+    parser.add_argument("--workers-events", default="none", help="--events of that comparison")
     args = parser.parse_args()
+    if args.workers_only:
+        workers_comparison(args.population, args.days, args.seed, args.repeat, args.workers_events)
+        return
     ev_population = args.events_population or args.population
     # The commands first: a child's peak memory counts from its parent's size when it started.
     command = events_run(args.population, args.days, args.seed, "none")
@@ -270,6 +343,7 @@ def main() -> None:
     print(f"    integer-id writer's ceiling (same pipeline, ids and names as integers): "
           f"{ceiling / 1e6:.2f} M events/s ({ceiling_events:,} events in {ceiling_s:.2f} s); "
           f"the table's texts run at {rate_all / ceiling:.2f}x of it; row groups of {ROW_GROUP_ROWS:,} rows")
+    workers_comparison(args.population, args.days, args.seed, args.repeat, args.workers_events)
     if args.nation > 0:
         nation_probe(args.nation, args.nation_days)
 

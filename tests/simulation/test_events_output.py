@@ -60,8 +60,9 @@ def test_a_shard_that_fails_while_writing_leaves_no_part_and_resumes(tmp_path, m
         simulate(out=out, **args)
     parts = partial_folder(out) / "parts"
     names = sorted(p.name for p in parts.iterdir())
-    assert names == ["citizens-000000.parquet", "citizens-000001.parquet", "events-000000.parquet",
-                     "events-000001.parquet", "shard-000000.npz", "shard-000001.npz"]  # no .tmp
+    # (Arrow IPC parts: the run has several shards, merged into its Parquet files at the end.)
+    assert names == ["citizens-000000.arrow", "citizens-000001.arrow", "events-000000.arrow",
+                     "events-000001.arrow", "shard-000000.npz", "shard-000001.npz"]  # no .tmp
     monkeypatch.setattr(shard, "events_batch", real)
     resumed = simulate(out=out, resume=True, **args)
     assert resumed.manifest.resumed_shards == 2

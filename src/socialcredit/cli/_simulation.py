@@ -21,6 +21,29 @@ EventsOption = Annotated[str, typer.Option(
     "--events", help="Events to write: all, none or sample:F (a fraction).")]
 
 
+# As simulation._run.WORKER_PRELOAD and simulation._shard.PRELOAD_KERNEL (importing those here
+# would cost the very imports the server is started to overlap).
+WORKER_PRELOAD = ("distributed", "socialcredit.simulation._shard")
+PRELOAD_KERNEL = "SOCIALCREDIT_PRELOAD_KERNEL"
+
+
+def start_worker_server() -> None:
+    """Start the server that local Dask workers fork from (simulation._run._forked_workers) before
+    this command imports the simulator: its own imports and the kernel's load run beside these."""
+    import multiprocessing
+    import os
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+    os.environ[PRELOAD_KERNEL] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(PRELOAD_KERNEL, None)
+
+
 def register(app: typer.Typer) -> None:
     """Add `simulate` and `sweep` to the `socialcredit` command line."""
 
@@ -46,6 +69,8 @@ def register(app: typer.Typer) -> None:
                              "last finished shard.")] = False,
     ) -> None:
         """Simulate a population day by day and write a run folder (Parquet tables, manifest)."""
+        if workers is not None and scheduler is None:
+            start_worker_server()
         from rich.progress import (
             BarColumn,
             Progress,

@@ -8,9 +8,10 @@ import os
 import platform
 import resource
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -37,8 +38,10 @@ from socialcredit.simulation._kinds import (
 from socialcredit.simulation._plan import Plan, make_plan
 from socialcredit.simulation._scenario import Scenario, SimulationError, load_scenario
 from socialcredit.simulation._shard import (
-    ROW_GROUP_ROWS,
+    PART_FORMATS,
+    PRELOAD_KERNEL,
     EventsMode,
+    ParquetStream,
     ShardResult,
     default_threads,
     events_metadata,
@@ -54,6 +57,7 @@ DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.
 GPU_CHUNK_BLOCKS = 1024  # on the GPU a shard's blocks are its threads: more of them (see _gpu.py)
 TABLES = ("daily", "citizens", "events")
 POLICY_FOLDER = "policies"  # a run folder's copies of the policies it used, <name>.toml
+WORKER_PRELOAD = ("distributed", "socialcredit.simulation._shard")  # what local workers fork with
 
 
 class Memory(BaseModel):
@@ -96,7 +100,8 @@ class Manifest(BaseModel):
     events: str  # all, none or sample:F
     citizens: str = "all"  # the citizens citizens.parquet holds: all, none or sample:F
     events_written: int
-    timings: dict[str, float]  # seconds: plan_s, simulate_s, shards_s, write_s, total_s
+    # seconds: plan_s, simulate_s, shards_s, write_s, total_s (and cluster_s: a Dask cluster's start)
+    timings: dict[str, float]
     citizen_days_per_s: int
     memory: Memory
 
@@ -272,57 +277,76 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
         raise SimulationError(f"chunk_blocks must be at least 1 (got {chunk_blocks})")
     out = Path(out)
     _check_out(out)
-    loaded = load_scenario(scenario, overrides=overrides, policy=policy)
-    plan = make_plan(loaded, population=population, days=days, seed=seed)
-    chunk = chunk_blocks or (DEFAULT_CHUNK_BLOCKS if device == "cpu" else GPU_CHUNK_BLOCKS)
-    if chunk_blocks is None and (workers is not None or scheduler is not None):
-        chunk = max(1, min(chunk, -(-plan.n_blocks // 16)))  # enough shards to keep workers busy
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _partial_folder(out) as work:
-        _check_out(out)  # again, holding the lock: another process may have just finished it
-        parts = work / "parts"
-        identity = _identity(plan, events, citizens, device, chunk)
-        chunk = _resume_or_start(work, identity, resume, chunk_given=chunk_blocks is not None)
-        parts.mkdir(exist_ok=True)
-        shards = [(i, b, min(b + chunk, plan.n_blocks))
-                  for i, b in enumerate(range(0, plan.n_blocks, chunk))]
-        finished = {i: r for i, *_ in shards if (r := finished_shard(parts, i)) is not None}
-        todo = [shard for shard in shards if shard[0] not in finished]
-        resumed_days = sum(r.citizens for r in finished.values()) * plan.days
-        if on_progress is not None:
-            on_progress(resumed_days, plan.population * plan.days)
-        t_plan = time.perf_counter()
-        if not todo:
-            results = []
-        elif workers is None and scheduler is None:
-            results = _run_here(plan, todo, mode, parts, on_progress, device, citizens_kept,
-                                resumed_days)
-        else:
-            results = _run_on_dask(plan, todo, mode, parts, workers, scheduler, on_progress,
-                                   device, citizens_kept, resumed_days)
-        t_sim = time.perf_counter()
-        results = sorted([*finished.values(), *results], key=lambda r: r.index)
-        metrics = sum((r.metrics for r in results), np.zeros_like(results[0].metrics))
-        daily_frame(plan, metrics).write_parquet(work / "daily.parquet")
-        n_events = sum(r.events for r in results)
-        _concat_parts([parts / shard_part("citizens", i) for i, *_ in shards], work / "citizens.parquet")
-        _concat_parts([parts / shard_part("events", i) for i, *_ in shards], work / "events.parquet",
-                      events_schema(plan), events_metadata())
-        shutil.rmtree(parts)
-        t_write = time.perf_counter()
-        manifest = _manifest(plan, mode, events, citizens, device, workers, scheduler, chunk,
-                             len(shards), len(finished), n_events, resumed_days,
-                             {"plan_s": t_plan - t0, "simulate_s": t_sim - t_plan,
-                              "shards_s": sum(r.seconds for r in results),
-                              "write_s": t_write - t_sim, "total_s": t_write - t0})
-        (work / "manifest.json").write_text(manifest.model_dump_json(indent=2, by_alias=True), encoding="utf-8")
-        (work / POLICY_FOLDER).mkdir(exist_ok=True)
-        for name, text in plan.policy_texts.items():  # the policies as used: the run reads its own
-            (work / POLICY_FOLDER / f"{name}.toml").write_text(text, encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        (work / IDENTITY_FILE).unlink()
-        work.rename(out)
+    with _cluster(workers, scheduler) as cluster:  # starts on a thread while the run is planned
+        loaded = load_scenario(scenario, overrides=overrides, policy=policy)
+        plan = make_plan(loaded, population=population, days=days, seed=seed)
+        chunk = chunk_blocks or (DEFAULT_CHUNK_BLOCKS if device == "cpu" else GPU_CHUNK_BLOCKS)
+        if chunk_blocks is None and cluster is not None:
+            chunk = cluster.chunk_blocks(plan.n_blocks, chunk)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _partial_folder(out) as work:
+            _check_out(out)  # again, holding the lock: another process may have just finished it
+            parts = work / "parts"
+            identity = _identity(plan, events, citizens, device, chunk)
+            chunk = _resume_or_start(work, identity, resume, chunk_given=chunk_blocks is not None)
+            parts.mkdir(exist_ok=True)
+            shards = [(i, b, min(b + chunk, plan.n_blocks))
+                      for i, b in enumerate(range(0, plan.n_blocks, chunk))]
+            part_format = PART_FORMATS[len(shards) > 1]
+            finished = {i: r for i, *_ in shards
+                        if (r := finished_shard(parts, i, part_format)) is not None}
+            todo = [shard for shard in shards if shard[0] not in finished]
+            resumed_days = sum(r.citizens for r in finished.values()) * plan.days
+            if on_progress is not None:
+                on_progress(resumed_days, plan.population * plan.days)
+            t_plan = time.perf_counter()
+            merger = _Merger(plan, parts, work, [i for i, *_ in shards]) if len(shards) > 1 else None
+            try:
+                for i in finished:
+                    if merger is not None:
+                        merger.finished(i)
+                on_shard = merger.finished if merger is not None else lambda index: None
+                if not todo:
+                    results = []
+                elif cluster is None:
+                    results = _run_here(plan, todo, mode, parts, on_progress, device, citizens_kept,
+                                        resumed_days, part_format, on_shard)
+                else:
+                    results = _run_on_dask(plan, todo, mode, parts, cluster, on_progress, device,
+                                           citizens_kept, resumed_days, part_format, on_shard)
+                t_sim = time.perf_counter()
+                if cluster is not None:
+                    cluster.close_soon()  # its processes exit while the last parts are merged
+                if merger is not None:
+                    merger.close()
+                else:
+                    for table in ("citizens", "events"):  # a single shard's parts are the files
+                        (parts / shard_part(table, 0)).rename(work / f"{table}.parquet")
+            except BaseException:
+                if merger is not None:
+                    merger.abort()
+                raise
+            results = sorted([*finished.values(), *results], key=lambda r: r.index)
+            metrics = sum((r.metrics for r in results), np.zeros_like(results[0].metrics))
+            daily_frame(plan, metrics).write_parquet(work / "daily.parquet")
+            n_events = sum(r.events for r in results)
+            shutil.rmtree(parts)
+            t_write = time.perf_counter()
+            manifest = _manifest(plan, mode, events, citizens, device, workers, scheduler, chunk,
+                                 len(shards), len(finished), n_events, resumed_days,
+                                 {"plan_s": t_plan - t0, "simulate_s": t_sim - t_plan,
+                                  "shards_s": sum(r.seconds for r in results),
+                                  "write_s": t_write - t_sim, "total_s": t_write - t0,
+                                  **({"cluster_s": cluster.start_s} if cluster is not None else {})})
+            (work / "manifest.json").write_text(manifest.model_dump_json(indent=2, by_alias=True),
+                                                encoding="utf-8")
+            (work / POLICY_FOLDER).mkdir(exist_ok=True)
+            for name, text in plan.policy_texts.items():  # the policies as used: the run reads its own
+                (work / POLICY_FOLDER / f"{name}.toml").write_text(text, encoding="utf-8")
+            if out.exists():
+                out.rmdir()
+            (work / IDENTITY_FILE).unlink()
+            work.rename(out)
     return Run(out)
 
 
@@ -426,7 +450,8 @@ def _differences(was: Any, now: Any, where: str = "") -> list[tuple[str, Any, An
 
 def _run_here(plan: Plan, shards: list, mode: EventsMode, parts: Path,
               on_progress: Callable[[int, int], None] | None, device: str,
-              citizens_kept: float, done: int) -> list[ShardResult]:
+              citizens_kept: float, done: int, part_format: str,
+              on_shard: Callable[[int], None]) -> list[ShardResult]:
     total = plan.population * plan.days
 
     def tick(size: int) -> None:
@@ -436,56 +461,247 @@ def _run_here(plan: Plan, shards: list, mode: EventsMode, parts: Path,
             on_progress(done, total)
 
     threads = default_threads()
-    return [run_shard(plan, i, first, last, mode, threads, str(parts), tick, device, citizens_kept)
-            for i, first, last in shards]
+    results = []
+    for i, first, last in shards:
+        results.append(run_shard(plan, i, first, last, mode, threads, str(parts), tick, device,
+                                 citizens_kept, part_format))
+        on_shard(i)
+    return results
 
 
-def _run_on_dask(plan: Plan, shards: list, mode: EventsMode, parts: Path, workers: int | None,
-                 scheduler: str | None, on_progress: Callable[[int, int], None] | None,
-                 device: str, citizens_kept: float, done: int) -> list[ShardResult]:
+def _run_on_dask(plan: Plan, shards: list, mode: EventsMode, parts: Path, cluster: _Cluster,
+                 on_progress: Callable[[int, int], None] | None, device: str, citizens_kept: float,
+                 done: int, part_format: str, on_shard: Callable[[int], None]) -> list[ShardResult]:
+    """The shards as tasks of the cluster: each worker writes its parts into `parts` (a shared
+    file system) and hands back only its record (daily metrics and counts). A shard's failure is
+    raised once the other shards are done: what they finished counts for a resume."""
     from dask.distributed import as_completed
 
-    with dask_client(workers, scheduler) as client:
-        futures = [client.submit(run_shard, plan, i, first, last, mode, 1, str(parts), None,
-                                 device, citizens_kept, pure=False) for i, first, last in shards]
-        results: list[ShardResult] = []
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            done += result.citizens * plan.days
-            if on_progress is not None:
-                on_progress(done, plan.population * plan.days)
+    client = cluster.client()
+    futures = [client.submit(run_shard, plan, i, first, last, mode, cluster.threads(), str(parts),
+                             None, device, citizens_kept, part_format, pure=False)
+               for i, first, last in shards]
+    results: list[ShardResult] = []
+    failure: BaseException | None = None
+    for future in as_completed(futures):
+        if future.status != "finished":
+            failure = failure or future.exception() or RuntimeError(f"a shard's task was {future.status}")
+            continue
+        result = future.result()
+        results.append(result)
+        on_shard(result.index)
+        done += result.citizens * plan.days
+        if on_progress is not None:
+            on_progress(done, plan.population * plan.days)
+    if failure is not None:
+        raise failure
     return sorted(results, key=lambda r: r.index)
 
 
+class _Cluster:
+    """A Dask client made on a thread (a local cluster's processes start, import and load the
+    kernel while the caller plans the run), and how a run's shards fit its task slots."""
+
+    def __init__(self, workers: int | None, scheduler: str | None) -> None:
+        self.workers, self.scheduler = workers, scheduler
+        self._client: Any = None
+        self._error: BaseException | None = None
+        self._exits = ExitStack()
+        self._threads: int | None = None
+        self._slots: int | None = None
+        if workers is not None:  # a local cluster: the machine's cores shared out between its workers
+            self._slots, self._threads = workers, max(1, default_threads() // workers)
+        self._closing: threading.Thread | None = None
+        self.start_s = 0.0  # how long the cluster took to start (or the client to connect)
+        self._starting = threading.Thread(target=self._start, name="dask-start", daemon=True)
+        self._starting.start()
+
+    def _start(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._client = self._exits.enter_context(dask_client(self.workers, self.scheduler,
+                                                                 self._threads))
+            self.start_s = time.perf_counter() - t0
+        except BaseException as exc:  # noqa: BLE001 (raised on the caller's thread by client())
+            self._error = exc
+
+    def client(self) -> Any:
+        """The client, once the cluster is up (its start's error, if it failed)."""
+        self._starting.join()
+        if self._error is not None:
+            raise self._error
+        return self._client
+
+    def _measure(self) -> None:
+        """Task slots and threads per task of a cluster at `scheduler`: on each host, its cores
+        shared out between the Dask threads of the workers there."""
+        client = self.client()
+        workers = client.scheduler_info()["workers"]
+        cores = client.run(default_threads)
+        slots: dict[str, int] = {}
+        host_cores: dict[str, int] = {}
+        for address, info in workers.items():
+            host = info.get("host") or address
+            slots[host] = slots.get(host, 0) + int(info.get("nthreads", 1))
+            host_cores[host] = max(host_cores.get(host, 1), int(cores.get(address, 1)))
+        self._slots = max(1, sum(slots.values()))
+        self._threads = min((max(1, host_cores[h] // n) for h, n in slots.items()), default=1)
+
+    def threads(self) -> int:
+        """Threads each shard's blocks run on."""
+        if self._threads is None:
+            self._measure()
+        return self._threads or 1
+
+    def chunk_blocks(self, n_blocks: int, largest: int) -> int:
+        """Blocks per shard: one shard for a single slot (nothing to merge), else about four
+        shards per slot, each at least a block per thread: a slower worker is caught up, and the
+        parts merged while later shards run leave little to merge at the end."""
+        if self._slots is None:
+            self._measure()
+        slots = self._slots or 1
+        if slots == 1:
+            return largest
+        return max(1, min(largest, max(self.threads(), -(-n_blocks // (4 * slots)))))
+
+    def close_soon(self) -> None:
+        """Start closing the cluster (on a thread: its processes exit while the caller goes on)."""
+        if self._closing is None:
+            self._starting.join()
+            self._closing = threading.Thread(target=self._exits.close, name="dask-close", daemon=True)
+            self._closing.start()
+
+    def close(self) -> None:
+        """Close the cluster and wait until it is closed."""
+        self.close_soon()
+        assert self._closing is not None
+        self._closing.join()
+
+
 @contextmanager
-def dask_client(workers: int | None, scheduler: str | None) -> Iterator:
-    """A Dask client: of a local cluster of `workers` processes, or of the cluster at `scheduler`."""
+def _cluster(workers: int | None, scheduler: str | None) -> Iterator[_Cluster | None]:
+    """A `_Cluster` starting for a run on Dask (None for a run in this process), closed at the end."""
+    if workers is None and scheduler is None:
+        yield None
+        return
+    cluster = _Cluster(workers, scheduler)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@contextmanager
+def _forked_workers() -> Iterator[None]:
+    """Local workers forked from a server process that imported the simulator and loaded its kernel
+    once (multiprocessing's forkserver, started by this process's first local cluster), instead of
+    each spawned afresh to import and load them again: a worker starts in a fraction of a second."""
+    import multiprocessing
+
+    import dask
+    from distributed.utils import get_mp_context
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        # (No effect where the server runs already: the command line starts it before its imports.)
+        get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))
+        os.environ[PRELOAD_KERNEL] = "1"  # read by the server as it starts (see _shard.load_kernel)
+        try:
+            yield
+        finally:
+            os.environ.pop(PRELOAD_KERNEL, None)
+
+
+@contextmanager
+def dask_client(workers: int | None, scheduler: str | None, threads: int | None = None) -> Iterator:
+    """A Dask client: of a local cluster of `workers` processes, or of the cluster at `scheduler`.
+
+    A local worker runs one shard at a time, on `threads` threads (default: the machine's cores
+    shared out between the workers); polars' threads in it are capped the same way."""
     from dask.distributed import Client, LocalCluster
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")  # any free port: runs may overlap
+        threads = threads or max(1, default_threads() // (workers or 1))
+        with _forked_workers():
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0",  # any free port: runs may overlap
+                                   env={"POLARS_MAX_THREADS": str(threads)})
     try:
-        with Client(cluster if cluster is not None else scheduler) as client:
+        # Not `with Client(...)`: that ties the client to this thread's context, and a run closes
+        # it from another thread (see `_Cluster`).
+        client = Client(cluster if cluster is not None else scheduler)
+        try:
             yield client
+        finally:
+            client.close()
     finally:
         if cluster is not None:
             cluster.close()
 
 
-def _concat_parts(files: list[Path], target: Path, schema: dict[str, pl.DataType] | None = None,
-                  metadata: dict[str, str] | None = None) -> None:
-    """One Parquet file from the shards' parts, in shard order, streaming (bounded memory): the
-    bytes a single shard writes (the same row groups, the same `schema` and `metadata`)."""
-    if len(files) == 1:
-        files[0].rename(target)
-        return
-    rows = pl.scan_parquet(files)
-    if schema is not None:
-        rows = rows.cast(schema)
-    rows.sink_parquet(target, row_group_size=ROW_GROUP_ROWS, metadata=metadata)
+class _Merger:
+    """The run's citizens and events files, written on a thread from the shards' parts (Arrow IPC)
+    in shard order, each as soon as it and those before it are finished: while later shards still
+    run, not all at the end. The bytes a single shard writes (the same row groups, schema and
+    metadata: see ParquetStream)."""
+
+    def __init__(self, plan: Plan, parts: Path, work: Path, indices: list[int]) -> None:
+        self._plan, self._parts, self._work, self._indices = plan, parts, work, indices
+        self._ready = {i: threading.Event() for i in indices}
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._merge, name="merge-parts", daemon=True)
+        self._thread.start()
+
+    def finished(self, index: int) -> None:
+        """Shard `index` has written its parts."""
+        self._ready[index].set()
+
+    def _merge(self) -> None:
+        part = self._parts / shard_part("citizens", self._indices[0], PART_FORMATS[1])
+        streams: dict[str, ParquetStream] = {}
+        try:
+            self._ready[self._indices[0]].wait()
+            if self._stop:
+                return
+            streams["citizens"] = ParquetStream(self._work / "citizens.parquet",
+                                                dict(pl.scan_ipc(part).collect_schema()), {})
+            schema = events_schema(self._plan)
+            streams["events"] = ParquetStream(self._work / "events.parquet", schema, events_metadata())
+            for i in self._indices:
+                self._ready[i].wait()
+                if self._stop:
+                    break
+                for table, stream in streams.items():
+                    rows = pl.scan_ipc(self._parts / shard_part(table, i, PART_FORMATS[1]))
+                    for batch in (rows.cast(schema) if table == "events" else rows).collect_batches():
+                        stream.write(batch)
+            if self._stop:
+                for stream in streams.values():
+                    stream.abort()
+                return
+            for stream in streams.values():
+                stream.close()
+        except BaseException as exc:  # noqa: BLE001 (raised on the caller's thread by close())
+            self._error = exc
+            for stream in streams.values():
+                stream.abort()
+
+    def close(self) -> None:
+        """Wait until both files are written (every shard must have finished)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop merging and leave no file (the parts stay, for a resume)."""
+        self._stop = True
+        for ready in self._ready.values():
+            ready.set()
+        self._thread.join()
 
 
 def daily_frame(plan: Plan, metrics: np.ndarray) -> pl.DataFrame:

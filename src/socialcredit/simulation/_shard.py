@@ -57,6 +57,7 @@ from socialcredit.simulation.kernel import (
     OVERFLOW,
     P_CAP_CLASS,
     P_MIN_AGE,
+    RECORD_ALL,
     Scratch,
     State,
     dedicated_volunteers,
@@ -550,10 +551,12 @@ class _StringViews:
 class ParquetStream:
     """One Parquet file written from frames handed over one at a time, in order: polars' streaming
     sink encodes them on its own threads while the caller goes on (a short queue between them
-    bounds memory). Written to a temporary name, renamed by `close`."""
+    bounds memory). Written to a temporary name, renamed by `close`. With `ipc`, an Arrow IPC
+    file instead (uncompressed: cheap to write and to read back, for a part merged later)."""
 
-    def __init__(self, target: Path, schema: dict[str, pl.DataType], metadata: dict[str, str]) -> None:
-        self.target, self.rows = target, 0
+    def __init__(self, target: Path, schema: dict[str, pl.DataType], metadata: dict[str, str],
+                 *, ipc: bool = False) -> None:
+        self.target, self.rows, self.ipc = target, 0, ipc
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._temporary = target.with_name(target.name + ".tmp")
@@ -569,7 +572,10 @@ class ParquetStream:
 
     def _sink(self, frames: pl.LazyFrame, metadata: dict[str, str]) -> None:
         try:
-            frames.sink_parquet(self._temporary, metadata=metadata, row_group_size=ROW_GROUP_ROWS)
+            if self.ipc:
+                frames.sink_ipc(self._temporary, compression="uncompressed")
+            else:
+                frames.sink_parquet(self._temporary, metadata=metadata, row_group_size=ROW_GROUP_ROWS)
         except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
             self._error = exc
 
@@ -614,9 +620,11 @@ class ParquetStream:
 
 def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode, threads: int,
               parts: str, on_block: Callable[[int], None] | None = None,
-              device: str = "cpu", citizens_kept: float = 1.0) -> ShardResult:
-    """Simulate one shard and write its citizens and events as Parquet parts under `parts`, then
-    its record (metrics and counts): a shard with a record is finished (see `finished_shard`)."""
+              device: str = "cpu", citizens_kept: float = 1.0, part_format: str = "parquet") -> ShardResult:
+    """Simulate one shard and write its citizens and events as parts under `parts` (Parquet, the
+    run's own file when it is the only shard; else Arrow IPC, merged once: see `PART_FORMATS`),
+    then its record (metrics and counts): a shard with a record is finished (see `finished_shard`)."""
+    ipc = part_format == "arrow"
     t0 = time.perf_counter()
     folder = Path(parts)
     first_citizen = first * plan.block_size
@@ -632,12 +640,13 @@ def run_shard(plan: Plan, index: int, first: int, last: int, events: EventsMode,
     metrics = np.zeros((plan.days, n_regions, N_METRICS), np.int64)
     # Both tables are written while the blocks run, in block order. Events even without any (an
     # empty table), so that every run has the same files; citizens once their columns are known.
-    streams = {"events": ParquetStream(folder / shard_part("events", index), events_schema(plan),
-                                       events_metadata())}
+    streams = {"events": ParquetStream(folder / shard_part("events", index, part_format),
+                                       events_schema(plan), events_metadata(), ipc=ipc)}
 
     def write_citizens(frame: pl.DataFrame) -> None:
         if "citizens" not in streams:
-            streams["citizens"] = ParquetStream(folder / shard_part("citizens", index), frame.schema, {})
+            streams["citizens"] = ParquetStream(folder / shard_part("citizens", index, part_format),
+                                                frame.schema, {}, ipc=ipc)
         streams["citizens"].write(frame)
 
     try:
@@ -684,20 +693,25 @@ def citizens_sampled(seed: int, index: np.ndarray, fraction: float) -> np.ndarra
     return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
-def shard_part(table: str, index: int) -> str:
+# A shard's parts: Parquet when the run has one shard (renamed into the run), Arrow IPC when it has
+# several (written and read back at little cost, then encoded once, into the run's Parquet files).
+PART_FORMATS = ("parquet", "arrow")
+
+
+def shard_part(table: str, index: int, part_format: str = "parquet") -> str:
     """The file name of a shard's part of `table` (citizens or events)."""
-    return f"{table}-{index:06d}.parquet"
+    return f"{table}-{index:06d}.{part_format}"
 
 
 def _record_name(index: int) -> str:
     return f"shard-{index:06d}.npz"
 
 
-def finished_shard(parts: Path, index: int) -> ShardResult | None:
+def finished_shard(parts: Path, index: int, part_format: str = "parquet") -> ShardResult | None:
     """What a shard finished earlier (by a process that may since have died) handed back; None
     where it did not finish: its record or one of its parts is missing."""
     record = parts / _record_name(index)
-    if not record.is_file() or not all((parts / shard_part(t, index)).is_file()
+    if not record.is_file() or not all((parts / shard_part(t, index, part_format)).is_file()
                                        for t in ("citizens", "events")):
         return None
     with np.load(record) as saved:
@@ -717,3 +731,35 @@ def write_atomically(target: Path, write: Callable) -> None:
 def default_threads() -> int:
     """Threads this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+PRELOAD_KERNEL = "SOCIALCREDIT_PRELOAD_KERNEL"  # set (1): importing this module loads the kernel
+
+
+def load_kernel() -> None:
+    """Load the compiled kernel and the id formatters (numba's cache) into this process, on a tiny
+    run of its own. Numba only, no polars (whose thread pool does not survive a fork): a process
+    that forks workers (a Dask forkserver, see `_run._forked_workers`) may call it first."""
+    from socialcredit.simulation._plan import make_plan
+    from socialcredit.simulation._scenario import load_scenario
+
+    plan = make_plan(load_scenario("one-town"), population=256, days=2, seed=0)
+    a, layout = plan.arrays, plan.block_layout(0)
+    size = int(layout[-1])
+    st, mode = new_state(size), EventsMode(RECORD_ALL, 1.0)
+    metrics = np.zeros((plan.days, len(plan.scenario.regions), N_METRICS), np.int32)
+    scratch = new_scratch(plan, size, _first_room(size, plan.days, mode))
+    # On this thread, as blocks_in_order's `one` calls it (no pool: this may run during an import).
+    n = run_block(plan.seed, 0, plan.days, a["fp"]._replace(sample=mode.fraction), layout, a["world"],
+                  a["kinds"], a["pol"], a["cons"], mode.mode, st, metrics, scratch)
+    ev = scratch.ev[:, :max(n, 0)]
+    data, ids = np.empty(ev.shape[1] * EVENT_ID_WIDTH, np.uint8), np.zeros((3, ev.shape[1], 16), np.uint8)
+    _format_ids(0, 0, ev, data, ids[0], ids[1], ids[2])
+    index = np.arange(size, dtype=np.int64)
+    _format_citizens(index, np.zeros((size, 16), np.uint8))
+    block, within, flags = index // plan.block_size, index % plan.block_size, np.zeros(size, bool)
+    flight_bans_reaching(plan.seed, block, within, flags, flags.copy(), a["fp"], flags.copy())
+    dedicated_volunteers(plan.seed, block, within, a["fp"], flags.copy())
+
+if os.environ.get(PRELOAD_KERNEL) == "1":  # a Dask forkserver preloading this module: its workers
+    load_kernel()  # fork with the kernel loaded (see `_run._forked_workers`)
