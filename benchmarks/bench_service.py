@@ -57,18 +57,23 @@ def start_server(db_url: str, *, policy: str = "taz-2018", day: int = 365, log: 
     out = log.open("ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen([str(exe), "serve", "--db", db_url, "--port", str(port), "--policy", policy,
                              "--day", str(day)], stdout=out, stderr=subprocess.STDOUT)
+    return proc, wait_until_up(proc, port, "socialcredit serve")
+
+
+def wait_until_up(proc: subprocess.Popen, port: int, what: str) -> str:
+    """The base URL of the server `proc` on `port` once it answers (killed if it does not in 60 s)."""
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("server exited during start")
+            raise RuntimeError(f"{what} exited during start")
         try:
             httpx.get(url + "/openapi.json", timeout=1)
-            return proc, url
+            return url
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("server did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 def make_bodies(n_events: int, batch: int, n_citizens: int, *, policy: str = "taz-2018", seed: int = 1,
@@ -275,16 +280,7 @@ def start_bare_fastapi(db_path: str, folder: Path):
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level",
                              "warning"], cwd=folder, env={**os.environ, "BARE_DB": db_path},
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/openapi.json", timeout=1)
-            return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the bare FastAPI app did not start")
+    return proc, wait_until_up(proc, port, "the bare FastAPI app")
 
 
 def blob_ceiling(bodies: list[bytes], path: Path) -> float:
