@@ -27,9 +27,10 @@ WORKER_PRELOAD = ("distributed", "socialcredit.simulation._shard")
 PRELOAD_KERNEL = "SOCIALCREDIT_PRELOAD_KERNEL"
 
 
-def start_worker_server() -> None:
+def start_worker_server(workers: int) -> None:
     """Start the server that local Dask workers fork from (simulation._run._forked_workers) before
-    this command imports the simulator: its own imports and the kernel's load run beside these."""
+    this command imports the simulator: its own imports and the kernel's load run beside these.
+    It imports polars, which reads POLARS_MAX_THREADS then: each worker gets its share of the cores."""
     import multiprocessing
     import os
     from multiprocessing import forkserver
@@ -37,11 +38,16 @@ def start_worker_server() -> None:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
-    os.environ[PRELOAD_KERNEL] = "1"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    server_env = {PRELOAD_KERNEL: "1", "POLARS_MAX_THREADS": str(max(1, cores // workers))}
+    kept = {name: os.environ.get(name) for name in server_env}
+    os.environ.update({name: value for name, value in server_env.items() if kept[name] is None})
     try:
         forkserver.ensure_running()
     finally:
-        os.environ.pop(PRELOAD_KERNEL, None)
+        for name, value in kept.items():
+            if value is None:
+                os.environ.pop(name, None)
 
 
 def register(app: typer.Typer) -> None:
@@ -70,7 +76,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate a population day by day and write a run folder (Parquet tables, manifest)."""
         if workers is not None and scheduler is None:
-            start_worker_server()
+            start_worker_server(workers)
         from rich.progress import (
             BarColumn,
             Progress,

@@ -323,6 +323,8 @@ def simulate(*, population: int, days: int, seed: int, out: str | Path,
                     for table in ("citizens", "events"):  # a single shard's parts are the files
                         (parts / shard_part(table, 0)).rename(work / f"{table}.parquet")
             except BaseException:
+                if cluster is not None:  # its workers stop before the partial folder is unlocked
+                    cluster.close()
                 if merger is not None:
                     merger.abort()
                 raise
@@ -483,16 +485,20 @@ def _run_on_dask(plan: Plan, shards: list, mode: EventsMode, parts: Path, cluste
                for i, first, last in shards]
     results: list[ShardResult] = []
     failure: BaseException | None = None
-    for future in as_completed(futures):
-        if future.status != "finished":
-            failure = failure or future.exception() or RuntimeError(f"a shard's task was {future.status}")
-            continue
-        result = future.result()
-        results.append(result)
-        on_shard(result.index)
-        done += result.citizens * plan.days
-        if on_progress is not None:
-            on_progress(done, plan.population * plan.days)
+    try:
+        for future in as_completed(futures):
+            if future.status != "finished":
+                failure = failure or future.exception() or RuntimeError(f"a shard's task was {future.status}")
+                continue
+            result = future.result()
+            results.append(result)
+            on_shard(result.index)
+            done += result.citizens * plan.days
+            if on_progress is not None:
+                on_progress(done, plan.population * plan.days)
+    except BaseException:  # interrupted: no shard of this run starts after it
+        client.cancel(futures)
+        raise
     if failure is not None:
         raise failure
     return sorted(results, key=lambda r: r.index)
@@ -592,10 +598,11 @@ def _cluster(workers: int | None, scheduler: str | None) -> Iterator[_Cluster | 
 
 
 @contextmanager
-def _forked_workers() -> Iterator[None]:
+def _forked_workers(threads: int) -> Iterator[None]:
     """Local workers forked from a server process that imported the simulator and loaded its kernel
     once (multiprocessing's forkserver, started by this process's first local cluster), instead of
-    each spawned afresh to import and load them again: a worker starts in a fraction of a second."""
+    each spawned afresh to import and load them again: a worker starts in a fraction of a second.
+    The server imports polars, which reads POLARS_MAX_THREADS then: `threads` for each worker."""
     import multiprocessing
 
     import dask
@@ -607,11 +614,16 @@ def _forked_workers() -> Iterator[None]:
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         # (No effect where the server runs already: the command line starts it before its imports.)
         get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))
-        os.environ[PRELOAD_KERNEL] = "1"  # read by the server as it starts (see _shard.load_kernel)
+        # Read by the server as it starts (see _shard.load_kernel), and by polars in it.
+        server_env = {PRELOAD_KERNEL: "1", "POLARS_MAX_THREADS": str(threads)}
+        kept = {name: os.environ.get(name) for name in server_env}
+        os.environ.update({name: value for name, value in server_env.items() if kept[name] is None})
         try:
             yield
         finally:
-            os.environ.pop(PRELOAD_KERNEL, None)
+            for name, value in kept.items():
+                if value is None:
+                    os.environ.pop(name, None)
 
 
 @contextmanager
@@ -625,7 +637,7 @@ def dask_client(workers: int | None, scheduler: str | None, threads: int | None 
     cluster = None
     if scheduler is None:
         threads = threads or max(1, default_threads() // (workers or 1))
-        with _forked_workers():
+        with _forked_workers(threads):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    dashboard_address=":0",  # any free port: runs may overlap
                                    env={"POLARS_MAX_THREADS": str(threads)})
@@ -678,6 +690,8 @@ class _Merger:
                 for table, stream in streams.items():
                     rows = pl.scan_ipc(self._parts / shard_part(table, i, PART_FORMATS[1]))
                     for batch in (rows.cast(schema) if table == "events" else rows).collect_batches():
+                        if self._stop:
+                            break
                         stream.write(batch)
             if self._stop:
                 for stream in streams.values():

@@ -330,13 +330,6 @@ def _named(codes: np.ndarray, names: list[str]) -> pl.Series:
     return pl.Series(names, dtype=pl.String).gather(pl.Series(codes))
 
 
-def events_frame(plan: Plan, recorded: list) -> pl.DataFrame:
-    """Recorded events with provenance and true actor; the columns the engine reads come first."""
-    if not recorded:
-        return pl.DataFrame(schema=EVENT_COLUMNS)
-    return pl.concat([events_batch(plan, block, ev, conf) for block, ev, conf in recorded]).cast(EVENT_COLUMNS)
-
-
 def events_batch(plan: Plan, block: int, ev: np.ndarray, conf: np.ndarray) -> pl.DataFrame:
     """One block's recorded events as rows of the events table, its names dictionary-coded (Enum;
     `events_schema`): what the Parquet writer takes. Ids are formatted by a compiled loop into
@@ -552,7 +545,8 @@ class ParquetStream:
     """One Parquet file written from frames handed over one at a time, in order: polars' streaming
     sink encodes them on its own threads while the caller goes on (a short queue between them
     bounds memory). Written to a temporary name, renamed by `close`. With `ipc`, an Arrow IPC
-    file instead (uncompressed: cheap to write and to read back, for a part merged later)."""
+    file instead (LZ4: cheap to write and to read back, for a part merged later, and a third of
+    the disk of uncompressed parts, which all stay until the run ends)."""
 
     def __init__(self, target: Path, schema: dict[str, pl.DataType], metadata: dict[str, str],
                  *, ipc: bool = False) -> None:
@@ -573,7 +567,7 @@ class ParquetStream:
     def _sink(self, frames: pl.LazyFrame, metadata: dict[str, str]) -> None:
         try:
             if self.ipc:
-                frames.sink_ipc(self._temporary, compression="uncompressed")
+                frames.sink_ipc(self._temporary, compression="lz4")
             else:
                 frames.sink_parquet(self._temporary, metadata=metadata, row_group_size=ROW_GROUP_ROWS)
         except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
