@@ -319,17 +319,24 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
 
     # -- analyst dashboard -------------------------------------------------------------------------
 
-    @router.get("/dashboard", response_class=HTMLResponse)
-    async def dashboard_page(request: Request):
-        """Live class counts, event rates, consequences, wrongful attributions and appeals."""
+    async def dashboard_view(request: Request, template: str, view, *, own_page: bool = False,
+                             **context) -> HTMLResponse:
+        """A dashboard page: sign-in without a session, else `template` with `view(key)` (run on a
+        thread: it reads the database), or the error as a page."""
         try:
             key = await run_in_threadpool(caller, request)
             if key is None:
                 return render(request, "signin.html", area="dashboard")
-            data = await run_in_threadpool(dashboard.data, key, _run_dir(request))
+            shown = await run_in_threadpool(view, key)
         except ServiceError as exc:
-            return error_page(request, exc, "dashboard", own_page=True)
-        return render(request, "dashboard.html", key=key, data=data)
+            return error_page(request, exc, "dashboard", own_page=own_page)
+        return render(request, template, key=key, **context, **shown)
+
+    @router.get("/dashboard", response_class=HTMLResponse)
+    async def dashboard_page(request: Request):
+        """Live class counts, event rates, consequences, wrongful attributions and appeals."""
+        return await dashboard_view(request, "dashboard.html",
+                                    lambda key: {"data": dashboard.data(key, _run_dir(request))}, own_page=True)
 
     @router.get("/dashboard/data")
     async def dashboard_data(request: Request):
@@ -346,26 +353,14 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
     @router.get("/dashboard/citizens", response_class=HTMLResponse)
     async def dashboard_roster(request: Request):
         """The citizens of a class, region, group or consequence, paged and sorted; each one listed is logged."""
-        try:
-            key = await run_in_threadpool(caller, request)
-            if key is None:
-                return render(request, "signin.html", area="dashboard")
-            view = await run_in_threadpool(dashboard.roster, key, dict(request.query_params))
-        except ServiceError as exc:
-            return error_page(request, exc, "dashboard")
-        return render(request, "roster.html", key=key, **view)
+        return await dashboard_view(request, "roster.html",
+                                    lambda key: dashboard.roster(key, dict(request.query_params)))
 
     @router.get("/dashboard/citizens/{citizen_id}", response_class=HTMLResponse)
     async def dashboard_citizen(request: Request, citizen_id: str, purpose: str | None = None):
         """One citizen's status and history, as the grant allows; logged like any look-up."""
-        try:
-            key = await run_in_threadpool(caller, request)
-            if key is None:
-                return render(request, "signin.html", area="dashboard")
-            view = await run_in_threadpool(dashboard.citizen, key, citizen_id, purpose)
-        except ServiceError as exc:
-            return error_page(request, exc, "dashboard")
-        return render(request, "dashboard_citizen.html", key=key, status_text=STATUS_TEXT, **view)
+        return await dashboard_view(request, "dashboard_citizen.html",
+                                    lambda key: dashboard.citizen(key, citizen_id, purpose), status_text=STATUS_TEXT)
 
     @router.post("/dashboard/signin")
     async def dashboard_sign_in(request: Request):
