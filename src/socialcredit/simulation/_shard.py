@@ -545,8 +545,7 @@ class ParquetStream:
     """One Parquet file written from frames handed over one at a time, in order: polars' streaming
     sink encodes them on its own threads while the caller goes on (a short queue between them
     bounds memory). Written to a temporary name, renamed by `close`. With `ipc`, an Arrow IPC
-    file instead (LZ4: cheap to write and to read back, for a part merged later, and a third of
-    the disk of uncompressed parts, which all stay until the run ends)."""
+    file instead (uncompressed: cheap to write and to read back, for a part merged later)."""
 
     def __init__(self, target: Path, schema: dict[str, pl.DataType], metadata: dict[str, str],
                  *, ipc: bool = False) -> None:
@@ -567,7 +566,7 @@ class ParquetStream:
     def _sink(self, frames: pl.LazyFrame, metadata: dict[str, str]) -> None:
         try:
             if self.ipc:
-                frames.sink_ipc(self._temporary, compression="lz4")
+                frames.sink_ipc(self._temporary, compression="uncompressed")
             else:
                 frames.sink_parquet(self._temporary, metadata=metadata, row_group_size=ROW_GROUP_ROWS)
         except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
