@@ -44,15 +44,26 @@ def _shown(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)
 
 
-def _open(url: str, policy: str | Policy | None, *, wall_clock: bool = False) -> Service:
+def _open(url: str, policy: str | Policy | None, *, wall_clock: bool = False,
+          partition: tuple[int, int] | None = None) -> Service:
     import datetime as dt
 
     from socialcredit.service import Service
 
+    part, parts = partition or (None, None)
     try:
-        return Service.open(url, policy, clock=dt.date.today if wall_clock else None)
+        return Service.open(url, policy, clock=dt.date.today if wall_clock else None, partition=part, partitions=parts)
     except RuntimeError as exc:  # a database that cannot be reached or opened
         raise fail(str(exc)) from None
+
+
+def _partition(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    found = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not found or not 0 <= int(found[1]) < int(found[2]):
+        raise fail(f"--partition {text}: give P/N, the partition this process projects (0 to N-1) of N", 2)
+    return int(found[1]), int(found[2])
 
 
 def serve(
@@ -66,6 +77,10 @@ def serve(
     day: Annotated[int | None, typer.Option(
         min=0, help="A simulated clock: move the service day forward to this day number.")] = None,
     start_date: StartDateOption = None,
+    partition: Annotated[str | None, typer.Option(
+        help="P/N (PostgreSQL): this process projects partition P of a ledger split by citizen into N "
+             "(made so when the database is made), and answers look-ups of every citizen; run one "
+             "process per partition, the first one alone until it serves.")] = None,
 ) -> None:
     """Run the live service (FastAPI on uvicorn); the schema is created on start.
 
@@ -83,14 +98,17 @@ def serve(
         raise fail("--day sets a simulated clock: leave out --clock wall", 2)
     simulated = clock is Clock.simulated or day is not None
     start = None if start_date is None else iso_date(start_date, "--start-date")
-    service = _open(db, policy, wall_clock=not simulated)
+    service = _open(db, policy, wall_clock=not simulated, partition=_partition(partition))
     try:
+        if service.ledger.partitioned and partition is None:
+            raise fail(f"{_shown(db)} holds a ledger in {service.db.partitions} partitions: serve each with a "
+                       f"process of its own, --partition P/{service.db.partitions}", 2)
         if start is not None:
             service.set_start_date(start)
         if day is not None:
             service.set_day(day)
         service.follow_clock()
-        shown = _shown(db)
+        shown = _shown(db) + ("" if partition is None else f", partition {partition}")
         out.print(f"serving policy '{service.policy.name}' from {shown}, day {service.day} ({service.date}, "
                   f"{'simulated clock' if simulated else 'wall clock'}; day 0 is {service.calendar.start}), "
                   f"on http://{host}:{port} (OpenAPI at /docs)")

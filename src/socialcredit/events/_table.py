@@ -135,9 +135,9 @@ def check_text(value: str, field: str = "citizen_id") -> str:
 
 
 def event_sql_columns(real: str) -> str:
-    """The ledger table's event columns in SQL (`real`: the database's floating-point type)."""
-    return ", ".join(f"{f.name} {f.sql.format(real=real)}"
-                     + (" PRIMARY KEY" if f.name == "event_id" else " NOT NULL" if f.required else "")
+    """The ledger table's event columns in SQL (`real`: the database's floating-point type); the
+    table's key is declared beside them (see service._db)."""
+    return ", ".join(f"{f.name} {f.sql.format(real=real)}" + (" NOT NULL" if f.required else "")
                      for f in EVENT_FIELDS if f.sql is not None)
 
 

@@ -35,7 +35,7 @@ class Appeals:
             check_text(event_id, "event_id")
         except EventError as exc:
             raise Invalid(str(exc), field="event_id") from None
-        with self.ledger.write() as cur:
+        with self.ledger.write(whole=True) as cur:
             rows = self.db.execute("SELECT citizen_id, voided FROM events WHERE event_id = ?", (event_id,), cur)
             if not rows or rows[0][0] != key.citizen_id:
                 raise NotFound(f"no event '{event_id}' of citizen '{key.citizen_id}'", field="event_id")
@@ -65,7 +65,7 @@ class Appeals:
             self._refused(key, citizen_id, REVIEW_PURPOSE, "appeal-decision", exc.message)
             raise
         fields = self._permit(key, citizen_id, REVIEW_PURPOSE, "appeal-decision")
-        with self.ledger.write() as cur:
+        with self.ledger.write(whole=True) as cur:
             status = self.db.execute("SELECT status FROM appeals WHERE id = ?", (appeal_id,), cur)[0][0]
             if status != "open":
                 raise Conflict(f"appeal {appeal_id} was decided already ({status})")

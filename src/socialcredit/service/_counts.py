@@ -2,7 +2,8 @@
 up to date by the writes of this process. Each write collects what it changes (events stored or
 voided per day; each re-scored citizen's old and new class) and adds it when it commits. The
 counts hold for one ledger generation; a write by another process (PostgreSQL, `db load`) leaves
-them behind it, and they are counted again."""
+them behind it, and they are counted again. A partitioned ledger, written by several processes at
+once, is counted again whenever a generation moved."""
 
 from __future__ import annotations
 
@@ -15,23 +16,35 @@ class Counts:
 
     def counts(self) -> tuple[dict[int, int], list[int]]:
         """Events per day (voided ones left out) and scored citizens per class index."""
-        db = self.db
-        gen = int(db.get_meta("ledger_gen", "0"))
+        gen = self._gens(None, every=True)
         with self._counts_lock:
             counts = self._counts
             if counts is not None and counts.gen == gen:
                 return dict(counts.days), list(counts.classes)
+        if self.partitioned:
+            # Not under the write locks (they would stop every partition's projection): kept only
+            # if no generation moved while counting.
+            days, classes = self._count(None)
+            if self._gens(None, every=True) == gen:
+                with self._counts_lock:
+                    self._counts = Tally(gen, dict(days), list(classes))
+            return days, classes
         # Counted under the write lock: no write runs meanwhile, and every write after it keeps
         # the counts up to date (a count taken beside a running write would be behind it at once).
         with self.write() as cur:
-            gen = int(db.get_meta("ledger_gen", "0", cur))
-            days = {int(d): int(n) for d, n in db.execute(
-                "SELECT day, COUNT(*) FROM events WHERE voided = 0 GROUP BY day", (), cur)}
-            classes = [0] * len(self.class_names)
-            for idx, n in db.execute("SELECT class_idx, COUNT(*) FROM scores GROUP BY class_idx", (), cur):
-                classes[int(idx)] += int(n)
+            gen = self._gens(cur)
+            days, classes = self._count(cur)
             with self._counts_lock:
                 self._counts = Tally(gen, dict(days), list(classes))
+        return days, classes
+
+    def _count(self, cur) -> tuple[dict[int, int], list[int]]:
+        db = self.db
+        days = {int(d): int(n) for d, n in db.execute(
+            "SELECT day, COUNT(*) FROM events WHERE voided = 0 GROUP BY day", (), cur)}
+        classes = [0] * len(self.class_names)
+        for idx, n in db.execute("SELECT class_idx, COUNT(*) FROM scores GROUP BY class_idx", (), cur):
+            classes[int(idx)] += int(n)
         return days, classes
 
     def _count_days(self, days: pl.Series, sign: int) -> None:
@@ -55,7 +68,7 @@ class Counts:
 
     def _begin_counts(self) -> None:
         counts = self._counts
-        self._delta = None if counts is None else TallyChange(counts, len(self.class_names))
+        self._delta = None if counts is None or self.partitioned else TallyChange(counts, len(self.class_names))
 
     def _end_counts(self, committed: bool) -> None:
         delta, self._delta = self._delta, None
@@ -63,7 +76,7 @@ class Counts:
             return
         with self._counts_lock:
             counts = self._counts
-            if counts is not delta.counts or counts.gen != delta.gen - 1:
+            if counts is not delta.counts or counts.gen != tuple(g - 1 for g in delta.gen):
                 return
             for day, n in delta.days.items():
                 counts.days[day] = counts.days.get(day, 0) + n
@@ -74,9 +87,9 @@ class Counts:
 
 
 class Tally:
-    """Events per day and citizens per class index, as of ledger generation `gen`."""
+    """Events per day and citizens per class index, as of ledger generations `gen`."""
 
-    def __init__(self, gen: int, days: dict[int, int], classes: list[int]):
+    def __init__(self, gen: tuple[int, ...], days: dict[int, int], classes: list[int]):
         self.gen = gen
         self.days = days
         self.classes = classes
@@ -89,5 +102,5 @@ class TallyChange:
         self.counts = counts
         self.days: dict[int, int] = {}
         self.classes = np.zeros(n_classes, dtype=np.int64)
-        self.gen: int | None = None
+        self.gen: tuple[int, ...] | None = None
         self.valid = True

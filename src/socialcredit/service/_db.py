@@ -19,45 +19,69 @@ EVENT_COLUMNS = list(EVENT_SCHEMA)  # the event record's columns of the events t
 SCHEMA_VERSION = 1
 DEFAULT_URL = "sqlite:///socialcredit.db"
 
-# One DDL for both databases; {serial}, {blob} and {real} differ between them.
-_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS api_keys (
-        name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, citizen_id TEXT,
-        sources TEXT NOT NULL, created TEXT NOT NULL, revoked TEXT)""",
-    "CREATE TABLE IF NOT EXISTS events (" + event_sql_columns("{real}")
-    + ", batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS events_citizen ON events (citizen_id)",
-    # The dashboard's live rates read the batches that arrived since its last look (batch numbers
-    # only grow, so the index is appended to, not rebalanced).
-    "CREATE INDEX IF NOT EXISTS events_batch ON events (batch)",
-    """CREATE TABLE IF NOT EXISTS scores (
-        citizen_id TEXT PRIMARY KEY, score BIGINT NOT NULL, class TEXT NOT NULL,
-        class_idx INTEGER NOT NULL, as_of INTEGER NOT NULL)""",
-    "DROP INDEX IF EXISTS scores_stale",
-    """CREATE TABLE IF NOT EXISTS class_history (
-        id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS class_history_citizen ON class_history (citizen_id, day)",
-    "CREATE TABLE IF NOT EXISTS citizens (citizen_id TEXT PRIMARY KEY, attributes TEXT NOT NULL)",
-    # The register of births a policy's min_age reads (birth_day: a day index, day 0 the first).
-    "CREATE TABLE IF NOT EXISTS births (citizen_id TEXT PRIMARY KEY, birth_day BIGINT NOT NULL)",
-    # The camera profile a simulation run's data centre holds (see Ledger.load_run): its age
-    # estimate, the estimate's standard error, sightings, and sightings by place type (JSON).
-    # (Databases made before it may hold an unused `profiles` table, which nothing wrote but
-    # hand-made citizen tables.)
-    """CREATE TABLE IF NOT EXISTS camera_profiles (
-        citizen_id TEXT PRIMARY KEY, age_estimate {real}, age_uncertainty {real},
-        sightings INTEGER NOT NULL, by_place TEXT NOT NULL)""",
-    # Who sent each projected batch (events.batch; a loaded run's events are batch 0, no sender).
-    "CREATE TABLE IF NOT EXISTS batches (seq BIGINT PRIMARY KEY, key_name TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS appeals (
-        id {serial}, event_id TEXT NOT NULL, citizen_id TEXT NOT NULL, reason TEXT NOT NULL,
-        status TEXT NOT NULL, filed_at TEXT NOT NULL, decided_at TEXT, decided_by TEXT,
-        note TEXT)""",
-    # Page sessions (see _sessions.py): the hash of the session id, the key it stands for, UTC times.
-    """CREATE TABLE IF NOT EXISTS sessions (
-        hash TEXT PRIMARY KEY, key_name TEXT NOT NULL, created TEXT NOT NULL, expires TEXT NOT NULL)""",
+# The tables a partitioned database splits by citizen (see `_main_schema`): name, columns, key.
+_LEDGER_TABLES = [
+    ("events", event_sql_columns("{real}") + ", batch BIGINT NOT NULL, voided INTEGER NOT NULL DEFAULT 0",
+     "event_id"),
+    ("scores", "citizen_id TEXT NOT NULL, score BIGINT NOT NULL, class TEXT NOT NULL, class_idx INTEGER NOT NULL, "
+               "as_of INTEGER NOT NULL", "citizen_id"),
 ]
+
+
+def _ledger_tables(partitions: int) -> list[str]:
+    """The DDL of the ledger tables: plain, or (PostgreSQL) declared partitioned by a hash of the
+    citizen into `partitions`, one table each, whose keys then hold the citizen too."""
+    if partitions == 1:
+        return [f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key}))"
+                for name, columns, key in _LEDGER_TABLES]
+    ddl = []
+    for name, columns, key in _LEDGER_TABLES:
+        key = key if key == "citizen_id" else f"{key}, citizen_id"
+        ddl.append(f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key})) PARTITION BY HASH (citizen_id)")
+        ddl += [f"CREATE TABLE IF NOT EXISTS {name}_p{p} PARTITION OF {name} "
+                f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {p})" for p in range(partitions)]
+    return ddl
+
+
+def _main_schema(partitions: int) -> list[str]:
+    """The main database's DDL; {serial}, {blob} and {real} differ between SQLite and PostgreSQL."""
+    return [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS api_keys (
+            name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, citizen_id TEXT,
+            sources TEXT NOT NULL, created TEXT NOT NULL, revoked TEXT)""",
+        *_ledger_tables(partitions),
+        "CREATE INDEX IF NOT EXISTS events_citizen ON events (citizen_id)",
+        # The dashboard's live rates read the batches that arrived since its last look (batch numbers
+        # only grow, so the index is appended to, not rebalanced).
+        "CREATE INDEX IF NOT EXISTS events_batch ON events (batch)",
+        "DROP INDEX IF EXISTS scores_stale",
+        """CREATE TABLE IF NOT EXISTS class_history (
+            id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS class_history_citizen ON class_history (citizen_id, day)",
+        "CREATE TABLE IF NOT EXISTS citizens (citizen_id TEXT PRIMARY KEY, attributes TEXT NOT NULL)",
+        # The register of births a policy's min_age reads (birth_day: a day index, day 0 the first).
+        "CREATE TABLE IF NOT EXISTS births (citizen_id TEXT PRIMARY KEY, birth_day BIGINT NOT NULL)",
+        # The camera profile a simulation run's data centre holds (see Ledger.load_run): its age
+        # estimate, the estimate's standard error, sightings, and sightings by place type (JSON).
+        # (Databases made before it may hold an unused `profiles` table, which nothing wrote but
+        # hand-made citizen tables.)
+        """CREATE TABLE IF NOT EXISTS camera_profiles (
+            citizen_id TEXT PRIMARY KEY, age_estimate {real}, age_uncertainty {real},
+            sightings INTEGER NOT NULL, by_place TEXT NOT NULL)""",
+        # Who sent each projected batch (events.batch; a loaded run's events are batch 0, no sender).
+        "CREATE TABLE IF NOT EXISTS batches (seq BIGINT PRIMARY KEY, key_name TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS appeals (
+            id {serial}, event_id TEXT NOT NULL, citizen_id TEXT NOT NULL, reason TEXT NOT NULL,
+            status TEXT NOT NULL, filed_at TEXT NOT NULL, decided_at TEXT, decided_by TEXT,
+            note TEXT)""",
+        # Page sessions (see _sessions.py): the hash of the session id, the key it stands for, UTC times.
+        """CREATE TABLE IF NOT EXISTS sessions (
+            hash TEXT PRIMARY KEY, key_name TEXT NOT NULL, created TEXT NOT NULL, expires TEXT NOT NULL)""",
+    ]
+
+
+_SCHEMA = _main_schema(1)
 # Acknowledged batches not yet projected into `events` and `scores` (see _inbox.py). On SQLite
 # the inbox is a file of its own beside the database, so that acknowledging a batch never waits
 # for the single writer of the main file, which the projector holds while it re-scores.
@@ -125,22 +149,64 @@ class Database:
         self._all: list = []
         self._guard = threading.Lock()
         self.key_cache = None  # see _keys.KeyCache
+        self.partitions = 1  # ledger tables split by citizen (PostgreSQL; see `open`)
 
     @classmethod
-    def open(cls, url: str = DEFAULT_URL) -> Database:
-        """Open `url`, creating or upgrading the schema."""
+    def open(cls, url: str = DEFAULT_URL, *, partitions: int | None = None) -> Database:
+        """Open `url`, creating or upgrading the schema.
+
+        `partitions` (PostgreSQL): a database made now splits its ledger (`events`, `scores`) into that
+        many partitions by a hash of the citizen, each projected by a service process of its own; a
+        database keeps the number it was made with (None: whatever it has).
+        """
         db = cls(url)
         if db.dialect == "sqlite":
+            if (partitions or 1) > 1:
+                raise RuntimeError(f"{url}: a ledger split into partitions needs PostgreSQL")
             db.inbox = cls(f"{url}-inbox", schema=_INBOX_SCHEMA)
             db.inbox.create_schema()
             db.log = cls(f"{url}-log", schema=[_SCHEMA[0], *_LOOKUPS])
             db.log.create_schema()
             db.create_schema()
             db._move_lookups()
-        else:
-            db._schema = _SCHEMA + _LOOKUPS + _INBOX_SCHEMA[1:]
-            db.create_schema()
+            return db
+        made = int(db.get_meta("partitions", "1")) if db.exists() else None
+        if made is not None and partitions is not None and partitions != made:
+            raise RuntimeError(f"{url} holds a ledger in {made} partition(s), not {partitions}; the number is "
+                               "chosen when the database is made")
+        db.partitions = made or partitions or 1
+        if partitions is not None and partitions < 1:
+            raise RuntimeError(f"partitions must be at least 1, not {partitions}")
+        db._schema = _main_schema(db.partitions) + _LOOKUPS + _INBOX_SCHEMA[1:]
+        db.create_schema()
+        if made is None and db.partitions > 1:
+            with db.transaction() as cur:
+                db.set_meta(cur, "partitions", str(db.partitions))
         return db
+
+    @property
+    def event_conflict(self) -> str:
+        """The clause that skips an event the ledger holds already (its id; on a partitioned ledger,
+        whose keys hold the citizen, its id and citizen: an event sent again is the same one)."""
+        return "ON CONFLICT (event_id) DO NOTHING" if self.partitions == 1 else \
+            "ON CONFLICT (event_id, citizen_id) DO NOTHING"
+
+    def partition_table(self, table: str, partition: int | None) -> str:
+        """The table of `partition` of a ledger table (the whole table for None)."""
+        return table if partition is None else f"{table}_p{partition}"
+
+    def in_partition(self, citizen_ids: pl.Series, partition: int, cur=None) -> pl.Series:
+        """Those of `citizen_ids` whose rows go to `partition`, as PostgreSQL's hash partitioning
+        places them (asked of it, so that the service and the tables never disagree)."""
+        rows = self._with_copied(citizen_ids, cur, f"SELECT value FROM tmp_match WHERE satisfies_hash_partition("
+                                 f"'events'::regclass, {self.partitions}, {int(partition)}, value)", ())
+        return pl.Series("citizen_id", [r[0] for r in rows], dtype=pl.String)
+
+    def partition_of(self, citizen_id: str, cur=None) -> int:
+        """The partition that holds this citizen's rows."""
+        return int(self.execute("SELECT p FROM generate_series(0, ?) p "
+                                "WHERE satisfies_hash_partition('events'::regclass, ?, p, ?::text)",
+                                (self.partitions - 1, self.partitions, citizen_id), cur)[0][0])
 
     def exists(self) -> bool:
         """Whether the database holds the service's schema already (without creating anything)."""
@@ -287,6 +353,11 @@ class Database:
                               cur) -> list[tuple]:
         """`rows_matching` on PostgreSQL for many values: they are copied into a temporary table of this
         connection and matched by a join (an array parameter is encoded value by value, in Python)."""
+        return self._with_copied(values, cur, query.format(match=f"{column} IN (SELECT value FROM tmp_match)"),
+                                 params)
+
+    def _with_copied(self, values: pl.Series | list, cur, query: str, params: Sequence) -> list[tuple]:
+        """Rows of `query` while `values` are in the temporary table tmp_match (value) of this connection."""
         c = cur if cur is not None else self.connection().cursor()
         c.execute("CREATE TEMP TABLE IF NOT EXISTS tmp_match (value TEXT NOT NULL)")
         buf = pl.DataFrame({"value": pl.Series(values, dtype=pl.String)}).write_csv(
@@ -294,7 +365,7 @@ class Database:
         with c.copy("COPY tmp_match (value) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(buf)
         try:
-            return self.execute(query.format(match=f"{column} IN (SELECT value FROM tmp_match)"), params, c)
+            return self.execute(query, params, c)
         finally:
             c.execute("DELETE FROM tmp_match")
 
@@ -317,6 +388,19 @@ class Database:
             with cur.copy(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
                 copy.write(buf.getvalue())
             return frame.height
+        if conflict.endswith("DO NOTHING"):
+            # Mostly every row is new (a re-sent event is rare): COPY them straight in, in a savepoint
+            # that a row already there undoes, and only then take the conflict rule's way (measured:
+            # 100,000 events 1.2-1.8x as fast as through the temporary table).
+            import psycopg
+
+            try:
+                with cur.connection.transaction(), cur.copy(
+                        f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
+                    copy.write(buf.getvalue())
+                return frame.height
+            except psycopg.errors.UniqueViolation:
+                pass
         # COPY into a temporary table, then one INSERT ... SELECT that applies the conflict rule.
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table} INCLUDING DEFAULTS) "
                     "ON COMMIT DELETE ROWS")

@@ -6,6 +6,10 @@ the last batch projected (`projected_seq`): after a crash, the batches after it 
 again and nothing acknowledged is lost or counted twice. Projected batches are then deleted from
 the inbox. Events are stored in event_id order (the inserts walk the primary key front to back).
 
+On a partitioned ledger (see _ledger) each partition's owner projects the events of its own citizens
+from every batch and records its own last batch; a batch leaves the inbox once every partition has
+projected it.
+
 A batch that cannot be stored for what it holds (a storage error of its data, alone, several times)
 is quarantined: moved with its error to the `quarantine` table beside the inbox, so that the batches
 after it are still projected."""
@@ -15,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import sqlite3
+import time
 
 import polars as pl
 
@@ -32,6 +37,8 @@ _DICTIONARY_COLUMNS = ("kind", "source", "source_ref")
 _INBOX_LOCK = 7_210_306  # any constant shared by every service process on one database
 # A batch whose projection fails alone this many times in a row, with an error of its data, is quarantined.
 POISON_ATTEMPTS = 3
+# How often a process waiting for another partition's projection looks at the meta table.
+_POLL_S = 0.02
 # What an event may not change when it is sent again (event_id names it; its batch is where it came in).
 _CONTENT = [c for c in EVENT_COLUMNS if c != "event_id"]
 
@@ -129,8 +136,11 @@ class Inbox:
 
     def _project(self, max_batches: int) -> int:
         inbox = self.db.inbox
+        if self.partitioned and self.partition is None:
+            raise Conflict(f"{self.db.url} holds a ledger in {self.db.partitions} partitions: each is projected "
+                           "by the service process that owns it (serve --partition P/N)", field="partition")
         with self.write() as cur:
-            done = int(self.db.get_meta("projected_seq", "0", cur))
+            done = int(self.db.get_meta(self._own("projected_seq"), "0", cur))
             rows = inbox.execute("SELECT seq, body, key_name FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
                                  (done, max_batches))
             if rows:
@@ -139,16 +149,26 @@ class Inbox:
                 except Exception as exc:
                     raise _ProjectionFailed([int(r[0]) for r in rows]) from exc
                 done = int(rows[-1][0])
-                self.db.set_meta(cur, "projected_seq", str(done))
+                self.db.set_meta(cur, self._own("projected_seq"), str(done))
                 self._bump(cur)
         if not rows:
             return 0
         for seq, *_ in rows:
             self._failures.pop(int(seq), None)
+        everywhere = done if not self.partitioned else self._projected_everywhere()
         with self.inbox_lock, inbox.transaction() as cur:
-            inbox.execute("DELETE FROM inbox WHERE seq <= ?", (done,), cur)
+            inbox.execute("DELETE FROM inbox WHERE seq <= ?", (everywhere,), cur)
         self._advance(done)
         return len(rows)
+
+    def _projected_everywhere(self, cur=None) -> int:
+        """The last batch every partition has projected (the last projected, on an unsplit ledger)."""
+        if not self.partitioned:
+            return int(self.db.get_meta("projected_seq", "0", cur))
+        keys = [f"projected_seq.{p}" for p in range(self.db.partitions)]
+        held = dict(self.db.execute(f"SELECT key, value FROM meta WHERE key IN ({', '.join('?' * len(keys))})",
+                                    keys, cur))
+        return min(int(held.get(k, 0)) for k in keys)
 
     def _project_batches(self, cur, rows: list[tuple]) -> None:
         state = self._sync(cur)
@@ -161,10 +181,13 @@ class Inbox:
                                schema={"seq": pl.Int64, "key_name": pl.String})
         self.db.insert_frame(cur, "batches", senders, conflict="ON CONFLICT (seq) DO NOTHING")
         events = pl.concat(frames).unique("event_id", keep="first", maintain_order=True)
+        if self.partition is not None:
+            own = self.db.in_partition(events["citizen_id"].unique(), self.partition, cur)
+            events = events.filter(pl.col("citizen_id").is_in(own.implode()))
         # In key order: the inserts then walk the ledger's primary key front to back.
         events = events if events["event_id"].is_sorted() else events.sort("event_id")
         stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
-                                      conflict="ON CONFLICT (event_id) DO NOTHING")
+                                      conflict=self.db.event_conflict)
         if stored != events.height:
             # Some were in the ledger already (re-sent): those carry an earlier batch number.
             first = int(rows[0][0])
@@ -209,12 +232,18 @@ class Inbox:
                 for seq, name, n, received, quarantined, error in rows]
 
     def pending(self) -> int:
-        """Batches acknowledged but not yet projected."""
-        done = int(self.db.get_meta("projected_seq", "0"))
+        """Batches acknowledged but not yet projected (into every partition)."""
+        done = self._projected_everywhere()
         return int(self.db.inbox.execute("SELECT COUNT(*) FROM inbox WHERE seq > ?", (done,))[0][0])
 
     def wait_projected(self, seq: int, timeout: float) -> bool:
-        """Wait until batch `seq` is in the ledger; False on timeout, or if it was quarantined."""
-        with self._projected:
-            arrived = self._projected.wait_for(lambda: self._projected_seq >= seq, timeout)
+        """Wait until batch `seq` is in the ledger (every partition of it); False on timeout, or if
+        it was quarantined."""
+        if self.partitioned:  # the partitions' owners are other processes (and this one): ask the database
+            deadline = time.monotonic() + timeout
+            while not (arrived := self._projected_everywhere() >= seq) and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
+        else:
+            with self._projected:
+                arrived = self._projected.wait_for(lambda: self._projected_seq >= seq, timeout)
         return arrived and seq not in self._quarantined_seqs

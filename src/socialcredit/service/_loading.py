@@ -12,7 +12,7 @@ import polars as pl
 from socialcredit.engine import BIRTHS_SCHEMA, ScoreState, class_history
 from socialcredit.events import EVENT_SCHEMA, EventError, validate_events
 from socialcredit.service._db import EVENT_COLUMNS
-from socialcredit.service._errors import Invalid
+from socialcredit.service._errors import Conflict, Invalid
 
 if TYPE_CHECKING:
     from socialcredit.simulation import Manifest
@@ -27,6 +27,9 @@ class RunLoading:
         citizens_file, events_file = run_dir / "citizens.parquet", run_dir / "events.parquet"
         if not citizens_file.is_file() and not events_file.is_file():
             raise Invalid(f"{run_dir}: neither citizens.parquet nor events.parquet found")
+        if self.partitioned and (self.partition is not None or self.db.execute("SELECT 1 FROM events LIMIT 1")):
+            raise Conflict(f"{self.db.url} holds a ledger in partitions: a run is loaded into it while it is "
+                           "empty, with `db load`; send later events to POST /api/events", field="run_dir")
         manifest = _manifest(run_dir)
         if manifest is not None:
             self.set_calendar(manifest.calendar, f"the run {run_dir}")
@@ -40,7 +43,7 @@ class RunLoading:
                 raise Invalid(str(exc), row=exc.row, field=exc.column) from None
             if events.height and int(events["day"].max()) > self.day:
                 self.set_day(int(events["day"].max()))
-        with self.write() as cur:
+        with self.write(whole=True) as cur:
             if manifest is not None:  # the dashboard shows the run beside the ledger
                 self.db.set_meta(cur, "run_dir", str(run_dir.resolve()))
             if citizens_file.is_file():
@@ -51,6 +54,9 @@ class RunLoading:
                 state = self._sync(cur)
                 if events.height and not self.db.execute("SELECT 1 FROM events LIMIT 1", (), cur):
                     self._load_first_events(cur, state, events)
+                    for p in range(self.db.partitions if self.partitioned else 0):
+                        # Every partition's scores are as of the service day now (see Ledger.catch_up).
+                        self.db.set_meta(cur, f"day.{p}", str(self.day))
                 else:
                     self._load_more_events(cur, state, events)
                 self._bump(cur)
@@ -77,7 +83,7 @@ class RunLoading:
     def _load_more_events(self, cur, state: ScoreState, events: pl.DataFrame) -> None:
         """Events into a ledger that holds some already (perhaps these, in part: a run loaded again)."""
         stored = self.db.insert_frame(cur, "events", events.with_columns(batch=pl.lit(0, pl.Int64)),
-                                      conflict="ON CONFLICT (event_id) DO NOTHING")
+                                      conflict=self.db.event_conflict)
         if stored == events.height:
             self._count_days(events["day"], 1)
             self._score_new(cur, state, events.select(EVENT_COLUMNS))

@@ -36,8 +36,8 @@ class ScoreCache:
 
     def _sync(self, cur) -> ScoreState:
         """The incremental state, up to date with the ledger as of this transaction."""
-        gen = int(self.db.get_meta("ledger_gen", "0", cur))
-        day = int(self.db.get_meta("day", "0", cur))
+        gen = self._gens(cur)
+        day = int(self.db.get_meta(self._own("day"), "0", cur))
         if self._state is None or self._state_gen != gen or self._state.as_of != day:
             self._state = None
             self._day = day
@@ -47,9 +47,10 @@ class ScoreCache:
         return self._state
 
     def _build(self, cur, day: int) -> ScoreState:
-        """The state of the whole ledger (voided events left out), read in chunks."""
+        """The state of the ledger (of this process's partition), voided events left out, read in chunks."""
         state = ScoreState(self.compiled, as_of=day, births=self._births(cur))
-        cur.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE voided = 0"))
+        events = self.db.partition_table("events", self.partition)
+        cur.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {events} WHERE voided = 0"))
         while True:
             chunk = cur.fetchmany(_BUILD_CHUNK)
             if not chunk:
@@ -100,15 +101,16 @@ class ScoreCache:
         # before). A citizen the state knows, of age before, has the row it had then.
         had_row = before.known & (before.klass >= 0)
         moved = (after >= 0) & ~(had_row & (score == before.score) & (after == before.klass))
-        # In key order: the upsert then walks the scores index front to back.
-        new = (pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before.klass,
-                             "had_row": had_row})
-               .filter(pl.Series(moved)).sort("citizen_id"))
+        touched = pl.DataFrame({"citizen_id": ids, "score": score, "class_idx": after, "old": before.klass,
+                                "had_row": had_row, "moved": moved})
         if self._dirty:
-            dirty = new["citizen_id"].is_in(list(self._dirty))
+            # Whether or not the state sees a move: it still counts their voided events.
+            dirty = touched["citizen_id"].is_in(list(self._dirty))
             if dirty.any():
-                self.rescore(cur, new["citizen_id"].filter(dirty))
-                new = new.filter(~dirty)
+                self.rescore(cur, touched["citizen_id"].filter(dirty))
+                touched = touched.filter(~dirty)
+        # In key order: the upsert then walks the scores index front to back.
+        new = touched.filter(pl.col("moved")).drop("moved").sort("citizen_id")
         if new.height == 0:
             return
         self._count_classes(cur, new, self._old_classes(cur, new))

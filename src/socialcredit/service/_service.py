@@ -77,7 +77,7 @@ class Service(Lookups, Offers, Decisions, Appeals, Roster):
     """
 
     def __init__(self, db: Database, policy: Policy, *, settings: Settings | None = None,
-                 clock: Callable[[], dt.date] | None = None):
+                 clock: Callable[[], dt.date] | None = None, partition: int | None = None):
         self.db = db
         self.clock = clock
         self.policy = policy
@@ -90,7 +90,7 @@ class Service(Lookups, Offers, Decisions, Appeals, Roster):
         elif stored != policy.name:
             raise Conflict(f"{db.url} holds scores under policy '{stored}', not '{policy.name}'; "
                            f"use --policy {stored} or another database")
-        self.ledger = Ledger(db, self.compiled)
+        self.ledger = Ledger(db, self.compiled, partition=partition)
         self.access = Access(policy)
         self.consequence_rules = CompiledConsequences.of(policy)
         self._log = LookupLog(db)
@@ -103,14 +103,17 @@ class Service(Lookups, Offers, Decisions, Appeals, Roster):
 
     @classmethod
     def open(cls, url: str = DEFAULT_URL, policy: str | Policy | None = None, *,
-             settings: Settings | None = None, clock: Callable[[], dt.date] | None = None) -> Service:
+             settings: Settings | None = None, clock: Callable[[], dt.date] | None = None,
+             partition: int | None = None, partitions: int | None = None) -> Service:
         """Open (and create) the database at `url` with a policy: a preset name, a TOML file, a
         Policy, or None for the one it holds.
 
         The database keeps the whole policy it scores under, so it opens again without naming it:
-        no file needs to stay where it was.
+        no file needs to stay where it was. On PostgreSQL, `partitions` splits the ledger of a
+        database made now (see Database.open), and `partition` is the one this process projects
+        (see _ledger): one service process per partition, each answering look-ups of every citizen.
         """
-        db = Database.open(url)
+        db = Database.open(url, partitions=partitions)
         if policy is None:
             kept = db.get_meta("policy_json")
             # A database made before the policy was kept whole names its file or preset.
@@ -118,7 +121,7 @@ class Service(Lookups, Offers, Decisions, Appeals, Roster):
                       else load_policy(db.get_meta("policy_file") or db.get_meta("policy") or "taz-2018"))
         elif not isinstance(policy, Policy):
             policy = load_policy(policy)
-        service = cls(db, policy, settings=settings, clock=clock)
+        service = cls(db, policy, settings=settings, clock=clock, partition=partition)
         kept = policy.model_dump_json(by_alias=True)
         if db.get_meta("policy_json") != kept:
             with db.transaction() as cur:
@@ -168,7 +171,11 @@ class Service(Lookups, Offers, Decisions, Appeals, Roster):
 
     def start(self) -> None:
         """Start the projector and the look-up log writer, after projecting what a crash left."""
+        if self.ledger.partitioned and self.ledger.partition is None:
+            raise Conflict(f"{self.db.url} holds a ledger in {self.db.partitions} partitions: serve each with a "
+                           f"process of its own (--partition P/{self.db.partitions})", field="partition")
         self.ledger.warm()
+        self.ledger.catch_up()
         self.follow_clock()
         self._project_backlog()
         self._log = LookupLog(self.db)
@@ -218,6 +225,7 @@ class Service(Lookups, Offers, Decisions, Appeals, Roster):
                 self._stop.wait(0.02)
             try:
                 self.follow_clock()
+                self.ledger.catch_up()
                 moved = self.ledger.project()
             except Exception:  # the batches stay in the inbox; try again rather than die
                 log.exception("projecting the inbox failed; retrying in 1 s")
