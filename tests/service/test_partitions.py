@@ -16,6 +16,7 @@ import pytest
 from socialcredit.policy import load_policy
 from socialcredit.service import Conflict, Service, authenticate
 
+from ..conftest import db_load
 from .conftest import DAY, auth, make_keys
 from .test_consistency import assert_tables_agree_with_the_engine
 
@@ -75,18 +76,14 @@ def make_split(pg_url):
         s.close()
 
 
-@pytest.fixture
-def split(make_split):
-    return make_split()
-
-
 def project_all(owners: list[Service]) -> None:
     for s in owners:
         while s.ledger.project():
             pass
 
 
-def test_each_partition_projects_its_own_citizens_and_together_they_score_as_one_service(make_service, split):
+def test_each_partition_projects_its_own_citizens_and_together_they_score_as_one_service(make_service, make_split):
+    split = make_split()
     one = make_service(POLICY)
     one_keys, split_keys = make_keys(one.db), make_keys(split[0].db)
     for i, rows in enumerate(batches()):
@@ -101,6 +98,10 @@ def test_each_partition_projects_its_own_citizens_and_together_they_score_as_one
     split[0].ledger.project()
     assert split[0].ledger.pending() == 4  # the other partition has not projected them yet
     assert not split[0].ledger.wait_projected(4, timeout=0.05)
+    # The other partition's process stops before projecting (a crash loses no acknowledged batch) and
+    # a new one takes its partition over.
+    split[1].close()
+    split[1] = Service.open(split[0].db.url, partition=1)
     split[1].ledger.project()
     assert split[0].ledger.pending() == split[1].ledger.pending() == 0
     assert split[1].ledger.wait_projected(4, timeout=0.05)
@@ -209,3 +210,31 @@ def test_two_serve_processes_share_the_work_and_answer_for_every_citizen(make_se
     assert answers[0] == answers[1]
     assert [a["score"] for a in answers[0]] == [
         one.lookup(authenticate(one.db, one_keys["agency"]), c, "credit-check")["score"] for c in citizens]
+
+
+def test_a_run_loaded_into_partitions_is_stored_and_then_projected_as_into_one_database(loaded_runs, pg_url,
+                                                                                       tmp_path):
+    """`db load --partitions 2`, then a process per partition: the loaded scores and histories are the
+    single database's, and the batches after the load are projected by the owners alike."""
+    loaded = loaded_runs(POLICY)
+    db_load(loaded.path, pg_url, "--partitions", "2")
+    one = Service.open(loaded.copy(tmp_path))
+    owners = [Service.open(pg_url, partition=p) for p in range(2)]
+    try:
+        assert owners[0].db.partitions == 2 and owners[0].day == owners[1].day == one.day
+        for owner in owners:
+            owner.ledger.catch_up()  # nothing to do: the load scored every partition as of its day
+        assert_same(one, owners[0])
+        with pytest.raises(Conflict, match="while it is empty"):
+            owners[0].load_run(loaded.path)
+        citizens = loaded.events["citizen_id"].unique().sort().head(60).to_list()
+        rows = [{"event_id": f"after-{i}", "citizen_id": c, "kind": "traffic.red_light", "day": one.day,
+                 "source": "camera"} for i, c in enumerate(citizens)]
+        for service in (one, owners[1]):
+            agency = authenticate(service.db, make_keys(service.db, tag="-later")["agency"])
+            service.ingest(agency, json.dumps(rows).encode(), wait=False)
+        project_all([one, *owners])
+        assert_same(one, owners[0])
+    finally:
+        for s in (one, *owners):
+            s.close()

@@ -45,12 +45,12 @@ def _shown(url: str) -> str:
 
 
 def _open(url: str, policy: str | Policy | None, *, wall_clock: bool = False,
-          partition: tuple[int, int] | None = None) -> Service:
+          partition: tuple[int, int] | None = None, partitions: int | None = None) -> Service:
     import datetime as dt
 
     from socialcredit.service import Service
 
-    part, parts = partition or (None, None)
+    part, parts = partition or (None, partitions)
     try:
         return Service.open(url, policy, clock=dt.date.today if wall_clock else None, partition=part, partitions=parts)
     except RuntimeError as exc:  # a database that cannot be reached or opened
@@ -136,6 +136,9 @@ def db_load(
     run_dir: Annotated[Path, typer.Argument(help="A simulation run folder.")],
     db: DbOption = DEFAULT_URL,
     policy: PolicyOption = None,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, help="PostgreSQL: make the database with its ledger split by citizen into N partitions, "
+                    "each then served by a process of its own (serve --partition P/N).")] = None,
 ) -> None:
     """Load a simulation run's citizens and events (the service day moves up to its last day).
 
@@ -147,7 +150,7 @@ def db_load(
     origin = "the run's own" if policy is None else "--policy"
     if policy is None and (run_dir / "manifest.json").is_file():
         policy = Run.open(run_dir).state_policy()
-    service = _open(db, policy)
+    service = _open(db, policy, partitions=partitions)
     try:
         loaded = service.load_run(run_dir)
         name, day, date = service.policy.name, service.day, service.date
