@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 import polars as pl
 import psycopg
 from bench_load import drop_pg_schema, fresh_pg_schema
-from bench_service import PURPOSE, _client, free_port, make_bodies, pg_copy_ceiling, wait_until_up
+from bench_service import PURPOSE, _client, bench_ingest, free_port, make_bodies, pg_copy_ceiling, wait_until_up
 
 from socialcredit.events import validate_events
 from socialcredit.policy import load_policy
@@ -47,35 +46,15 @@ def start(url: str, partition: str | None, log: Path) -> tuple[subprocess.Popen,
 
 def ingest(urls: list[str], key: str, bodies: list[bytes], db_url: str) -> dict:
     """Send the bodies, each process in turn; time the acknowledgements, then until the inbox is empty
-    (every batch projected into every partition: read from the database, not through a process)."""
-    queue = list(enumerate(bodies))
-    lock = threading.Lock()
+    (every batch projected into every partition: read from the database, not through a process, whose
+    statistics would count the tables again at every look while partitions move)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        def caught_up() -> int | None:
+            if conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]:
+                return None
+            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
-    def sender(url: str) -> None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    _, body = queue.pop(0)
-                answer = c.post("/api/events", content=body, params={"wait": "false"},
-                                headers={"Content-Type": "application/x-ndjson"})
-                answer.raise_for_status()
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=sender, args=(urls[i % len(urls)],)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    acked = time.perf_counter() - started
-    with psycopg.connect(db_url) as conn:
-        while conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]:
-            conn.commit()
-            time.sleep(0.1)
-        scored = time.perf_counter() - started
-        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-    return {"events": events, "ack_s": acked, "scored_s": scored}
+        return bench_ingest(urls, key, bodies, caught_up=caught_up)
 
 
 def lookups(urls: list[str], key: str, ids: list[str], *, concurrency: int, seconds: float) -> dict:

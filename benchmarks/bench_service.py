@@ -97,13 +97,17 @@ def make_bodies(n_events: int, batch: int, n_citizens: int, *, policy: str = "ta
     return [frame.slice(i, batch).write_ndjson().encode() for i in range(0, n_events, batch)]
 
 
-def bench_ingest(url: str, key: str, bodies: list[bytes], *, clients: int = 2) -> dict:
-    """Send every body; time until all are acknowledged, then until the scores caught up."""
+def bench_ingest(url: str | list[str], key: str, bodies: list[bytes], *, clients: int = 2,
+                 caught_up=None) -> dict:
+    """Send every body (from `clients` threads, each to one of the servers at `url` in turn); time until
+    all are acknowledged, then until the scores caught up: `caught_up()` returns the events stored once
+    they have, None while not (default: as /api/stats says)."""
+    urls = [url] if isinstance(url, str) else url
     queue = list(enumerate(bodies))
     lock = threading.Lock()
     errors: list[str] = []
 
-    def worker():
+    def worker(url: str):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
             while True:
                 with lock:
@@ -116,21 +120,23 @@ def bench_ingest(url: str, key: str, bodies: list[bytes], *, clients: int = 2) -
                     errors.append(r.text[:300])
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(urls[i % len(urls)],)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     t_ack = time.perf_counter() - t0
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
-        # /api/stats is kept up to date by the writes (its first call counts the tables once).
-        while c.get("/api/stats").json()["pending_batches"]:
-            time.sleep(0.2)
-        t_scored = time.perf_counter() - t0
-        stats = c.get("/api/stats").json()
     if errors:
         raise RuntimeError(f"{len(errors)} batches refused: {errors[0]}")
-    return {"events": stats["events"], "ack_s": t_ack, "scored_s": t_scored}
+    with httpx.Client(base_url=urls[0], headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
+        def from_stats() -> int | None:
+            # /api/stats is kept up to date by the writes (its first call counts the tables once).
+            stats = c.get("/api/stats").json()
+            return None if stats["pending_batches"] else stats["events"]
+
+        while (events := (caught_up or from_stats)()) is None:
+            time.sleep(0.2)
+    return {"events": events, "ack_s": t_ack, "scored_s": time.perf_counter() - t0}
 
 
 async def _client(host: str, port: int, key: str, paths: list[str], end: float,
