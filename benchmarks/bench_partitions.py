@@ -44,6 +44,12 @@ def start(url: str, partition: str | None, log: Path) -> tuple[subprocess.Popen,
     return proc, wait_until_up(proc, port, f"serve {partition or ''}")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
 def ingest(urls: list[str], key: str, bodies: list[bytes], db_url: str) -> dict:
     """Send the bodies, each process in turn; time the acknowledgements, then until the inbox is empty
     (every batch projected into every partition: read from the database, not through a process, whose
@@ -90,6 +96,9 @@ def measure(base: str, processes: int, bodies: list[bytes], args, folder: Path) 
         procs = [p for p, _ in started]
         urls = [u for _, u in started]
         result = ingest(urls, sender, bodies, url)
+        with psycopg.connect(url) as conn:
+            result["citizens"] = conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+        result["rss_mb"] = [rss_mb(p.pid) for p in procs]
         ids = [str(i) for i in np.random.default_rng(2).integers(0, args.citizens, 4000)]
         with httpx.Client(base_url=urls[0], headers={"Authorization": f"Bearer {bank}", "X-Purpose": PURPOSE}) as c:
             ids = [i for i in ids[:1000] if c.get(f"/api/citizens/{i}").status_code == 200]
@@ -127,7 +136,8 @@ def main() -> None:
         looks = r["lookups"]
         print(f"  {name}: acknowledged {r['events'] / r['ack_s']:>9,.0f} events/s; scored {rates[name]:>9,.0f} "
               f"events/s (ratio to COPY {rates[name] / copy_rate:.2f}); look-ups {looks['rps']:>7,.0f} req/s, "
-              f"p99 {looks['p99_ms']:.1f} ms, status {looks['status']}")
+              f"p99 {looks['p99_ms']:.1f} ms, status {looks['status']}; resident memory "
+              f"{' + '.join(f'{m:,.0f}' for m in r['rss_mb'])} MiB for {r['citizens']:,} scored citizens")
     first, second = rates.values()
     print(f"  speed-up of the projection with 2 processes: {second / first:.2f}x; look-ups: "
           f"{two['lookups']['rps'] / one['lookups']['rps']:.2f}x ({os.cpu_count()} cores shared with PostgreSQL "
