@@ -89,6 +89,8 @@ def test_citizens_table_has_the_documented_types_and_ranges(busy_run):
     members = c.filter(pl.col("platform_member"))
     assert members["commercial_score"].is_between(sesame.min, sesame.max).all()
     assert set(members["commercial_class"]) <= set(sesame.class_names)
+    for column in ("class", "commercial_class", "insurance", "loan_price"):  # written as Enum, read as text
+        assert c[column].dtype == pl.String, column
     assert set(c["insurance"]) <= {"standard", "better"}
     assert set(c["loan_price"]) <= {"standard", "discounted", "refused"}
     # Days under consequences fit in the run; wrongful points are deductions here (taz-2018

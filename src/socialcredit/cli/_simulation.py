@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import time
 from pathlib import Path
 from typing import Annotated
@@ -75,6 +77,9 @@ def register(app: typer.Typer) -> None:
                              "last finished shard.")] = False,
     ) -> None:
         """Simulate a population day by day and write a run folder (Parquet tables, manifest)."""
+        # The interpreter's last collections at exit would scan every object the simulator's
+        # imports made (numba's above all): ~0.4 s. Frozen, they are skipped.
+        atexit.register(gc.freeze)
         if workers is not None and scheduler is None:
             start_worker_server(workers)
         from rich.progress import (

@@ -43,6 +43,7 @@ from socialcredit.simulation._shard import (
     EventsMode,
     ParquetStream,
     ShardResult,
+    citizens_metadata,
     default_threads,
     events_metadata,
     events_schema,
@@ -679,8 +680,9 @@ class _Merger:
             self._ready[self._indices[0]].wait()
             if self._stop:
                 return
-            streams["citizens"] = ParquetStream(self._work / "citizens.parquet",
-                                                dict(pl.scan_ipc(part).collect_schema()), {})
+            citizens = dict(pl.scan_ipc(part).collect_schema())
+            streams["citizens"] = ParquetStream(self._work / "citizens.parquet", citizens,
+                                                citizens_metadata(citizens))
             schema = events_schema(self._plan)
             streams["events"] = ParquetStream(self._work / "events.parquet", schema, events_metadata())
             for i in self._indices:
