@@ -20,6 +20,7 @@ import numpy as np
 
 from socialcredit.simulation import kernel as K
 from socialcredit.simulation import load_scenario, simulate
+from socialcredit.simulation._forkserver import default_threads
 from socialcredit.simulation._kinds import (
     CIVIC,
     DEVIANT,
@@ -33,7 +34,7 @@ from socialcredit.simulation._kinds import (
     OBS_PLATFORM,
 )
 from socialcredit.simulation._plan import make_plan
-from socialcredit.simulation._shard import EventsMode, default_threads, simulate_blocks
+from socialcredit.simulation._shard import EventsMode, simulate_blocks
 
 
 class Citizen(mesa.Agent):

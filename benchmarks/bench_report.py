@@ -14,7 +14,7 @@ from pathlib import Path
 
 from socialcredit.analysis import write_report
 from socialcredit.simulation import simulate
-from socialcredit.simulation._shard import default_threads
+from socialcredit.simulation._forkserver import default_threads
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from socialcredit.simulation import load_scenario, simulate
+from socialcredit.simulation._forkserver import default_threads
 from socialcredit.simulation._hash import mix, stream_key
 from socialcredit.simulation._kinds import BYTES_PER_CITIZEN
 from socialcredit.simulation._plan import make_plan
@@ -43,7 +44,6 @@ from socialcredit.simulation._shard import (
     EventsMode,
     ParquetStream,
     blocks_in_order,
-    default_threads,
     simulate_blocks,
 )
 from socialcredit.simulation.kernel import RECORD_ALL

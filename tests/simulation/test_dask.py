@@ -68,14 +68,6 @@ def test_a_failed_run_resumes_on_dask_from_its_finished_shards(one_process, tmp_
     assert not partial_folder(out).exists()
 
 
-def test_the_command_starts_workers_from_the_same_preload():
-    from socialcredit.cli import _simulation as cli
-    from socialcredit.simulation import _shard
-
-    assert cli.WORKER_PRELOAD == run_module.WORKER_PRELOAD
-    assert cli.PRELOAD_KERNEL == _shard.PRELOAD_KERNEL
-
-
 def test_the_command_with_workers_writes_the_bytes_of_one_process(one_process, tmp_path):
     from typer.testing import CliRunner
 

@@ -23,33 +23,17 @@ EventsOption = Annotated[str, typer.Option(
     "--events", help="Events to write: all, none or sample:F (a fraction).")]
 
 
-# As simulation._run.WORKER_PRELOAD and simulation._shard.PRELOAD_KERNEL (importing those here
-# would cost the very imports the server is started to overlap).
-WORKER_PRELOAD = ("distributed", "socialcredit.simulation._shard")
-PRELOAD_KERNEL = "SOCIALCREDIT_PRELOAD_KERNEL"
-
-
 def start_worker_server(workers: int) -> None:
-    """Start the server that local Dask workers fork from (simulation._run._forked_workers) before
-    this command imports the simulator: its own imports and the kernel's load run beside these.
-    It imports polars, which reads POLARS_MAX_THREADS then: each worker gets its share of the cores."""
-    import multiprocessing
-    import os
+    """Start the server that local Dask workers fork from (simulation._forkserver) before this
+    command imports the simulator: its own imports and the kernel's load run beside these. Each
+    worker gets its share of the cores."""
     from multiprocessing import forkserver
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    server_env = {PRELOAD_KERNEL: "1", "POLARS_MAX_THREADS": str(max(1, cores // workers))}
-    kept = {name: os.environ.get(name) for name in server_env}
-    os.environ.update({name: value for name, value in server_env.items() if kept[name] is None})
-    try:
-        forkserver.ensure_running()
-    finally:
-        for name, value in kept.items():
-            if value is None:
-                os.environ.pop(name, None)
+    from socialcredit.simulation._forkserver import available, default_threads, server_settings
+
+    if available():
+        with server_settings(max(1, default_threads() // workers)):
+            forkserver.ensure_running()
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from socialcredit.events import Calendar
 from socialcredit.policy import Policy, parse_policy
+from socialcredit.simulation._forkserver import available as forkserver_available
+from socialcredit.simulation._forkserver import default_threads, server_settings
 from socialcredit.simulation._kinds import (
     BYTES_PER_CITIZEN,
     COUNTERS,
@@ -39,12 +41,10 @@ from socialcredit.simulation._plan import Plan, make_plan
 from socialcredit.simulation._scenario import Scenario, SimulationError, load_scenario
 from socialcredit.simulation._shard import (
     PART_FORMATS,
-    PRELOAD_KERNEL,
     EventsMode,
     ParquetStream,
     ShardResult,
     citizens_metadata,
-    default_threads,
     events_metadata,
     events_schema,
     finished_shard,
@@ -58,7 +58,6 @@ DEFAULT_CHUNK_BLOCKS = 64  # a shard of 64 blocks (2 million citizens) holds ~0.
 GPU_CHUNK_BLOCKS = 1024  # on the GPU a shard's blocks are its threads: more of them (see _gpu.py)
 TABLES = ("daily", "citizens", "events")
 POLICY_FOLDER = "policies"  # a run folder's copies of the policies it used, <name>.toml
-WORKER_PRELOAD = ("distributed", "socialcredit.simulation._shard")  # what local workers fork with
 
 
 class Memory(BaseModel):
@@ -615,31 +614,16 @@ def _cluster(workers: int | None, scheduler: str | None) -> Iterator[_Cluster | 
 
 @contextmanager
 def _forked_workers(threads: int) -> Iterator[None]:
-    """Local workers forked from a server process that imported the simulator and loaded its kernel
-    once (multiprocessing's forkserver, started by this process's first local cluster), instead of
-    each spawned afresh to import and load them again: a worker starts in a fraction of a second.
-    The server imports polars, which reads POLARS_MAX_THREADS then: `threads` for each worker."""
-    import multiprocessing
-
+    """Local workers forked from the server of `_forkserver` (started by this process's first local
+    cluster, or by the command line before its imports), `threads` threads each, instead of each
+    spawned afresh to import the simulator and load its kernel again."""
     import dask
-    from distributed.utils import get_mp_context
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if not forkserver_available():
         yield
         return
-    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
-        # (No effect where the server runs already: the command line starts it before its imports.)
-        get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))
-        # Read by the server as it starts (see _shard.load_kernel), and by polars in it.
-        server_env = {PRELOAD_KERNEL: "1", "POLARS_MAX_THREADS": str(threads)}
-        kept = {name: os.environ.get(name) for name in server_env}
-        os.environ.update({name: value for name, value in server_env.items() if kept[name] is None})
-        try:
-            yield
-        finally:
-            for name, value in kept.items():
-                if value is None:
-                    os.environ.pop(name, None)
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}), server_settings(threads):
+        yield
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from polars.io.plugins import register_io_source
 
 from socialcredit.engine import BETWEEN, YEAR_DAYS, CompiledConsequences, CompiledPolicy
 from socialcredit.events import EVENT_SCHEMA
+from socialcredit.simulation._forkserver import PRELOAD_KERNEL
 from socialcredit.simulation._hash import mix
 from socialcredit.simulation._kinds import (
     EFFECTS,
@@ -744,14 +745,6 @@ def write_atomically(target: Path, write: Callable) -> None:
     os.replace(temporary, target)
 
 
-def default_threads() -> int:
-    """Threads this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-PRELOAD_KERNEL = "SOCIALCREDIT_PRELOAD_KERNEL"  # set (1): importing this module loads the kernel
-
-
 def load_kernel() -> None:
     """Load the compiled kernel and the id formatters (numba's cache) into this process, on a tiny
     run of its own. Numba only, no polars (whose thread pool does not survive a fork): a process
@@ -776,6 +769,7 @@ def load_kernel() -> None:
     block, within, flags = index // plan.block_size, index % plan.block_size, np.zeros(size, bool)
     flight_bans_reaching(plan.seed, block, within, flags, flags.copy(), a["fp"], flags.copy())
     dedicated_volunteers(plan.seed, block, within, a["fp"], flags.copy())
+
 
 if os.environ.get(PRELOAD_KERNEL) == "1":  # a Dask forkserver preloading this module: its workers
     load_kernel()  # fork with the kernel loaded (see `_run._forked_workers`)
