@@ -28,7 +28,8 @@ from socialcredit.offers._profile import (
     Signal,
     build_offers,
     is_profile_kind,
+    is_profile_kind_text,
 )
 
 __all__ = ["DISCOUNTS", "OFFER_RECORDS", "PROFILE_KIND", "PROFILE_KINDS_TEXT", "SIGNALS", "Signal", "VALID_DAYS",
-           "WEAK_MATCH", "WINDOW_DAYS", "build_offers", "is_profile_kind"]
+           "WEAK_MATCH", "WINDOW_DAYS", "build_offers", "is_profile_kind", "is_profile_kind_text"]

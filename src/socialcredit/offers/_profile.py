@@ -40,10 +40,17 @@ DISCOUNTS: tuple[tuple[int, float], ...] = ((6, 0.15), (3, 0.10), (1, 0.05))
 # A face match below this confidence is marked as weak where a record is shown (ASSUMPTION: one in
 # ten false-match decisions at a typical operating threshold; the pages say "may be someone else").
 WEAK_MATCH = 0.9
+_PROFILE_KIND = re.compile(PROFILE_KIND)
+
 
 def is_profile_kind(kind: pl.Expr) -> pl.Expr:
     """Whether each event kind is a commercial-profile record."""
     return kind.str.contains(PROFILE_KIND)
+
+
+def is_profile_kind_text(kind: str) -> bool:
+    """Whether one event kind is a commercial-profile record."""
+    return _PROFILE_KIND.match(kind) is not None
 
 
 def build_offers(records: pl.DataFrame, today: int) -> tuple[pl.DataFrame, list[dict]]:

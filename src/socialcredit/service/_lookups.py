@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 
 import polars as pl
 
 from socialcredit.engine import BENEFITS, BETWEEN, CompiledConsequence, Explanation, explain
 from socialcredit.events import EVENT_SCHEMA, EventError, check_text
-from socialcredit.offers import PROFILE_KIND, is_profile_kind
+from socialcredit.offers import is_profile_kind, is_profile_kind_text
 from socialcredit.service._access import DISCLOSURES
 from socialcredit.service._errors import Forbidden, Invalid, NotFound
 from socialcredit.service._keys import ApiKey
@@ -21,7 +20,6 @@ CAMERA_SOURCE = "camera"
 PLACE_TYPES = ("street", "mall", "subway")  # the simulator's place types (simulation/_kinds.py PLACES)
 NOT_SCORED = -1  # the class index of a citizen the policy does not score (under its min_age)
 SEARCH_PAGE = 20  # citizens a search lists at a time
-_PROFILE_KIND = re.compile(PROFILE_KIND)
 
 
 class Lookups:
@@ -157,7 +155,7 @@ class Lookups:
                 "confidence", "voided")).to_dicts()
             grant = self.access.grant_of(key.role)
             if "offers" not in grant.fields:  # the commercial profile's records are for grants with 'offers'
-                out["events"] = [e for e in out["events"] if not _PROFILE_KIND.match(e["kind"])]
+                out["events"] = [e for e in out["events"] if not is_profile_kind_text(e["kind"])]
         self._record(key, citizen_id, purpose, fields, "history")
         return out
 

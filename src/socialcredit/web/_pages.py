@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from socialcredit.offers import PROFILE_KIND, SIGNALS, WEAK_MATCH, WINDOW_DAYS
+from socialcredit.offers import SIGNALS, WEAK_MATCH, WINDOW_DAYS, is_profile_kind_text
 from socialcredit.policy import Policy
 from socialcredit.service import ApiKey, Forbidden, Service, ServiceError, Unauthorized, authenticate
 from socialcredit.service._access import DISCLOSURES
@@ -84,7 +84,7 @@ def page_routes(service: Service, *, session_max_age_s: int = SESSION_MAX_AGE_S)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters |= {"on_date": on_date, "undated": undated}
     # A record of the commercial profile: contested in the app like a penalty (a look-alike's visit).
-    templates.env.tests["profile_kind"] = re.compile(PROFILE_KIND).match
+    templates.env.tests["profile_kind"] = is_profile_kind_text
     styles = class_styles(service.policy)
     style_of = {s.name: s for s in styles}
     dashboard = Dashboard(service, styles)
