@@ -53,7 +53,7 @@ def test_text_codes_number_every_text_and_sort_the_distinct_ones():
 
 def test_texts_sharing_a_hash_are_coded_the_exact_way(monkeypatch):
     values = pl.Series("citizen_id", ["ab", "cd", "ab", "e", "cd"])
-    monkeypatch.setattr(_codes, "_hashes", lambda v: v.str.len_bytes().cast(pl.UInt64).to_numpy())
+    monkeypatch.setattr(_codes, "text_hashes", lambda v: v.str.len_bytes().cast(pl.UInt64).to_numpy())
     coded = text_codes(values)  # "ab" and "cd" share a hash: the check sees it
     assert coded.distinct.gather(coded.codes).equals(values)
     assert coded.ordered.to_list() == ["ab", "cd", "e"]
@@ -81,7 +81,7 @@ def test_a_hash_collision_between_citizens_changes_no_answer(monkeypatch):
     births = pl.DataFrame({"citizen_id": [f"c{i}" for i in range(0, 700, 3)],
                            "birth_day": [(i % 11) - 368 for i in range(0, 700, 3)]})
     expected = score_ledger(AGED, events(rows), as_of=4, births=births)
-    monkeypatch.setattr(_codes, "_hashes", lambda v: (v.str.len_bytes() % 2).cast(pl.UInt64).to_numpy())
+    monkeypatch.setattr(_codes, "text_hashes", lambda v: (v.str.len_bytes() % 2).cast(pl.UInt64).to_numpy())
     monkeypatch.setattr(_batch, "THREADED_FROM", 0)
     exact = []
     monkeypatch.setattr(_batch, "exact_codes", lambda values: exact.append(1) or exact_codes(values))

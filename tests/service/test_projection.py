@@ -56,7 +56,7 @@ def test_ids_that_share_a_hash_are_told_apart(monkeypatch):
     ledger = random_events(3000, 200, seed=2)
     expected = score_ledger(POLICY, ledger, as_of=DAY).scores
     state = apply_in_batches(ledger.head(1000), 500)  # hashed codes first
-    monkeypatch.setattr(_state, "_hashes", lambda ids: np.zeros(len(ids), np.uint64))
+    monkeypatch.setattr(_state, "text_hashes", lambda ids: np.zeros(len(ids), np.uint64))
     for part in ledger.slice(1000).iter_slices(400):
         state.apply(part)
     assert state._exact is not None

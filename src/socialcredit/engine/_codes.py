@@ -47,7 +47,7 @@ def draft_codes(values: pl.Series) -> Draft | None:
         return None
     from socialcredit.engine import _kernels
 
-    hashes = _hashes(values)
+    hashes = text_hashes(values)
     codes, first = _kernels.factorise(hashes)
     return Draft(values, codes, first, hashes)
 
@@ -61,7 +61,7 @@ def finish_codes(draft: Draft, pool: Executor | None = None) -> TextCodes | None
     checked = pool.submit(_same, draft.values, draft.codes, distinct) if pool is not None else None
     ordered = distinct.sort()
     order = np.empty(len(distinct), dtype=np.int64)
-    order[_kernels.ranks(draft.hashes[draft.first], _hashes(ordered))] = np.arange(len(distinct))
+    order[_kernels.ranks(draft.hashes[draft.first], text_hashes(ordered))] = np.arange(len(distinct))
     same = checked.result() if checked is not None else _same(draft.values, draft.codes, distinct)
     return TextCodes(draft.codes, distinct, order, ordered) if same else None
 
@@ -82,5 +82,6 @@ def exact_codes(values: pl.Series) -> TextCodes:
     return TextCodes(codes.to_numpy().astype(np.int32), distinct, order, distinct)
 
 
-def _hashes(values: pl.Series) -> np.ndarray:
+def text_hashes(values: pl.Series) -> np.ndarray:
+    """The values' 64-bit hashes (uint64)."""
     return values.hash().to_numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from socialcredit.engine._codes import text_hashes
 from socialcredit.engine._compiled import (
     BIRTHS_SCHEMA,
     NO_RULE,
@@ -175,7 +176,7 @@ class ScoreState:
 
     def _look_up(self, ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """The code of each id found by its hash (-1: none), not yet checked; and the hashes."""
-        hashes = _hashes(ids)
+        hashes = text_hashes(ids)
         codes = np.full(len(ids), -1, np.int64)
         if len(self._hashes) and len(ids):
             order = np.argsort(hashes)  # sorted needles: the binary searches walk the table in order
@@ -302,11 +303,6 @@ class ScoreState:
         classed = cap_class >= 0
         if classed.any():
             np.add.at(self._cap_counts, (code[classed], cap_class[classed]), sign[classed].astype(np.int32))
-
-
-def _hashes(ids: pl.Series) -> np.ndarray:
-    """The ids' 64-bit hashes (uint64)."""
-    return ids.hash().to_numpy()
 
 
 def _group_key(code: np.ndarray, rule: np.ndarray, day: np.ndarray) -> np.ndarray:
