@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sqlite3
@@ -159,6 +158,8 @@ class Database:
         many partitions by a hash of the citizen, each projected by a service process of its own; a
         database keeps the number it was made with (None: whatever it has).
         """
+        if partitions is not None and partitions < 1:
+            raise RuntimeError(f"partitions must be at least 1, not {partitions}")
         db = cls(url)
         if db.dialect == "sqlite":
             if (partitions or 1) > 1:
@@ -175,8 +176,6 @@ class Database:
             raise RuntimeError(f"{url} holds a ledger in {made} partition(s), not {partitions}; the number is "
                                "chosen when the database is made")
         db.partitions = made or partitions or 1
-        if partitions is not None and partitions < 1:
-            raise RuntimeError(f"partitions must be at least 1, not {partitions}")
         db._schema = _main_schema(db.partitions) + _LOOKUPS + _INBOX_SCHEMA[1:]
         db.create_schema()
         if made is None and db.partitions > 1:
@@ -381,12 +380,15 @@ class Database:
             cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}",
                             zip(*(column.to_list() for column in frame.get_columns()), strict=True))
             return cur.rowcount
-        buf = io.BytesIO()
         # Texts quoted: COPY takes only an unquoted \N as NULL, so a text that is "\N" stays a text.
-        frame.write_csv(buf, include_header=False, null_value="\\N", quote_style="non_numeric")
+        rows = frame.write_csv(include_header=False, null_value="\\N", quote_style="non_numeric")
+
+        def copy_into(target: str) -> None:
+            with cur.copy(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
+                copy.write(rows)
+
         if not conflict:  # COPY writes every row or fails
-            with cur.copy(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
-                copy.write(buf.getvalue())
+            copy_into(table)
             return frame.height
         if conflict.endswith("DO NOTHING"):
             # Mostly every row is new (a re-sent event is rare): COPY them straight in, in a savepoint
@@ -395,17 +397,15 @@ class Database:
             import psycopg
 
             try:
-                with cur.connection.transaction(), cur.copy(
-                        f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
-                    copy.write(buf.getvalue())
+                with cur.connection.transaction():
+                    copy_into(table)
                 return frame.height
             except psycopg.errors.UniqueViolation:
                 pass
         # COPY into a temporary table, then one INSERT ... SELECT that applies the conflict rule.
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table} INCLUDING DEFAULTS) "
                     "ON COMMIT DELETE ROWS")
-        with cur.copy(f"COPY tmp_{table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy:
-            copy.write(buf.getvalue())
+        copy_into(f"tmp_{table}")
         cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM tmp_{table} {conflict}")
         written = cur.rowcount
         cur.execute(f"DELETE FROM tmp_{table}")
