@@ -13,6 +13,8 @@ import stat
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from socialcredit.service import Database, _lookup_log
 from socialcredit.service._lookup_log import LookupLog
@@ -347,3 +349,40 @@ def test_a_running_writer_commits_every_interval_without_being_stopped(db):
     assert not thread.is_alive()
     assert _logged(db) == [_row(1), _row(2), _row(3)]
     assert _journal(db) == b""
+
+
+_AWKWARD = ["quote \" and backslash \\ and \\u0000 typed", "new\nline\ttab", "zh 信用 and astral 𝄞", "", "x" * 300,
+            "nul \x00 inside"]
+
+
+def _awkward_rows(purposes) -> list[tuple]:
+    return [(f"c{n}", "bank-key", "bank", p, "score,class", "lookup", "2026-01-01T00:00:00.000+00:00", 10**6 + n)
+            for n, p in enumerate(purposes)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(purposes=st.lists(st.one_of(st.none(), st.text()), min_size=1, max_size=5))
+def test_any_text_is_journalled_as_json_and_committed_exactly_as_written(db, purposes):
+    """The journal's lines are json.dumps's, and the database takes the rows from those lines:
+    whatever the texts hold (quotes, escapes, newlines, any script, NUL), the log holds them exactly."""
+    rows = _awkward_rows(purposes)
+    assert _lookup_log._journal_lines(rows) == "".join(json.dumps(row) + "\n" for row in rows).encode()
+    db.log.execute("DELETE FROM lookups")
+    LookupLog(db).write(rows)  # not running: at once, from the same lines
+    assert _logged(db) == rows
+
+
+@pytest.mark.parametrize("through", ["commit", "replay"])
+def test_awkward_texts_reach_the_log_whole_through_a_commit_and_a_replay(db, pg, through):
+    for database in (db, pg):
+        nul = [_AWKWARD[-1]] if database is db else []  # PostgreSQL text holds no NUL
+        rows = _awkward_rows(_AWKWARD[:-1] + [None] + nul)
+        log = LookupLog(database)
+        log.start()
+        log.write(rows)
+        if through == "commit":
+            log._commit_queued()
+        else:
+            _crash(log)
+            LookupLog(database).start()
+        assert _logged(database) == rows, database.dialect
