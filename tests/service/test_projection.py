@@ -172,3 +172,21 @@ def test_a_new_database_has_large_pages_and_an_old_one_keeps_its_own(tmp_path):
     assert db.execute("PRAGMA page_size")[0][0] == 4096
     assert db.execute("SELECT COUNT(*) FROM events")[0][0] == 0
     db.close()
+
+
+def test_sqlite_inserts_a_frame_slice_by_slice_and_counts_only_the_rows_written(tmp_path, monkeypatch):
+    """Rows go in a slice at a time (the GIL is free between slices); the count is every slice's
+    new rows, whichever slices the conflicting rows fall in."""
+    from socialcredit.service import _db
+
+    monkeypatch.setattr(_db, "_GIL_SLICE_ROWS", 3)
+    db = Database.open(f"sqlite:///{tmp_path}/slices.db")
+    with db.transaction() as cur:
+        db.execute("DELETE FROM meta", (), cur)
+        db.execute("INSERT INTO meta (key, value) VALUES ('k2', 'old'), ('k7', 'old')", (), cur)
+        frame = pl.DataFrame({"key": [f"k{i}" for i in range(10)], "value": [f"v{i}" for i in range(10)]})
+        written = db.insert_frame(cur, "meta", frame, conflict="ON CONFLICT (key) DO NOTHING")
+    assert written == 8
+    assert dict(db.execute("SELECT key, value FROM meta")) == {
+        **{f"k{i}": f"v{i}" for i in range(10)}, "k2": "old", "k7": "old"}
+    db.close()

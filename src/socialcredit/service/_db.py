@@ -119,6 +119,8 @@ _LOOKUP_COLUMNS = "id, citizen_id, key_name, role, purpose, fields, endpoint, at
 MAIN_PAGE_SIZE = 65_536
 # From this many values, `rows_matching` on PostgreSQL copies them into a temporary table.
 _COPY_MATCH_FROM = 1_000
+# SQLite: rows made into Python tuples per slice, each slice's conversion holding the GIL about 1 ms.
+_GIL_SLICE_ROWS = 8_192
 _TYPES = {
     "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "real": "REAL"},
     "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "real": "DOUBLE PRECISION"},
@@ -375,11 +377,14 @@ class Database:
         """
         cols = ", ".join(frame.columns)
         if self.dialect == "sqlite":
-            marks = ", ".join("?" * frame.width)
-            # Column lists zipped into row tuples: far cheaper than DataFrame.iter_rows.
-            cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}",
-                            zip(*(column.to_list() for column in frame.get_columns()), strict=True))
-            return cur.rowcount
+            insert = f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * frame.width)}) {conflict}"
+            written = 0
+            # Column lists zipped into row tuples: far cheaper than DataFrame.iter_rows. A slice at a
+            # time: to_list holds the GIL throughout, and a whole batch's would stall the look-ups.
+            for part in frame.iter_slices(_GIL_SLICE_ROWS):
+                cur.executemany(insert, zip(*(column.to_list() for column in part.get_columns()), strict=True))
+                written += cur.rowcount
+            return written
         # Texts quoted: COPY takes only an unquoted \N as NULL, so a text that is "\N" stays a text.
         rows = frame.write_csv(include_header=False, null_value="\\N", quote_style="non_numeric")
 
