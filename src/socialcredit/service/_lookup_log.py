@@ -11,11 +11,11 @@ import uuid
 from json.encoder import encode_basestring_ascii as _text
 from pathlib import Path
 
-from socialcredit.service._db import Database
+from socialcredit.service._db import _LOOKUP_COLUMNS, Database
 
 log = logging.getLogger("socialcredit.service")
 
-_LOG_COLUMNS = "citizen_id, key_name, role, purpose, fields, endpoint, at, day"
+_LOG_COLUMNS = _LOOKUP_COLUMNS.removeprefix("id, ")  # log_row's, in its order
 _LOG_INSERT = f"INSERT INTO lookups ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # The same rows from their journal lines (JSON arrays) as one parameter: the database takes them
 # apart in one statement, during which the writer holds no GIL (executemany binds row by row).
