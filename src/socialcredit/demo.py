@@ -20,7 +20,7 @@ import typer
 
 from socialcredit.analysis import write_report
 from socialcredit.offers import WINDOW_DAYS
-from socialcredit.service import Database, Service, ServiceError, authenticate, create_app, create_key
+from socialcredit.service import Database, Service, ServiceError, authenticate, create_app, create_key, serve_http
 from socialcredit.simulation import Run, simulate
 from socialcredit.web._pages import tour
 
@@ -54,8 +54,6 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
 
     A demo database that holds the same run is used again with its keys (`fresh` starts over).
     """
-    import uvicorn
-
     _check_port(port)  # before minutes of simulation, not after
     out.mkdir(parents=True, exist_ok=True)
     run_dir = out / f"run-{Path(scenario).stem}-{Path(policy or 'scenario').stem}-{population}x{days}-seed{seed}"
@@ -131,7 +129,7 @@ def run_demo(*, population: int = 100_000, days: int = 365, seed: int = 2018, po
                                       name="live-feed", daemon=True)
             feeder.start()
         try:
-            uvicorn.run(app, host=HOST, port=port, log_level="warning")
+            serve_http(app, HOST, port)
         finally:
             stop.set()
             if feeder is not None:

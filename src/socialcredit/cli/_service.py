@@ -90,9 +90,7 @@ def serve(
     import gc
     import sys
 
-    import uvicorn
-
-    from socialcredit.service import create_app
+    from socialcredit.service import create_app, serve_http
 
     if day is not None and clock is Clock.wall:
         raise fail("--day sets a simulated clock: leave out --clock wall", 2)
@@ -124,10 +122,7 @@ def serve(
         # switch interval the loop waits up to 5 ms each time it wants it back. 1 ms (measured on
         # 2 cores: bulk ingest acknowledged ~470k -> ~600k events/s, three runs each).
         sys.setswitchinterval(0.001)
-        # httptools and uvloop (uvicorn[standard]); no access log and no proxy-header rewriting on
-        # the hot path (the service does not use client addresses).
-        uvicorn.run(app, host=host, port=port, log_level="warning", http="httptools", loop="uvloop",
-                    access_log=False, proxy_headers=False, server_header=False)
+        serve_http(app, host, port)
     finally:
         service.close()
 

@@ -34,6 +34,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "ServiceError": "socialcredit.service._errors",
     "TooLarge": "socialcredit.service._errors",
     "Unauthorized": "socialcredit.service._errors",
+    "serve_http": "socialcredit.service._http",
     "SENDING_ROLES": "socialcredit.service._keys",
     "ApiKey": "socialcredit.service._keys",
     "authenticate": "socialcredit.service._keys",
@@ -61,4 +62,5 @@ __all__ = [
     "create_app",
     "create_key",
     "revoke_key",
+    "serve_http",
 ]
