@@ -2,6 +2,7 @@
 same bytes, in the same order, before the connection closes."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from uvicorn.config import Config
@@ -9,6 +10,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from socialcredit.service._http import CoalescingHttpTools, _Coalesced
+
+
+def _run(main):
+    """asyncio.run(main()) on a thread of its own: the suite's browser tests leave an event loop
+    running on this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
 class RecordingTransport(asyncio.Transport):
@@ -69,7 +77,7 @@ def test_writes_are_held_until_the_next_turn_then_written_as_one():
         await asyncio.sleep(0)
         return real.writes()
 
-    assert asyncio.run(main()) == [b"head body and more", b"next"]
+    assert _run(main) == [b"head body and more", b"next"]
 
 
 def test_a_buffer_changed_after_it_was_written_is_sent_as_it_was():
@@ -82,7 +90,7 @@ def test_a_buffer_changed_after_it_was_written_is_sent_as_it_was():
         await asyncio.sleep(0)
         return real.writes()
 
-    assert asyncio.run(main()) == [b"first"]
+    assert _run(main) == [b"first"]
 
 
 @pytest.mark.parametrize("end", ["close", "write_eof"])
@@ -95,7 +103,7 @@ def test_close_and_eof_write_what_is_held_first(end):
         await asyncio.sleep(0)  # the flush already scheduled finds nothing held
         return real.calls
 
-    assert asyncio.run(main()) == [("write", b"answer"), ("close",) if end == "close" else ("eof",)]
+    assert _run(main) == [("write", b"answer"), ("close",) if end == "close" else ("eof",)]
 
 
 def test_abort_drops_what_is_held_as_the_transport_drops_its_buffer():
@@ -107,7 +115,7 @@ def test_abort_drops_what_is_held_as_the_transport_drops_its_buffer():
         await asyncio.sleep(0)
         return real.calls
 
-    assert asyncio.run(main()) == [("abort",)]
+    assert _run(main) == [("abort",)]
 
 
 def test_nothing_is_written_to_a_transport_closed_underneath():
@@ -119,7 +127,7 @@ def test_nothing_is_written_to_a_transport_closed_underneath():
         await asyncio.sleep(0)
         return real.writes()
 
-    assert asyncio.run(main()) == []
+    assert _run(main) == []
 
 
 async def _app(scope, receive, send):
@@ -157,7 +165,7 @@ def _serve(protocol_class, request: bytes) -> RecordingTransport:
         protocol.connection_lost(None)
         return transport
 
-    return asyncio.run(main())
+    return _run(main)
 
 
 LOOKUP = b"GET /api/citizens/c1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n"
