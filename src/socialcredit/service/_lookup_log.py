@@ -16,14 +16,17 @@ from socialcredit.service._db import _LOOKUP_COLUMNS, Database
 log = logging.getLogger("socialcredit.service")
 
 _LOG_COLUMNS = _LOOKUP_COLUMNS.removeprefix("id, ")  # log_row's, in its order
-_LOG_INSERT = f"INSERT INTO lookups ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_N_LOG_COLUMNS = _LOG_COLUMNS.count(",") + 1
+_LOG_INSERT = f"INSERT INTO lookups ({_LOG_COLUMNS}) VALUES ({', '.join('?' * _N_LOG_COLUMNS)})"
 # The same rows from their journal lines (JSON arrays) as one parameter: the database takes them
 # apart in one statement, during which the writer holds no GIL (executemany binds row by row).
+# The last column, the day, is the one number.
 _LOG_INSERT_JSON = {
     "sqlite": f"INSERT INTO lookups ({_LOG_COLUMNS}) SELECT "
-              + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(8)) + " FROM json_each(?)",
-    "postgresql": f"INSERT INTO lookups ({_LOG_COLUMNS}) SELECT " + ", ".join(f"r->>{i}" for i in range(7))
-                  + ", (r->>7)::integer FROM json_array_elements(?::json) AS r",
+              + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(_N_LOG_COLUMNS)) + " FROM json_each(?)",
+    "postgresql": f"INSERT INTO lookups ({_LOG_COLUMNS}) SELECT "
+                  + ", ".join(f"r->>{i}" for i in range(_N_LOG_COLUMNS - 1))
+                  + f", (r->>{_N_LOG_COLUMNS - 1})::integer FROM json_array_elements(?::json) AS r",
 }
 # The look-up log's group commit: rows queued by look-ups are written together this often.
 LOG_INTERVAL_S = 0.05
