@@ -106,6 +106,7 @@ def test_each_partition_projects_its_own_citizens_and_together_they_score_as_one
     assert split[0].ledger.pending() == split[1].ledger.pending() == 0
     assert split[1].ledger.wait_projected(4, timeout=0.05)
     assert_same(one, split[0])
+    assert sorted(split[1].arrivals(0)) == sorted(one.arrivals(0))  # each owner's arrivals add up to the batch's
 
     # Each partition's table holds its owner's citizens, and both hold some.
     db = split[0].db

@@ -111,6 +111,25 @@ def test_projected_batches_with_resends_agree_with_the_engine(make_service, back
     assert stored_scores(service.db).equals(engine_scores(service.db, DAY))
     days, classes = service.ledger.counts()
     assert sum(days.values()) == ledger.height and sum(classes) == stored_scores(service.db).height
+    # The dashboard's arrivals: each event once, in the batch that stored it (the re-sent batch's
+    # events counted where they first came in), as the ledger's own batch column says.
+    by_batch = service.db.execute("SELECT batch, kind, source, COUNT(*) FROM events GROUP BY batch, kind, source")
+    arrived = service.arrivals(0)
+    assert sorted(arrived) == sorted(by_batch) and all(type(n) is int for *_, n in arrived)
+    assert {b for b, *_ in arrived} == set(range(1, len(sent) + 2)) - {5}  # batch 5 was the re-sent one
+    assert sorted(service.arrivals(3)) == sorted(r for r in by_batch if r[0] > 3)
+
+
+def test_a_database_made_with_the_ledger_indexed_by_batch_loses_that_index(tmp_path):
+    url = f"sqlite:///{tmp_path}/old.db"
+    db = Database.open(url)
+    with db.transaction() as cur:  # as databases made before the arrivals table had it
+        cur.execute("CREATE INDEX events_batch ON events (batch)")
+    db.close()
+    db = Database.open(url)
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+    assert "events_citizen" in indexes and "events_batch" not in indexes
+    db.close()
 
 
 def test_a_failed_insert_changes_nothing_and_the_retry_is_exact(service, monkeypatch):

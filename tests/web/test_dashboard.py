@@ -95,3 +95,35 @@ def test_roles_without_the_roster_are_refused(site):
     r = agency.get("/dashboard/citizens?class=D")  # taz-2018: the agency states a purpose
     assert r.status_code == 403 and "must state a purpose" in r.text
     assert agency.get("/dashboard/citizens?class=D&purpose=case+17").status_code == 200
+
+
+def test_the_live_rates_count_the_batches_projected_since_the_dashboard_started(tmp_path):
+    """Events that came before the first sample are not live; those projected after it are counted
+    by kind and source, each once (an event sent again is not a new arrival)."""
+    import json
+
+    from socialcredit.service import Service, authenticate, create_key
+    from socialcredit.web._dashboard import _Rates
+
+    service = Service.open(f"sqlite:///{tmp_path}/rates.db", "taz-2018")
+    try:
+        service.ledger.set_day(10)
+        agency = authenticate(service.db, create_key(service.db, role="agency", name="a",
+                                                     sources=["camera", "courts"]))
+
+        def send(ids, kind="traffic.red_light", source="camera"):
+            body = [{"event_id": i, "citizen_id": "c1", "kind": kind, "day": 1, "source": source} for i in ids]
+            service.ingest(agency, json.dumps(body).encode(), wait=False)
+            service.ledger.project()
+
+        send(["old-1", "old-2"])
+        rates = _Rates(service)
+        rates.sample()  # finds where "now" is
+        send(["new-1", "new-2", "old-1"])
+        send(["new-3"], kind="court.debt_lawsuit_lost", source="courts")
+        rates.sample()
+        by_kind, timeline = rates.counts()
+        assert by_kind == {"traffic.red_light": 2, "court.debt_lawsuit_lost": 1}
+        assert timeline[-1][1] == {"camera": 2, "courts": 1}
+    finally:
+        service.close()

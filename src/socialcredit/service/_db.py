@@ -51,9 +51,13 @@ def _main_schema(partitions: int) -> list[str]:
             sources TEXT NOT NULL, created TEXT NOT NULL, revoked TEXT)""",
         *_ledger_tables(partitions),
         "CREATE INDEX IF NOT EXISTS events_citizen ON events (citizen_id)",
-        # The dashboard's live rates read the batches that arrived since its last look (batch numbers
-        # only grow, so the index is appended to, not rebalanced).
-        "CREATE INDEX IF NOT EXISTS events_batch ON events (batch)",
+        # The dashboard's live rates read the batches that arrived since its last look from `arrivals`
+        # (events per batch, kind and source, written by the projection), not from an index of the
+        # ledger by batch: each projected event paid for that index (measured: 0.2-0.4 s per 500,000).
+        "DROP INDEX IF EXISTS events_batch",
+        """CREATE TABLE IF NOT EXISTS arrivals (
+            batch BIGINT NOT NULL, kind TEXT NOT NULL, source TEXT, events BIGINT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS arrivals_batch ON arrivals (batch)",
         "DROP INDEX IF EXISTS scores_stale",
         """CREATE TABLE IF NOT EXISTS class_history (
             id {serial}, citizen_id TEXT NOT NULL, day INTEGER NOT NULL, class_idx INTEGER NOT NULL)""",

@@ -196,6 +196,8 @@ class Inbox:
             events = events.filter(~pl.col("event_id").is_in(pl.Series([r[0] for r in old], dtype=pl.String)
                                                               .implode()))
         self._count_days(events["day"], 1)
+        # Each partition's owner writes the arrivals of its own events: their sum is the batch's.
+        self.db.insert_frame(cur, "arrivals", events.group_by("batch", "kind", "source").len("events"))
         self._score_new(cur, state, events.select(EVENT_COLUMNS))
 
     def _quarantine(self, seq: int, error: BaseException) -> None:

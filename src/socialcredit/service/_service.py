@@ -343,9 +343,10 @@ class Service(Lookups, Offers, Decisions, Appeals, Roster):
 
     def arrivals(self, after_batch: int) -> list[tuple[int, str, str | None, int]]:
         """Events of the ingestion batches after `after_batch`: (batch, kind, source, count), for
-        the dashboard's rates (a loaded run is batch 0)."""
-        return self.db.execute("SELECT batch, kind, source, COUNT(*) FROM events WHERE batch > ? "
-                               "GROUP BY batch, kind, source", (after_batch,))
+        the dashboard's rates (as each was projected, an event sent again counted once; a loaded run
+        did not arrive)."""
+        return self.db.execute("SELECT batch, kind, source, CAST(SUM(events) AS BIGINT) FROM arrivals "
+                               "WHERE batch > ? GROUP BY batch, kind, source", (after_batch,))
 
     def load_run(self, run_dir: Path) -> dict[str, int]:
         """Load a simulation run folder into the database."""

@@ -194,7 +194,8 @@ class _Prepared:
 
 class _Rates:
     """Events per minute by kind and source, counted on the server's clock: a thread of its own
-    samples the ledger rows that arrive every SAMPLE_S seconds from the start, viewed or not."""
+    samples the batches projected (the service's arrivals) every SAMPLE_S seconds from the start, viewed
+    or not."""
 
     def __init__(self, service: Service):
         self.service = service
@@ -221,8 +222,8 @@ class _Rates:
 
     def counts(self) -> tuple[dict, list[tuple[float, Counter]]]:
         """Events of the last minute by kind, and per sample the events of the minute before it by
-        source. While the sampling thread runs a view reads its samples (finding new rows scans the
-        events table); without it (an app whose lifespan did not run) the view samples."""
+        source. While the sampling thread runs a view reads its samples; without it (an app whose
+        lifespan did not run) the view samples."""
         if self._thread is None:
             self.sample()
         now = time.time()
