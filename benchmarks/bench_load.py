@@ -3,8 +3,9 @@
 Simulates the demo-sized run (100,000 citizens x 365 days, seed 2018, every event kind), loads it
 into a fresh SQLite database (and, with --pg URL, into a fresh schema of that PostgreSQL database)
 and reports events/s of the whole load: citizens, events, scores, class histories. The ceiling is
-a bare SQLite executemany of the same event rows, in one transaction, into a table with the same
-primary key, in WAL mode with synchronous=FULL (the service's settings), and no other work.
+a bare SQLite executemany of the same event rows, in one transaction, into a table with the ledger's
+columns and neither key nor index (one append per row), in WAL mode with synchronous=FULL (the
+service's settings), and no other work.
 Run with `python benchmarks/bench_load.py [--population N --days D --pg URL]`.
 """
 
@@ -52,7 +53,7 @@ def time_ceiling(run_dir: Path, path: Path) -> tuple[int, float]:
 
 def bare_insert(events: pl.DataFrame, path: Path, *, batch: int | None = None) -> tuple[int, float]:
     """Events and seconds of a bare executemany of `events` (checked event rows) into a new SQLite
-    file's table with the ledger's columns and primary key, WAL and synchronous=FULL, committed
+    file's table with the ledger's columns, no key and no index, WAL and synchronous=FULL, committed
     every `batch` rows (default: once)."""
     events = events.with_columns(batch=pl.lit(0, pl.Int64))
     conn = sqlite3.connect(path, isolation_level=None)

@@ -4,8 +4,8 @@ each figure beside its ceiling or peer measured in the same run.
 Bulk ingest: NDJSON batches sent by a few clients with `wait=false`; reports the acknowledged
 (durable) rate beside one blob per batch committed (the least an acknowledgement can cost), and
 the rate at which the scores caught up (projected and scored) beside a bare executemany of the same
-rows into a table with the ledger's columns and primary key (WAL, synchronous=FULL, a commit per
-batch). Look-ups: GET /api/citizens/{id} from 64 concurrent clients for a fixed time; requests/s,
+rows into a table with the ledger's columns, no key and no index (WAL, synchronous=FULL, a commit
+per batch). Look-ups: GET /api/citizens/{id} from 64 concurrent clients for a fixed time; requests/s,
 p50 and p99 latency, beside a bare FastAPI app that answers the same path from the same scores
 table; then again while senders keep up a steady ingest (100,000 events/s from 4 by default). The
 look-up load comes from `wrk` (a C load generator, cheap next to the server on a small machine)
