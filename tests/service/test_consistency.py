@@ -183,3 +183,43 @@ def test_a_new_database_counts_nothing_and_has_nothing_pending(tmp_path):
         assert service.ledger.pending() == 0
     finally:
         service.close()
+
+
+def test_a_service_counts_as_it_builds_its_state_and_its_first_statistics_scan_nothing(loaded_runs, tmp_path,
+                                                                                         monkeypatch):
+    """The build of the scoring state reads every event: it counts them per day as it goes (and the
+    classes once), so the first /api/stats does not scan the ledger under the write lock. Counts taken
+    in a write that rolls back are dropped with it."""
+    loaded = loaded_runs("accountable")
+    url = f"sqlite:///{tmp_path}/loaded.db"
+    db_load(loaded.path, url)
+    service = Service.open(url)
+    try:
+        recounts = Recounts(service.db)
+        service.ledger.warm()  # as `serve` does when it starts
+        assert recounts.since_last() == 1  # the classes; the days came with the state's scan
+        assert_tables_agree_with_the_engine(service, set(loaded.citizens["citizen_id"]), recounts)
+
+        # A write that builds the state again, counts, then fails: its counts go with it.
+        agency = authenticate(service.db, create_key(service.db, role="agency", name="a", sources=["courts"]))
+        service.ledger._state = service.ledger._counts = None
+        insert = type(service.db).insert_frame
+
+        def failing(self, cur, table, frame, **kwargs):
+            if table == "events":
+                raise OSError("disk gone")
+            return insert(self, cur, table, frame, **kwargs)
+
+        monkeypatch.setattr(type(service.db), "insert_frame", failing)
+        late = [handmade_event("late-1", citizen=loaded.citizens["citizen_id"][0], kind="court.judgment_default",
+                               day=service.day, source="courts")]
+        service.ingest(agency, json.dumps(late).encode(), wait=False)
+        with pytest.raises(OSError):
+            service.ledger.project()
+        assert service.ledger._counts is None
+        monkeypatch.setattr(type(service.db), "insert_frame", insert)
+        assert service.ledger.project() == 1
+        # Counted again from the tables, at the first request after the write that dropped them.
+        assert_tables_agree_with_the_engine(service, set(loaded.citizens["citizen_id"]), recounts, recounted=True)
+    finally:
+        service.close()

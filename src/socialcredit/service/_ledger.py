@@ -69,6 +69,7 @@ class Ledger(Inbox, ScoreCache, Counts, RunLoading):
         self._counts: Tally | None = None
         self._counts_lock = threading.Lock()
         self._delta: TallyChange | None = None  # what the current write changes in `_counts`
+        self._counted_here: Tally | None = None  # counts taken in the current write (see _count_with_build)
 
     @property
     def day(self) -> int:

@@ -41,22 +41,29 @@ class ScoreCache:
         if self._state is None or self._state_gen != gen or self._state.as_of != day:
             self._state = None
             self._day = day
-            self._state = self._build(cur, day)
+            self._state, per_day = self._build(cur, day)
             self._dirty = set()
             self._state_gen = gen
+            if not self.partitioned:
+                self._count_with_build(cur, gen, per_day)
         return self._state
 
-    def _build(self, cur, day: int) -> ScoreState:
-        """The state of the ledger (of this process's partition), voided events left out, read in chunks."""
+    def _build(self, cur, day: int) -> tuple[ScoreState, dict[int, int]]:
+        """The state of the ledger (of this process's partition), voided events left out, read in
+        chunks; and those events per day."""
         state = ScoreState(self.compiled, as_of=day, births=self._births(cur))
+        per_day: dict[int, int] = {}
         events = self.db.partition_table("events", self.partition)
         cur.execute(self.db.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {events} WHERE voided = 0"))
         while True:
             chunk = cur.fetchmany(_BUILD_CHUNK)
             if not chunk:
                 break
-            state.apply(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
-        return state
+            frame = pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row")
+            state.apply(frame)
+            for d, n in frame.group_by("day").len().iter_rows():
+                per_day[d] = per_day.get(d, 0) + n
+        return state, per_day
 
     def _births(self, cur, citizen_ids: pl.Series | None = None) -> pl.DataFrame | None:
         """The register of births (of these citizens), None when the policy has no min_age."""
