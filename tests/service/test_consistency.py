@@ -223,3 +223,45 @@ def test_a_service_counts_as_it_builds_its_state_and_its_first_statistics_scan_n
         assert_tables_agree_with_the_engine(service, set(loaded.citizens["citizen_id"]), recounts, recounted=True)
     finally:
         service.close()
+
+
+def test_statistics_asked_as_a_write_commits_wait_for_it_and_count_nothing(make_service):
+    """A write's commit is seen before it adds what it changed to the counts: a request in between
+    waits for the write lock, then finds the counts up to date rather than scanning the tables."""
+    import threading
+
+    service = make_service()
+    agency = authenticate(service.db, create_key(service.db, role="agency", name="a", sources=["courts"]))
+
+    def send(i: int) -> None:
+        event = handmade_event(f"e{i}", citizen=f"c{i}", kind="court.judgment_default", day=1, source="courts")
+        service.ingest(agency, json.dumps([event]).encode(), wait=False)
+
+    send(0)
+    service.ledger.project()
+    service.ledger.counts()
+    recounts = Recounts(service.db)
+    committed, go_on = threading.Event(), threading.Event()
+    end_counts = service.ledger._end_counts
+
+    def late_end(ok: bool) -> None:  # between the commit and the counts' update, with the lock held
+        committed.set()
+        go_on.wait(10)
+        end_counts(ok)
+
+    service.ledger._end_counts = late_end
+    send(1)
+    projector = threading.Thread(target=service.ledger.project)
+    projector.start()
+    assert committed.wait(10)
+    service.ledger._end_counts = end_counts
+    answer = []
+    asking = threading.Thread(target=lambda: answer.append(service.ledger.counts()))
+    asking.start()
+    asking.join(0.2)
+    assert asking.is_alive()  # it saw the new generation and waits for the write lock
+    go_on.set()
+    projector.join(10)
+    asking.join(10)
+    assert recounts.since_last() == 0
+    assert answer == [({1: 2}, service.ledger.counts()[1])] and sum(answer[0][1]) == 2

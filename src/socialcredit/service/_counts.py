@@ -34,6 +34,12 @@ class Counts:
         # the counts up to date (a count taken beside a running write would be behind it at once).
         with self.write() as cur:
             gen = self._gens(cur)
+            with self._counts_lock:
+                counts = self._counts
+                if counts is not None and counts.gen == gen:
+                    # A write that ended while this waited for the lock brought them up to date: its
+                    # commit is seen before it adds what it changed, so the check above can miss it.
+                    return dict(counts.days), list(counts.classes)
             days, classes = self._count(cur)
             with self._counts_lock:
                 self._counts = Tally(gen, dict(days), list(classes))
