@@ -4,6 +4,7 @@ batches stored in id order, and only the scores rows that move written."""
 
 import json
 import sqlite3
+import threading
 
 import numpy as np
 import polars as pl
@@ -118,6 +119,32 @@ def test_projected_batches_with_resends_agree_with_the_engine(make_service, back
     assert sorted(arrived) == sorted(by_batch) and all(type(n) is int for *_, n in arrived)
     assert {b for b, *_ in arrived} == set(range(1, len(sent) + 2)) - {5}  # batch 5 was the re-sent one
     assert sorted(service.arrivals(3)) == sorted(r for r in by_batch if r[0] > 3)
+
+
+def test_new_events_are_scored_while_they_are_stored_and_maybe_resent_ones_once_stored(service, monkeypatch):
+    """Events whose ids lie beyond every stored one are applied to the state on a worker thread while
+    the ledger stores them; a batch whose ids reach among stored ones is applied after the insert
+    has said which were new. Both score as the engine does."""
+    agency = authenticate(service.db, make_keys(service.db)["agency"])
+    ledger = random_events(3000, 150, seed=6, sources=SOURCES['agency']).sort("event_id")
+    on_worker = []
+    apply_new = type(service.ledger)._apply_new
+
+    def spy(self, state, events):
+        on_worker.append(threading.current_thread() is not threading.main_thread())
+        return apply_new(self, state, events)
+
+    monkeypatch.setattr(type(service.ledger), "_apply_new", spy)
+    for body in bodies(ledger.head(1000), 500):
+        service.ingest(agency, body, wait=False)
+    assert service.ledger.project(max_batches=2) == 2
+    # Re-sent events among new ones, then new ones beyond them all.
+    service.ingest(agency, bodies(pl.concat([ledger.slice(900, 200), ledger.slice(1100, 900)]), 1100)[0], wait=False)
+    service.ingest(agency, bodies(ledger.slice(2000), 1000)[0], wait=False)
+    assert service.ledger.project(max_batches=1) == service.ledger.project(max_batches=1) == 1
+    assert on_worker == [True, False, True]
+    assert service.db.execute("SELECT COUNT(*) FROM events")[0][0] == ledger.height
+    assert stored_scores(service.db).equals(engine_scores(service.db, DAY))
 
 
 def test_a_database_made_with_the_ledger_indexed_by_batch_loses_that_index(tmp_path):

@@ -20,6 +20,7 @@ import io
 import logging
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 
@@ -93,11 +94,7 @@ class Inbox:
         differing versions in flight at once, the projector keeps the first.
         """
         ids, db = events["event_id"], self.db
-        # Ids sent in order (counters, time-ordered ids) mostly lie beyond the ledger's: one probe of the
-        # index says no stored id lies between the batch's least and greatest. (SQLite compares texts
-        # byte by byte, as polars does; PostgreSQL's collation may not, so it always looks the ids up.)
-        if db.dialect == "sqlite" and not db.execute("SELECT 1 FROM events WHERE event_id BETWEEN ? AND ? LIMIT 1",
-                                                     (ids.min(), ids.max())):
+        if self._none_stored(ids):
             return
         rows = db.rows_matching(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {{match}}", "event_id", ids)
         if not rows:
@@ -114,6 +111,14 @@ class Inbox:
             raise Conflict(f"batch: row {first['row']}, field event_id: event {first['event_id']!r} was received "
                            f"before with another {column}; an event is never changed by sending it again",
                            row=first["row"], field="event_id")
+
+    def _none_stored(self, ids: pl.Series, cur=None) -> bool:
+        """Whether the ledger surely holds none of these event ids. Ids sent in order (counters,
+        time-ordered ids) mostly lie beyond the ledger's: one probe of its key finds no stored id
+        between the least and the greatest. (SQLite compares texts byte by byte, as polars does;
+        PostgreSQL's collation may not, so there the answer is always no, and the ids are looked up.)"""
+        return self.db.dialect == "sqlite" and not self.db.execute(
+            "SELECT 1 FROM events WHERE event_id BETWEEN ? AND ? LIMIT 1", (ids.min(), ids.max()), cur)
 
     def project(self, *, max_batches: int = 16) -> int:
         """Move up to `max_batches` inbox batches into the ledger and re-score; return how many left
@@ -184,10 +189,18 @@ class Inbox:
         if self.partition is not None:
             own = self.db.in_partition(events["citizen_id"].unique(), self.partition, cur)
             events = events.filter(pl.col("citizen_id").is_in(own.implode()))
+        if events.height == 0:
+            return
         # In key order: the inserts then walk the ledger's primary key front to back.
         events = events if events["event_id"].is_sorted() else events.sort("event_id")
-        stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
-                                      conflict=self.db.event_conflict)
+        with ThreadPoolExecutor(1) as worker:
+            # Where every event is surely new, a worker thread applies them to the state while they
+            # are stored (SQLite's inserts and the state's numpy, polars and numba mostly run without
+            # the GIL); where some may be re-sent, they are applied once it is known which were new.
+            applied = (worker.submit(self._apply_new, state, events.select(EVENT_COLUMNS))
+                       if self._none_stored(events["event_id"], cur) else None)
+            stored = self.db.insert_frame(cur, "events", events.select(*EVENT_COLUMNS, "batch"),
+                                          conflict=self.db.event_conflict)
         if stored != events.height:
             # Some were in the ledger already (re-sent): those carry an earlier batch number.
             first = int(rows[0][0])
@@ -195,10 +208,13 @@ class Inbox:
                                         events["event_id"], (first,), cur)
             events = events.filter(~pl.col("event_id").is_in(pl.Series([r[0] for r in old], dtype=pl.String)
                                                               .implode()))
+            if events.height == 0:
+                return
+        touched, before = applied.result() if applied else self._apply_new(state, events.select(EVENT_COLUMNS))
         self._count_days(events["day"], 1)
         # Each partition's owner writes the arrivals of its own events: their sum is the batch's.
         self.db.insert_frame(cur, "arrivals", events.group_by("batch", "kind", "source").len("events"))
-        self._score_new(cur, state, events.select(EVENT_COLUMNS))
+        self._write_scores(cur, state, touched, before)
 
     def _quarantine(self, seq: int, error: BaseException) -> None:
         """Move batch `seq` from the inbox to the quarantine, with its error."""
