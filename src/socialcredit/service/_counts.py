@@ -18,10 +18,8 @@ class Counts:
     def counts(self) -> tuple[dict[int, int], list[int]]:
         """Events per day (voided ones left out) and scored citizens per class index."""
         gen = self._gens(None, every=True)
-        with self._counts_lock:
-            counts = self._counts
-            if counts is not None and counts.gen == gen:
-                return dict(counts.days), list(counts.classes)
+        if (held := self._held_counts(gen)) is not None:
+            return held
         if self.partitioned:
             # Not under the write locks (they would stop every partition's projection): kept only
             # if no generation moved while counting.
@@ -34,16 +32,22 @@ class Counts:
         # the counts up to date (a count taken beside a running write would be behind it at once).
         with self.write() as cur:
             gen = self._gens(cur)
-            with self._counts_lock:
-                counts = self._counts
-                if counts is not None and counts.gen == gen:
-                    # A write that ended while this waited for the lock brought them up to date: its
-                    # commit is seen before it adds what it changed, so the check above can miss it.
-                    return dict(counts.days), list(counts.classes)
+            # A write that ended while this waited for the lock brought them up to date: its commit
+            # is seen before it adds what it changed, so the check above can miss it.
+            if (held := self._held_counts(gen)) is not None:
+                return held
             days, classes = self._count(cur)
             with self._counts_lock:
                 self._counts = Tally(gen, dict(days), list(classes))
         return days, classes
+
+    def _held_counts(self, gen: tuple[int, ...]) -> tuple[dict[int, int], list[int]] | None:
+        """A copy of the counts if they hold for generations `gen`, else None."""
+        with self._counts_lock:
+            counts = self._counts
+            if counts is not None and counts.gen == gen:
+                return dict(counts.days), list(counts.classes)
+        return None
 
     def _count_with_build(self, cur, gen: tuple[int, ...], per_day: dict[int, int]) -> None:
         """Count, in the write that just rebuilt the scoring state from the ledger (its scan gave the
